@@ -1,0 +1,155 @@
+"""Noticing child exits at once, without a thread per child and without polling.
+
+On Linux >= 5.3 each child gets a pidfd, watched by the loop like any other descriptor:
+the loop wakes up when the child exits, and we reap exactly that pid. Nothing else in the
+program is disturbed (no SIGCHLD handler, no ``waitpid(-1)`` that would steal the
+children of an embedding program). Signals are sent through the pidfd too, so a pid that
+was reaped and reused can never be hit.
+
+Where pidfds are missing (other kernels, other systems), a thread per child waits in
+``waitpid`` instead, as asyncio's own ThreadedChildWatcher does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+ExitCallback = Callable[[int, int], None]  # (exit_status, term_signal)
+
+HAS_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+
+
+def decode_status(status: int) -> tuple[int, int]:
+    """A ``waitpid`` status as ``(exit_status, term_signal)``, as libuv reported them."""
+    if os.WIFSIGNALED(status):
+        return 0, os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status), 0
+    return 0, 0
+
+
+class ChildHandle:
+    """One watched child. ``send_signal`` is safe until the exit callback has run."""
+
+    __slots__ = ("_callback", "_loop", "_pidfd", "exited", "pid")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pid: int, callback: ExitCallback) -> None:
+        self._loop = loop
+        self.pid = pid
+        self._callback = callback
+        self._pidfd = -1
+        self.exited = False
+
+    def send_signal(self, sig: int) -> bool:
+        """Signal the child; False when it is already gone."""
+        if self.exited:
+            return False
+        try:
+            if self._pidfd >= 0:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            else:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _finish(self, status: int | None) -> None:
+        if self.exited:
+            return
+        self.exited = True
+        if status is None:
+            exit_status, term_signal = 255, 0
+        else:
+            exit_status, term_signal = decode_status(status)
+        try:
+            self._callback(exit_status, term_signal)
+        except Exception:
+            logger.exception("exit callback failed for pid %d", self.pid)
+
+
+class ChildWatcher:
+    """Watches children of this process and calls back, on the loop, when each exits."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, use_pidfd: bool | None = None) -> None:
+        self._loop = loop
+        self._use_pidfd = HAS_PIDFD if use_pidfd is None else use_pidfd
+        self._handles: dict[int, ChildHandle] = {}
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def watch(self, pid: int, callback: ExitCallback) -> ChildHandle:
+        handle = ChildHandle(self._loop, pid, callback)
+        self._handles[pid] = handle
+        if self._use_pidfd:
+            try:
+                handle._pidfd = os.pidfd_open(pid)
+            except OSError as exc:
+                logger.warning("pidfd_open(%d) failed (%s); waiting in a thread", pid, exc)
+            else:
+                self._loop.add_reader(handle._pidfd, self._on_pidfd, handle)
+                return handle
+        threading.Thread(
+            target=self._wait_in_thread, args=(handle,), name=f"gaffer-waitpid-{pid}", daemon=True
+        ).start()
+        return handle
+
+    def _on_pidfd(self, handle: ChildHandle) -> None:
+        self._loop.remove_reader(handle._pidfd)
+        try:
+            _, status = os.waitpid(handle.pid, os.WNOHANG)
+        except ChildProcessError:
+            logger.warning("pid %d was reaped by someone else; its exit status is lost", handle.pid)
+            status = None
+        os.close(handle._pidfd)
+        handle._pidfd = -1
+        self._handles.pop(handle.pid, None)
+        handle._finish(status)
+
+    def _wait_in_thread(self, handle: ChildHandle) -> None:
+        try:
+            _, status = os.waitpid(handle.pid, 0)
+        except ChildProcessError:
+            status = None
+        try:
+            self._loop.call_soon_threadsafe(self._on_thread_exit, handle, status)
+        except RuntimeError:  # the loop is closed: the child is reaped, nobody listens
+            pass
+
+    def _on_thread_exit(self, handle: ChildHandle, status: int | None) -> None:
+        self._handles.pop(handle.pid, None)
+        handle._finish(status)
+
+    def forget(self, pid: int) -> None:
+        """Stop watching ``pid`` (a detached child outliving the manager): the reaping is
+        handed to a background thread so that it never turns into a zombie."""
+        handle = self._handles.pop(pid, None)
+        if handle is None or handle.exited:
+            return
+        handle.exited = True
+        if handle._pidfd >= 0:
+            self._loop.remove_reader(handle._pidfd)
+            os.close(handle._pidfd)
+            handle._pidfd = -1
+            _adopt_orphan(pid)
+
+    def close(self) -> None:
+        for pid in list(self._handles):
+            self.forget(pid)
+
+
+def _adopt_orphan(pid: int) -> None:
+    def wait() -> None:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+    threading.Thread(target=wait, name=f"gaffer-detached-{pid}", daemon=True).start()

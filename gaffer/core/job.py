@@ -1,0 +1,98 @@
+"""``Job``: a loaded job, its config, its processes, its target and its crash history.
+
+A job is bookkeeping only: the manager decides and acts; the job remembers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gaffer.core.config import ProcessConfig
+from gaffer.core.flapping import FlappingHistory
+from gaffer.core.spawn import Command, build_command, build_env
+
+if TYPE_CHECKING:
+    from gaffer.core.process import Process
+
+
+class Job:
+    def __init__(
+        self, session: str, config: ProcessConfig, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.session = session
+        self.name = f"{session}.{config.name}"
+        self.running: deque[Process] = deque()  # kept alive, oldest first
+        self.running_out: dict[int, Process] = {}  # one-off (committed) processes
+        self.stopped = True
+        self.retry_timer: asyncio.TimerHandle | None = None
+        self.manage_handle: asyncio.Handle | None = None
+        self.spawn_failures = 0
+        self.set_config(config, env)
+        self.numprocesses = config.numprocesses
+
+    def set_config(self, config: ProcessConfig, env: Mapping[str, str] | None) -> None:
+        self.config = config
+        self.env: dict[str, str] = dict(env or {})
+        self.flapping = FlappingHistory(config.flapping) if config.flapping else None
+        self._prepared: tuple[dict[str, str], Command | None] | None = None
+
+    @property
+    def bare_name(self) -> str:
+        return self.config.name
+
+    @property
+    def priority(self) -> int:
+        return self.config.priority
+
+    def prepare(self) -> tuple[dict[str, str], Command]:
+        """The environment and command line of the job's processes, built once.
+        Raises SpawnError (and builds again next time) when the command is wrong."""
+        if self._prepared is None:
+            env = build_env(self.config, self.env)
+            self._prepared = (env, None)
+        env, command = self._prepared
+        if command is None:
+            command = build_command(self.config, env)
+            self._prepared = (env, command)
+        return env, command
+
+    def prepare_once(self, extra_env: Mapping[str, str] | None) -> tuple[dict[str, str], Command]:
+        """Environment and command line of a one-off process with its own extra env."""
+        if not extra_env:
+            return self.prepare()
+        env = build_env(self.config, self.env, extra_env)
+        return env, build_command(self.config, env)
+
+    @property
+    def processes(self) -> list[Process]:
+        return [*self.running, *self.running_out.values()]
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.running]
+
+    def cancel_timers(self) -> None:
+        for attr in ("retry_timer", "manage_handle"):
+            handle = getattr(self, attr)
+            if handle is not None:
+                handle.cancel()
+                setattr(self, attr, None)
+
+    def info(self) -> dict[str, Any]:
+        processes = self.processes
+        return {
+            "name": self.name,
+            "active": bool(processes),
+            "stopped": self.stopped,
+            "running": len(processes),
+            "running_out": len(self.running_out),
+            "max_processes": self.numprocesses,
+            "numprocesses": self.numprocesses,
+            "processes": [proc.pid for proc in processes],
+            "flapping": self.flapping.snapshot() if self.flapping else None,
+            "retry_pending": self.retry_timer is not None,
+            "config": self.config.to_dict(with_channels=False),
+        }

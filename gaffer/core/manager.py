@@ -1,0 +1,827 @@
+"""``Manager``: keeps jobs alive on an asyncio loop (uvloop by default).
+
+The manager owns sessions -> jobs -> processes. It reconciles each running job with its
+target number of processes (spawning the missing, reaping the oldest extras), restarts
+processes when they exit (under the job's flapping policy), publishes everything on
+``manager.events``, and hosts applications (objects with ``start(loop, manager)``,
+``stop()`` and ``restart()``).
+
+Every public method may be called from any thread: called off the loop's thread while the
+loop runs, it is executed on the loop and the caller waits for its result. ``stop()`` and
+``restart()`` never wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from gaffer.core.childwatch import ChildWatcher
+from gaffer.core.config import ProcessConfig
+from gaffer.core.events import EventEmitter
+from gaffer.core.flapping import Verdict
+from gaffer.core.job import Job
+from gaffer.core.loop import new_event_loop
+from gaffer.core.monitor import StatsMonitor
+from gaffer.core.names import (
+    DEFAULT_SESSION,
+    apply_scale,
+    job_id,
+    parse_signal,
+    split_job_id,
+    validate_session,
+)
+from gaffer.core.process import Process
+from gaffer.core.stats import Sampler, descendants_map, summarize
+from gaffer.errors import (
+    InvalidArgument,
+    ManagerStopped,
+    ProcessConflict,
+    ProcessNotFound,
+    SpawnError,
+    StreamNotFound,
+)
+
+logger = logging.getLogger(__name__)
+
+SPAWN_BATCH = 16  # spawned before a call returns, however long they take
+SPAWN_SLICE = 0.010  # then seconds of spawning before yielding to the loop
+SPAWN_BACKOFF_FIRST = 0.1  # delay after a failed spawn, doubling up to the max
+SPAWN_BACKOFF_MAX = 5.0
+
+F = TypeVar("F", bound=Callable[..., Any])
+Callback = Callable[["Manager"], object]
+
+
+def on_loop(method: F) -> F:
+    """Run ``method`` on the manager's loop; from another thread, wait for its result."""
+
+    @functools.wraps(method)
+    def wrapper(self: Manager, *args: Any, **kwargs: Any) -> Any:
+        loop = self.loop
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = not loop.is_running()
+        if here:
+            return method(self, *args, **kwargs)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                future.set_result(method(self, *args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(call)
+        return future.result()
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Manager:
+    """Keeps jobs of processes alive. See the module docstring and docs/embedding.md."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop | None = None, loop_kind: str | None = None
+    ) -> None:
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()  # `async with Manager()`: the caller's loop
+                self._own_loop = False
+            except RuntimeError:
+                loop = new_event_loop(loop_kind)
+                self._own_loop = True
+        else:
+            self._own_loop = False
+        self.loop = loop
+        self.events = EventEmitter(loop)
+        self._watcher = ChildWatcher(loop)
+        self._sampler = Sampler()
+        self._monitor = StatsMonitor(self)
+        self._sessions: dict[str, dict[str, Job]] = {}
+        self._jobs: dict[str, Job] = {}
+        self.running: dict[int, Process] = {}
+        self._stopping_procs: dict[int, Process] = {}
+        self._next_pid = 1
+        self._apps: list[Any] = []
+        self.started = False
+        self._stopping = False
+        self._stop_callbacks: list[Callback] = []
+        self._stopped: asyncio.Future[None] | None = None
+        self._run_forever = False
+
+    # == lifecycle =========================================================================
+    def start(
+        self, apps: Iterable[Any] | None = None, applications: Iterable[Any] | None = None
+    ) -> None:
+        """Start the applications in order, then every job loaded with ``start=True``."""
+        if self.started:
+            raise RuntimeError("manager already started")
+        self._stopped = None
+        self.started = True
+        for app in [*(apps or ()), *(applications or ())]:
+            app.start(self.loop, self)
+            self._apps.append(app)
+        for job in sorted(self._jobs.values(), key=lambda job: job.priority):
+            if not job.stopped:
+                self._manage(job)
+
+    def run(self) -> None:
+        """Run the loop until ``stop()`` (from any thread) has stopped everything."""
+        if not self.started:
+            raise RuntimeError("call manager.start() before manager.run()")
+        self._run_forever = True
+        try:
+            self.loop.run_forever()
+        finally:
+            self._run_forever = False
+            if self._own_loop and not self.started:
+                self._close_loop()
+
+    def _close_loop(self) -> None:
+        loop = self.loop
+        if loop.is_closed():
+            return
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+    def stop(self, callback: Callback | None = None) -> None:
+        """Stop every process (SIGTERM, then SIGKILL after its graceful timeout), then the
+        applications, then call ``callback(manager)``. Safe from any thread; returns at once;
+        repeated calls only add callbacks."""
+        self._threadsafe_call(self._begin_stop, callback)
+
+    def restart(self, callback: Callback | None = None) -> None:
+        """Restart the applications, then every running job, rolling: new processes first,
+        then the old ones reaped. Safe from any thread; returns at once."""
+        self._threadsafe_call(self._do_restart, callback)
+
+    def _threadsafe_call(self, func: Callable[..., None], *args: Any) -> None:
+        try:
+            here = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            here = False
+        if here:
+            func(*args)
+        else:
+            self.loop.call_soon_threadsafe(func, *args)
+
+    @property
+    def active(self) -> bool:
+        return self.started and not self._stopping
+
+    async def wait_stopped(self) -> None:
+        """Wait until a stop has completed (returns at once if the manager is not started)."""
+        if not self.started and not self._stopping:
+            return
+        if self._stopped is None:
+            self._stopped = self.loop.create_future()
+        await asyncio.shield(self._stopped)
+
+    async def __aenter__(self) -> Manager:
+        if not self.started:
+            self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.stop()
+        await self.wait_stopped()
+
+    def _begin_stop(self, callback: Callback | None) -> None:
+        if callback is not None:
+            self._stop_callbacks.append(callback)
+        if self._stopping:
+            return
+        if not self.started:
+            self._finish_stop()
+            return
+        self._stopping = True
+        self.loop.create_task(self._shutdown(), name="gaffer-shutdown")
+
+    async def _shutdown(self) -> None:
+        self._monitor.close()
+        for job in sorted(self._jobs.values(), key=lambda job: job.priority, reverse=True):
+            job.cancel_timers()
+            if not job.stopped:
+                job.stopped = True
+                self._publish_job(job, "stop", {"name": job.name})
+            for proc in job.processes:
+                if proc.config.detach:
+                    self._forget_detached(job, proc)
+                else:
+                    self._stop_process(proc)
+        pending = [proc.wait_gone() for proc in list(self._stopping_procs.values())]
+        if pending:
+            await asyncio.gather(*pending)
+        for app in reversed(self._apps):
+            try:
+                result = app.stop()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("application %r failed to stop", app)
+        self._apps.clear()
+        await asyncio.sleep(0)  # let the last events reach their listeners
+        self._finish_stop()
+
+    def _finish_stop(self) -> None:
+        self.started = False
+        self._stopping = False
+        callbacks, self._stop_callbacks = self._stop_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                logger.exception("stop callback %r failed", callback)
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+        self._stopped = None
+        if self._run_forever:
+            self.loop.stop()
+
+    def _do_restart(self, callback: Callback | None) -> None:
+        if not self.active:
+            raise ManagerStopped("the manager is not running")
+        for app in self._apps:
+            try:
+                app.restart()
+            except Exception:
+                logger.exception("application %r failed to restart", app)
+        for job in sorted(self._jobs.values(), key=lambda job: job.priority):
+            if not job.stopped:
+                self._rolling_restart(job)
+        if callback is not None:
+            callback(self)
+
+    def _rolling_restart(self, job: Job) -> None:
+        for _ in range(job.numprocesses):
+            try:
+                self._spawn(job)
+            except SpawnError as exc:
+                self._spawn_failed(job, exc)
+                break
+        self._manage(job)  # reaps the oldest extras, the old processes
+
+    def _forget_detached(self, job: Job, proc: Process) -> None:
+        self._remove(job, proc)
+        proc.forget()
+        logger.info(
+            "%s pid=%d os_pid=%s is detached: left running", job.name, proc.pid, proc.os_pid
+        )
+
+    # == jobs ==============================================================================
+    @on_loop
+    def load(
+        self,
+        config: ProcessConfig | Mapping[str, Any],
+        sessionid: str | None = None,
+        env: Mapping[str, str] | None = None,
+        start: bool = True,
+    ) -> None:
+        """Register a job (``session.name``) and start it unless ``start=False``.
+        Raises ProcessConflict when the session already has a job of that name."""
+        config = _as_config(config)
+        session = validate_session(sessionid or DEFAULT_SESSION)
+        name = f"{session}.{config.name}"
+        if name in self._jobs:
+            raise ProcessConflict(f"job {name!r} is already loaded")
+        self._check_not_stopping()
+        job = Job(session, config, _check_env(env))
+        self._jobs[name] = job
+        self._sessions.setdefault(session, {})[config.name] = job
+        self._publish("load", {"name": name})
+        if start:
+            self._start_job(job)
+
+    @on_loop
+    def unload(self, name: str | ProcessConfig, sessionid: str | None = None) -> None:
+        """Stop every process of the job and forget it (and its session when empty)."""
+        if isinstance(name, ProcessConfig):
+            name = name.name
+        job = self._get_job(name, sessionid)
+        job.cancel_timers()
+        job.stopped = True
+        for proc in job.processes:
+            self._stop_process(proc)
+        del self._jobs[job.name]
+        session = self._sessions[job.session]
+        del session[job.bare_name]
+        if not session:
+            del self._sessions[job.session]
+        self._monitor.forget_job(job.name)
+        self._publish("unload", {"name": job.name})
+        self._publish_job(job, "stop", {"name": job.name})
+
+    @on_loop
+    def reload(self, name: str, sessionid: str | None = None) -> None:
+        """Replace every process of the job by a new one (new pids), with the target and
+        the crash history back to the config's."""
+        job = self._get_job(name, sessionid)
+        self._check_not_stopping()
+        job.cancel_timers()
+        job.numprocesses = job.config.numprocesses
+        if job.flapping is not None:
+            job.flapping.reset()
+        for proc in list(job.running):
+            self._stop_process(proc)
+        self._publish_job(job, "reload", {"name": job.name})
+        job.stopped = False
+        self._manage(job)
+
+    @on_loop
+    def update(
+        self,
+        config: ProcessConfig | Mapping[str, Any],
+        sessionid: str | None = None,
+        env: Mapping[str, str] | None = None,
+        start: bool = False,
+    ) -> None:
+        """Give a loaded job a new config (and env): its processes are replaced by processes
+        of the new config. The target becomes the larger of the new config's and the
+        current one. ``start=True`` also starts a stopped job."""
+        config = _as_config(config)
+        job = self._get_job(config.name, sessionid)
+        self._check_not_stopping()
+        job.cancel_timers()
+        job.set_config(config, _check_env(env) if env is not None else job.env)
+        job.numprocesses = max(config.numprocesses, job.numprocesses)
+        for proc in list(job.running):
+            self._stop_process(proc)
+        self._publish_job(job, "update", {"name": job.name, "numprocesses": job.numprocesses})
+        if start and job.stopped:
+            self._start_job(job)
+        else:
+            self._manage(job)
+
+    @on_loop
+    def get(self, name: str) -> ProcessConfig:
+        return self._get_job(name).config
+
+    @on_loop
+    def start_job(self, name: str) -> None:
+        """Start a stopped job: its target back to the config's, its crash history reset."""
+        self._start_job(self._get_job(name))
+
+    def _start_job(self, job: Job) -> None:
+        self._check_not_stopping()
+        if not job.stopped and job.retry_timer is None:
+            self._manage(job)
+            return
+        job.cancel_timers()
+        job.stopped = False
+        job.numprocesses = job.config.numprocesses
+        job.spawn_failures = 0
+        if job.flapping is not None:
+            job.flapping.reset()
+        self._publish_job(job, "start", {"name": job.name})
+        self._manage(job)
+
+    @on_loop
+    def stop_job(self, name: str) -> None:
+        """Stop every process of the job (one-off ones too) and keep it stopped; a pending
+        flapping retry is cancelled."""
+        job = self._get_job(name)
+        job.cancel_timers()
+        job.stopped = True
+        job.numprocesses = 0
+        for proc in job.processes:
+            self._stop_process(proc)
+        self._publish_job(job, "stop", {"name": job.name})
+
+    @on_loop
+    def scale(self, name: str, n: int | str) -> int:
+        """Change the target: an int adds (subtracts when <= 0), ``"+n"``, ``"-n"``,
+        ``"=n"``. Returns the new target."""
+        job = self._get_job(name)
+        job.numprocesses = apply_scale(job.numprocesses, n)
+        self._publish_job(job, "update", {"name": job.name, "numprocesses": job.numprocesses})
+        self._manage(job)
+        return job.numprocesses
+
+    @on_loop
+    def commit(
+        self, name: str, graceful_timeout: float | None = None, env: Mapping[str, str] | None = None
+    ) -> int:
+        """Run one more process of the job, once: never restarted, not counted in the
+        target, not reaped by scaling. Returns its pid. Raises SpawnError."""
+        job = self._get_job(name)
+        self._check_not_stopping()
+        if graceful_timeout is not None and (
+            isinstance(graceful_timeout, bool)
+            or not isinstance(graceful_timeout, int | float)
+            or graceful_timeout < 0
+        ):
+            raise InvalidArgument(
+                f"graceful_timeout: expected seconds >= 0, got {graceful_timeout!r}"
+            )
+        try:
+            proc = self._spawn(
+                job, once=True, env=_check_env(env), graceful_timeout=graceful_timeout
+            )
+        except SpawnError as exc:
+            self._publish_job(job, "spawn_error", _spawn_error_msg(job, exc))
+            raise
+        return proc.pid
+
+    @on_loop
+    def info(self, name: str) -> dict[str, Any]:
+        return self._get_job(name).info()
+
+    @on_loop
+    def stats(self, name: str) -> dict[str, Any]:
+        """Per-process stats of the job and totals (sum, min, max of cpu and mem)."""
+        job = self._get_job(name)
+        tree = descendants_map()
+        return summarize(job.name, [proc.read_stats(tree) for proc in job.processes])
+
+    @on_loop
+    def stopall(self, name: str) -> None:
+        """Stop every process of the job; the job stays started, so they are replaced."""
+        job = self._get_job(name)
+        for proc in job.processes:
+            self._stop_process(proc)
+        self._manage(job)
+
+    @on_loop
+    def killall(self, name: str, sig: int | str) -> None:
+        """Send ``sig`` to every process of the job, one-off ones included."""
+        job = self._get_job(name)
+        signum = parse_signal(sig)
+        self._publish(f"job.{job.name}.kill", {"name": job.name, "signum": signum})
+        for proc in job.processes:
+            proc.kill(signum)
+            self._publish(
+                f"proc.{proc.pid}.kill", {"name": job.name, "pid": proc.pid, "signum": signum}
+            )
+
+    @property
+    def sessions(self) -> list[str]:
+        return list(self._sessions)
+
+    @on_loop
+    def jobs(self, sessionid: str | None = None) -> list[str]:
+        if sessionid is None:
+            return list(self._jobs)
+        if sessionid not in self._sessions:
+            raise ProcessNotFound(f"no session {sessionid!r}")
+        return [job.name for job in self._sessions[sessionid].values()]
+
+    def jobs_walk(
+        self, callback: Callable[[Manager, str], object], sessionid: str | None = None
+    ) -> None:
+        for name in self.jobs(sessionid):
+            callback(self, name)
+
+    # == processes =========================================================================
+    @on_loop
+    def pids(self, name: str | None = None) -> list[int]:
+        """Every running pid (one-off included), or the kept-alive pids of a job."""
+        if name is None:
+            return list(self.running)
+        return self._get_job(name).pids
+
+    list = pids
+
+    @on_loop
+    def get_process(self, pid: int) -> Process:
+        try:
+            return self.running[_as_pid(pid)]
+        except KeyError:
+            raise ProcessNotFound(f"no running process with pid {pid}") from None
+
+    @on_loop
+    def kill(self, pid: int, sig: int | str) -> None:
+        proc = self.get_process(pid)
+        signum = parse_signal(sig)
+        proc.kill(signum)
+        self._publish(
+            f"proc.{proc.pid}.kill", {"name": proc.name, "pid": proc.pid, "signum": signum}
+        )
+
+    @on_loop
+    def send(
+        self, pid: int, data: bytes | str | Iterable[bytes | str], stream: str | None = None
+    ) -> None:
+        """Write ``data`` (or a list of lines) to stdin, or to a custom stream."""
+        proc = self.get_process(pid)
+        if stream in (None, "stdin"):
+            target: Any = proc
+        else:
+            target = proc.streams.get(stream)
+            if target is None:
+                raise StreamNotFound(f"pid {proc.pid} has no stream {stream!r}")
+        if isinstance(data, bytes | bytearray | str):
+            target.write(data)
+        else:
+            target.writelines(data)
+
+    @on_loop
+    def stop_process(self, pid: int | str) -> None:
+        """Stop one process (an int pid); for a kept-alive job a new one replaces it.
+        (A str names a job: the 0.4 ``stop_process(name)``, which stops the job.)"""
+        if isinstance(pid, str) and not pid.isdigit():
+            self.stop_job(pid)
+            return
+        proc = self.get_process(pid)
+        self._stop_process(proc)
+        job = self._jobs.get(proc.name)
+        if job is not None and not proc.once:
+            self._manage(job)
+
+    def walk(self, callback: Callable[[Manager, Process], object], name: str | None = None) -> None:
+        procs = list(self.running.values()) if name is None else self._get_job(name).processes
+        for proc in procs:
+            callback(self, proc)
+
+    def monitor(self, listener: Callable[[str, dict], object], name: str | int) -> None:
+        """Call ``listener("stat", msg)`` every ``monitor.interval`` seconds with the stats
+        of each process of job ``name`` (or of one pid)."""
+        self._monitor.add(self._monitor_target(name), listener)
+
+    def unmonitor(self, listener: Callable[[str, dict], object], name: str | int) -> None:
+        self._monitor.remove(self._monitor_target(name), listener)
+
+    @property
+    def monitor_interval(self) -> float:
+        return self._monitor.interval
+
+    @monitor_interval.setter
+    def monitor_interval(self, seconds: float) -> None:
+        self._monitor.interval = seconds
+
+    def _monitor_target(self, name: str | int) -> str | int:
+        if isinstance(name, int) and not isinstance(name, bool):
+            return self.get_process(name).pid
+        return self._get_job(name).name
+
+    def processes_of(self, target: str | int) -> list[Process]:
+        """The processes a monitor target stands for (used by the stats monitor)."""
+        if isinstance(target, int):
+            proc = self.running.get(target)
+            return [proc] if proc is not None else []
+        job = self._jobs.get(target)
+        return job.processes if job is not None else []
+
+    # == 0.4 names =========================================================================
+    def add_process(self, name: str, cmd: str, **settings: Any) -> None:
+        start = settings.pop("start", True)
+        self.load(ProcessConfig(name, cmd, **settings), start=start)
+
+    def remove_process(self, name: str) -> None:
+        self.unload(name)
+
+    def start_process(self, name: str) -> None:
+        self.start_job(name)
+
+    def restart_process(self, name: str) -> None:
+        self.reload(name)
+
+    def ttin(self, name: str, n: int = 1) -> int:
+        return self.scale(name, n)
+
+    def ttou(self, name: str, n: int = 1) -> int:
+        return self.scale(name, -n)
+
+    def send_signal(self, name_or_pid: str | int, sig: int | str) -> None:
+        if isinstance(name_or_pid, int) and not isinstance(name_or_pid, bool):
+            self.kill(name_or_pid, sig)
+        else:
+            self.killall(name_or_pid, sig)
+
+    def get_process_info(self, name: str) -> dict[str, Any]:
+        return self.get(name).to_dict(with_channels=False)
+
+    def get_process_status(self, name: str) -> dict[str, Any]:
+        info = self.info(name)
+        return {key: info[key] for key in ("active", "running", "max_processes")}
+
+    # == internals =========================================================================
+    def _get_job(self, name: str, sessionid: str | None = None) -> Job:
+        try:
+            return self._jobs[job_id(name, sessionid)]
+        except KeyError:
+            session, bare = split_job_id(name, sessionid)
+            raise ProcessNotFound(f"no job {bare!r} in session {session!r}") from None
+
+    def _check_not_stopping(self) -> None:
+        if self._stopping:
+            raise ManagerStopped("the manager is stopping")
+
+    def _publish(self, evtype: str, msg: dict[str, Any]) -> None:
+        msg["event"] = evtype
+        self.events.publish(evtype, msg)
+
+    def _publish_job(self, job: Job, evtype: str, msg: dict[str, Any]) -> None:
+        """``evtype`` and its per-job twin ``job.<id>.<evtype>``."""
+        self._publish(evtype, msg)
+        self._publish(f"job.{job.name}.{evtype}", dict(msg))
+
+    def _manage(self, job: Job) -> None:
+        """Bring the job to its target: reap the oldest extras, spawn what is missing, a
+        slice of time at a time so a big job never starves the loop."""
+        job.manage_handle = None
+        if job.stopped or not self.started or self._stopping or job.retry_timer is not None:
+            return
+        while len(job.running) > job.numprocesses:
+            self._reap(job, job.running[0])
+        deadline = time.monotonic() + SPAWN_SLICE
+        spawned = 0
+        while len(job.running) < job.numprocesses:
+            if spawned >= SPAWN_BATCH and time.monotonic() > deadline:
+                job.manage_handle = self.loop.call_soon(self._manage, job)
+                return
+            spawned += 1
+            try:
+                self._spawn(job)
+            except SpawnError as exc:
+                self._spawn_failed(job, exc)
+                return
+
+    def _schedule_manage(self, job: Job, delay: float) -> None:
+        if job.manage_handle is not None:
+            job.manage_handle.cancel()
+        job.manage_handle = self.loop.call_later(delay, self._manage, job)
+
+    def _spawn(
+        self,
+        job: Job,
+        once: bool = False,
+        env: Mapping[str, str] | None = None,
+        graceful_timeout: float | None = None,
+    ) -> Process:
+        penv, command = job.prepare_once(env) if once else job.prepare()
+        pid = self._next_pid
+        proc = Process(
+            self.loop,
+            self._watcher,
+            pid,
+            job.name,
+            job.config,
+            env=penv,
+            command=command,
+            once=once,
+            graceful_timeout=graceful_timeout,
+            on_exit=self._on_exit,
+            sampler=self._sampler,
+            stats_monitor=self._monitor,
+        )
+        proc.spawn()
+        self._next_pid = pid + 1
+        self.running[pid] = proc
+        if once:
+            job.running_out[pid] = proc
+            self._publish("spawn", {"name": job.name, "pid": pid, "os_pid": proc.os_pid})
+        else:
+            job.spawn_failures = 0
+            job.running.append(proc)
+            self._publish_job(job, "spawn", {"name": job.name, "pid": pid, "os_pid": proc.os_pid})
+        return proc
+
+    def _spawn_failed(self, job: Job, exc: SpawnError) -> None:
+        job.spawn_failures += 1
+        logger.warning("cannot spawn %s: %s", job.name, exc)
+        self._publish_job(job, "spawn_error", _spawn_error_msg(job, exc))
+        if job.flapping is not None and self._flapping_verdict(job) is not Verdict.RESPAWN:
+            return
+        delay = min(SPAWN_BACKOFF_FIRST * 2 ** (job.spawn_failures - 1), SPAWN_BACKOFF_MAX)
+        self._schedule_manage(job, delay)
+
+    def _flapping_verdict(self, job: Job) -> Verdict:
+        assert job.flapping is not None
+        verdict = job.flapping.record_exit(self.loop.time())
+        if verdict is Verdict.RESPAWN:
+            return verdict
+        retry_in = job.flapping.info.retry_in if verdict is Verdict.RETRY_LATER else None
+        logger.warning(
+            "%s is flapping: %s",
+            job.name,
+            f"retry in {retry_in}s" if retry_in is not None else "giving up",
+        )
+        job.cancel_timers()
+        job.stopped = True
+        for proc in list(job.running):
+            self._stop_process(proc)
+        self._publish_job(
+            job, "flap", {"name": job.name, "retry_in": retry_in, "retries": job.flapping.retries}
+        )
+        if retry_in is not None:
+            job.stopped = False  # still started: the retry timer holds the spawns back
+            job.retry_timer = self.loop.call_later(retry_in, self._flap_retry, job)
+        return verdict
+
+    def _flap_retry(self, job: Job) -> None:
+        job.retry_timer = None
+        if self._jobs.get(job.name) is job and not job.stopped:
+            self._manage(job)
+
+    def _reap(self, job: Job, proc: Process) -> None:
+        msg = {"name": job.name, "pid": proc.pid, "os_pid": proc.os_pid}
+        self._publish_job(job, "reap", msg)
+        self._publish(f"proc.{proc.pid}.reap", dict(msg))
+        self._stop_process(proc)
+
+    def _stop_process(self, proc: Process) -> None:
+        job = self._jobs.get(proc.name)
+        if job is not None:
+            self._remove(job, proc)
+        self.running.pop(proc.pid, None)
+        self._publish("stop_process", {"name": proc.name, "pid": proc.pid, "os_pid": proc.os_pid})
+        if not proc.gone:
+            self._stopping_procs[proc.pid] = proc
+        proc.stop()
+
+    def _remove(self, job: Job, proc: Process) -> None:
+        if proc.once:
+            job.running_out.pop(proc.pid, None)
+        else:
+            try:
+                job.running.remove(proc)
+            except ValueError:
+                pass
+        self.running.pop(proc.pid, None)
+
+    def _on_exit(self, proc: Process, exit_status: int, term_signal: int) -> None:
+        was_running = self.running.pop(proc.pid, None) is not None
+        job = self._jobs.get(proc.name)
+        if job is not None and was_running:
+            self._remove(job, proc)
+        msg = {
+            "name": proc.name,
+            "pid": proc.pid,
+            "os_pid": proc.os_pid,
+            "exit_status": exit_status,
+            "term_signal": term_signal,
+            "once": proc.once,
+        }
+        self._publish("exit", msg)
+        self._publish(f"job.{proc.name}.exit", dict(msg))
+        self._publish(f"proc.{proc.pid}.exit", dict(msg))
+        if proc.gone:
+            self._stopping_procs.pop(proc.pid, None)
+        elif proc.pid not in self._stopping_procs:
+            self._stopping_procs[proc.pid] = proc  # its group lingers: wait for it on stop
+        if not proc.gone:
+            self.loop.create_task(self._forget_when_gone(proc))
+        if (
+            job is None
+            or not was_running
+            or proc.once
+            or job.stopped
+            or self._stopping
+            or job.retry_timer is not None
+        ):
+            return
+        if job.flapping is not None and self._flapping_verdict(job) is not Verdict.RESPAWN:
+            return
+        self._manage(job)
+
+    async def _forget_when_gone(self, proc: Process) -> None:
+        await proc.wait_gone()
+        self._stopping_procs.pop(proc.pid, None)
+
+
+def _as_config(config: ProcessConfig | Mapping[str, Any]) -> ProcessConfig:
+    if isinstance(config, ProcessConfig):
+        return config
+    if isinstance(config, Mapping):
+        return ProcessConfig.from_dict(config)
+    raise InvalidArgument(
+        f"expected a ProcessConfig or a dict, got {type(config).__name__}", reason="bad_config"
+    )
+
+
+def _check_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    if env is None:
+        return None
+    if not isinstance(env, Mapping):
+        raise InvalidArgument(f"env: expected a dict of strings, got {env!r}")
+    for key, value in env.items():
+        if not isinstance(key, str) or not key or "=" in key or not isinstance(value, str):
+            raise InvalidArgument(f"env: bad variable {key!r}={value!r}")
+    return dict(env)
+
+
+def _as_pid(pid: int | str) -> int:
+    if isinstance(pid, bool):
+        raise ProcessNotFound(f"bad pid {pid!r}")
+    if isinstance(pid, int):
+        return pid
+    if isinstance(pid, str) and pid.isdigit():
+        return int(pid)
+    raise ProcessNotFound(f"bad pid {pid!r}")
+
+
+def _spawn_error_msg(job: Job, exc: SpawnError) -> dict[str, Any]:
+    return {
+        "name": job.name,
+        "error": str(exc),
+        "errno": exc.os_errno,
+        "failures": job.spawn_failures,
+    }

@@ -1,0 +1,105 @@
+"""Parsing of the names users type: job ids, signals and scale operations."""
+
+from __future__ import annotations
+
+import signal
+
+from gaffer.errors import InvalidArgument
+
+DEFAULT_SESSION = "default"
+
+
+def split_job_id(name: str, sessionid: str | None = None) -> tuple[str, str]:
+    """Return ``(session, name)`` for a job id.
+
+    ``"s.n"`` and ``"s/n"`` split on the first dot or slash (session ids cannot hold
+    either, names can hold dots); a bare name belongs to ``sessionid`` or to the
+    ``default`` session.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(
+            f"job name must be a non-empty string, got {name!r}", reason="bad_name"
+        )
+    if sessionid is not None:
+        return sessionid, name
+    cuts = [index for index in (name.find("."), name.find("/")) if index >= 0]
+    if not cuts:
+        return DEFAULT_SESSION, name
+    cut = min(cuts)  # "s.n.x" -> ("s", "n.x"); "s/n.x" -> ("s", "n.x")
+    session, bare = name[:cut], name[cut + 1 :]
+    if not session or not bare:
+        raise InvalidArgument(f"bad job id {name!r}: expected session.name", reason="bad_name")
+    return session, bare
+
+
+def job_id(name: str, sessionid: str | None = None) -> str:
+    session, bare = split_job_id(name, sessionid)
+    return f"{session}.{bare}"
+
+
+def validate_session(sessionid: str) -> str:
+    if not isinstance(sessionid, str) or not sessionid or "." in sessionid or "/" in sessionid:
+        raise InvalidArgument(
+            f"bad session id {sessionid!r}: a non-empty name without '.' or '/'", reason="bad_name"
+        )
+    return sessionid
+
+
+def parse_signal(sig: int | str) -> int:
+    """``9``, ``"9"``, ``"KILL"``, ``"SIGKILL"`` and ``"kill"`` all give ``signal.SIGKILL``."""
+    if isinstance(sig, bool):
+        raise InvalidArgument(f"bad signal {sig!r}", reason="bad_signal")
+    if isinstance(sig, int):
+        try:
+            return int(signal.Signals(sig))
+        except ValueError:
+            raise InvalidArgument(f"bad signal number {sig}", reason="bad_signal") from None
+    if isinstance(sig, str):
+        text = sig.strip().upper()
+        if _is_number(text):
+            return parse_signal(int(text))
+        if not text.startswith("SIG"):
+            text = "SIG" + text
+        try:
+            return int(signal.Signals[text])
+        except KeyError:
+            raise InvalidArgument(f"unknown signal {sig!r}", reason="bad_signal") from None
+    raise InvalidArgument(f"bad signal {sig!r}: an int or a name", reason="bad_signal")
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
+
+
+def apply_scale(current: int, n: int | str) -> int:
+    """The new target of a job after ``scale(n)``.
+
+    An int adds (``<= 0`` subtracts its absolute value); a string ``"3"`` or ``"+3"`` adds,
+    ``"-3"`` subtracts, ``"=3"`` sets. The result is never negative.
+    """
+    if isinstance(n, bool):
+        raise InvalidArgument(f"bad scale {n!r}", reason="bad_operation")
+    if isinstance(n, int):
+        target = current + n
+    elif isinstance(n, str):
+        text = n.strip()
+        op, digits = (text[0], text[1:]) if text and text[0] in "+-=" else ("+", text)
+        if not _is_number(digits.strip()):
+            raise InvalidArgument(
+                f"bad scale {n!r}: expected N, +N, -N or =N", reason="bad_operation"
+            )
+        value = int(digits)
+        target = {"+": current + value, "-": current - value, "=": value}[op]
+    else:
+        raise InvalidArgument(
+            f"bad scale {n!r}: expected an int or a string", reason="bad_operation"
+        )
+    return max(target, 0)
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``"²".isdigit()`` is true but ``int("²")`` fails."""
+    return text.isascii() and text.isdigit()

@@ -1,0 +1,176 @@
+"""Non-blocking pipe ends watched by the loop: a reader and a writer.
+
+The reader takes big chunks (256 KiB) and hands them on untouched: no line splitting, no
+decoding, nothing per byte in Python. The writer keeps what the pipe cannot take yet and
+sends it when the loop says the pipe is writable, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+READ_SIZE = 256 * 1024
+READS_PER_WAKEUP = 8
+
+
+class PipeReader:
+    """Calls ``on_data(bytes)`` for every chunk read from ``fd``, ``on_close()`` at EOF."""
+
+    __slots__ = ("_loop", "_on_close", "_on_data", "_owns_fd", "fd")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fd: int,
+        on_data: Callable[[bytes], None],
+        on_close: Callable[[], None] | None = None,
+        owns_fd: bool = True,
+    ) -> None:
+        self._loop = loop
+        self.fd = fd
+        self._on_data = on_data
+        self._on_close = on_close
+        self._owns_fd = owns_fd
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._readable)
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    def _readable(self) -> None:
+        for _ in range(READS_PER_WAKEUP):
+            if self.fd < 0:
+                return
+            try:
+                data = os.read(self.fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                logger.debug("read error on fd %d: %s", self.fd, exc)
+                self.close()
+                return
+            if not data:
+                self.close()
+                return
+            self._deliver(data)
+            if len(data) < READ_SIZE:
+                return
+
+    def _deliver(self, data: bytes) -> None:
+        try:
+            self._on_data(data)
+        except Exception:
+            logger.exception("output consumer failed")
+
+    def drain(self) -> None:
+        """Read what is left now (the writer has exited), then close."""
+        while self.fd >= 0:
+            try:
+                data = os.read(self.fd, READ_SIZE)
+            except (BlockingIOError, OSError):
+                break
+            if not data:
+                break
+            self._deliver(data)
+        self.close()
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        fd, self.fd = self.fd, -1
+        self._loop.remove_reader(fd)
+        if self._owns_fd:
+            os.close(fd)
+        if self._on_close is not None:
+            callback, self._on_close = self._on_close, None
+            callback()
+
+
+class PipeWriter:
+    """Writes to ``fd`` without ever blocking the loop; keeps the order of writes."""
+
+    __slots__ = ("_buffer", "_closing", "_loop", "_owns_fd", "_watching", "fd")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, owns_fd: bool = True) -> None:
+        self._loop = loop
+        self.fd = fd
+        self._owns_fd = owns_fd
+        self._buffer: deque[memoryview] = deque()
+        self._watching = False
+        self._closing = False
+        os.set_blocking(fd, False)
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    @property
+    def pending(self) -> int:
+        return sum(len(chunk) for chunk in self._buffer)
+
+    def write(self, data: bytes) -> None:
+        if self.fd < 0 or self._closing:
+            raise BrokenPipeError(f"fd {self.fd} is closed")
+        if not data:
+            return
+        view = memoryview(bytes(data))
+        if not self._buffer:
+            try:
+                written = os.write(self.fd, view)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:
+                self.close()
+                raise BrokenPipeError(str(exc)) from None
+            view = view[written:]
+            if not view:
+                return
+        self._buffer.append(view)
+        if not self._watching:
+            self._watching = True
+            self._loop.add_writer(self.fd, self._writable)
+
+    def _writable(self) -> None:
+        while self._buffer:
+            chunk = self._buffer[0]
+            try:
+                written = os.write(self.fd, chunk)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                logger.debug("write error on fd %d: %s", self.fd, exc)
+                self._buffer.clear()
+                self.close()
+                return
+            if written < len(chunk):
+                self._buffer[0] = chunk[written:]
+                return
+            self._buffer.popleft()
+        self._loop.remove_writer(self.fd)
+        self._watching = False
+        if self._closing:
+            self.close()
+
+    def close_when_flushed(self) -> None:
+        if self._buffer:
+            self._closing = True
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        fd, self.fd = self.fd, -1
+        if self._watching:
+            self._loop.remove_writer(fd)
+            self._watching = False
+        self._buffer.clear()
+        if self._owns_fd:
+            os.close(fd)

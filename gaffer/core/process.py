@@ -1,0 +1,501 @@
+"""``Process``: one OS process of a job, from spawn to reap.
+
+A process runs in its own session, so in its own process group. Stopping it sends SIGTERM
+to the whole group and SIGKILL to the group ``graceful_timeout`` seconds later, so its
+children go with it. When the leader exits on its own, whatever is left in its group is
+stopped the same way (unless the job is detached): a crashed process never leaves orphans
+behind for its replacement to fight with.
+
+The process knows nothing of jobs or of the manager: it reports its exit through the
+``on_exit`` callback, after the last of its output has been delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from gaffer.core.childwatch import ChildHandle, ChildWatcher
+from gaffer.core.config import ProcessConfig
+from gaffer.core.monitor import StatsMonitor
+from gaffer.core.names import parse_signal
+from gaffer.core.pipes import PipeReader, PipeWriter
+from gaffer.core.spawn import Command, build_command, build_env, spawn
+from gaffer.core.stats import Sampler, descendants, descendants_map
+from gaffer.errors import StreamNotFound, StreamNotRedirected
+
+logger = logging.getLogger(__name__)
+
+GROUP_POLL_INTERVAL = 0.05
+ALL_LABELS = "."
+
+IOListener = Callable[[str, dict], object]
+_DEFAULT_SAMPLER = Sampler()
+ExitListener = Callable[["Process", int, int], None]
+
+
+class Stream:
+    """A custom stream of a process: a bidirectional channel at fd 3, 4, ... in the child."""
+
+    def __init__(self, process: Process, label: str, child_fd: int, sock: socket.socket):
+        self.label = label
+        self.id = child_fd
+        self._process = process
+        self._sock = sock
+        loop = process.loop
+        self._writer = PipeWriter(loop, sock.fileno(), owns_fd=False)
+        self._reader = PipeReader(
+            loop,
+            sock.fileno(),
+            lambda data: process._dispatch(label, data),
+            self._closed,
+            owns_fd=False,
+        )
+
+    def write(self, data: bytes | str) -> None:
+        self._process._call_on_loop(self._write, _to_bytes(data))
+
+    def writelines(self, lines: Iterable[bytes | str]) -> None:
+        self.write(b"".join(_to_bytes(line) for line in lines))
+
+    def _write(self, data: bytes) -> None:
+        if self._writer.closed:
+            raise BrokenPipeError(f"stream {self.label!r} of pid {self._process.pid} is closed")
+        self._writer.write(data)
+
+    def subscribe(self, listener: IOListener) -> None:
+        self._process.monitor_io(self.label, listener)
+
+    def unsubscribe(self, listener: IOListener) -> None:
+        self._process.unmonitor_io(self.label, listener)
+
+    def _closed(self) -> None:
+        # both ends stop watching the shared descriptor before the socket closes it
+        self._writer.close()
+        self._sock.close()
+
+    def close(self) -> None:
+        if not self._reader.closed:
+            self._reader.drain()
+
+
+class Process:
+    """One OS process of a job.
+
+    Attributes:
+        pid: the manager's id for it (from 1, never reused).
+        os_pid: the operating system's pid.
+        name: the id of its job (``session.name``).
+        once: a one-off (committed) process, never restarted.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        watcher: ChildWatcher,
+        pid: int,
+        name: str,
+        config: ProcessConfig,
+        env: Mapping[str, str] | None = None,
+        command: Command | None = None,
+        once: bool = False,
+        graceful_timeout: float | None = None,
+        on_exit: ExitListener | None = None,
+        sampler: Sampler | None = None,
+        stats_monitor: StatsMonitor | None = None,
+    ) -> None:
+        self.loop = loop
+        self.sampler = sampler or _DEFAULT_SAMPLER
+        self._stats_monitor = stats_monitor
+        self._watcher = watcher
+        self.pid = pid
+        self.name = name
+        self.config = config
+        self.once = once
+        self.graceful_timeout = (
+            config.graceful_timeout if graceful_timeout is None else float(graceful_timeout)
+        )
+        # shared with the job and its other processes: never mutated
+        self.env = env if env is not None else build_env(config)
+        self._prepared = command
+        self.command: Command | None = None
+        self.os_pid: int | None = None
+        self.create_time: float | None = None
+        self.exit_status: int | None = None
+        self.term_signal: int | None = None
+        self.stopping = False
+        self.streams: dict[str, Stream] = {}
+        self._on_exit = on_exit
+        self._handle: ChildHandle | None = None
+        self._readers: list[PipeReader] = []
+        self._stdin: PipeWriter | None = None
+        self._io_listeners: dict[str, list[IOListener]] = {}
+        self._kill_timer: asyncio.TimerHandle | None = None
+        self._group_poll: asyncio.TimerHandle | None = None
+        self._gone: asyncio.Future[None] | None = None
+        self._group_alive = False
+
+    # -- spawn ---------------------------------------------------------------------------
+    def spawn(self) -> None:
+        """Start the OS process. Raises SpawnError, leaving nothing open behind."""
+        command = self._prepared or build_command(self.config, self.env)
+        parent_fds: list[int] = []  # our ends, kept
+        child_fds: list[int] = []  # the child's ends, closed once it runs
+        sockets: list[tuple[str, int, socket.socket, socket.socket]] = []
+        try:
+            stdin = stdout = stderr = None
+            if self.config.redirect_input:
+                stdin, stdin_w = os.pipe()
+                child_fds.append(stdin)
+                parent_fds.append(stdin_w)
+            outputs: list[tuple[str, int]] = []
+            labels = self.config.redirect_output
+            if labels:
+                read_fd, stdout = os.pipe()
+                child_fds.append(stdout)
+                outputs.append((labels[0], read_fd))
+                parent_fds.append(read_fd)
+                if len(labels) == 2 and labels[1] != labels[0]:
+                    read_fd, stderr = os.pipe()
+                    child_fds.append(stderr)
+                    outputs.append((labels[1], read_fd))
+                    parent_fds.append(read_fd)
+                elif len(labels) == 2:
+                    stderr = stdout  # the same label twice: stderr merged into stdout
+            extra: list[int] = []
+            for index, label in enumerate(self.config.custom_streams):
+                ours, theirs = socket.socketpair()
+                sockets.append((label, 3 + index, ours, theirs))
+                extra.append(theirs.fileno())
+            extra.extend(
+                ch if isinstance(ch, int) else ch.fileno() for ch in self.config.custom_channels
+            )
+            os_pid = spawn(command, stdin=stdin, stdout=stdout, stderr=stderr, extra_fds=extra)
+        except BaseException:
+            for fd in parent_fds + child_fds:
+                os.close(fd)
+            for _, _, ours, theirs in sockets:
+                ours.close()
+                theirs.close()
+            raise
+        for fd in child_fds:
+            os.close(fd)
+        self.command = command
+        self.os_pid = os_pid
+        self.create_time = time.time()
+        self._handle = self._watcher.watch(os_pid, self._exited)
+        if self.config.redirect_input:
+            self._stdin = PipeWriter(self.loop, parent_fds[0])
+        for label, read_fd in outputs:
+            self._readers.append(PipeReader(self.loop, read_fd, self._reader_for(label)))
+        for label, child_fd, ours, theirs in sockets:
+            theirs.close()
+            self.streams[label] = Stream(self, label, child_fd, ours)
+
+    def _reader_for(self, label: str) -> Callable[[bytes], None]:
+        return lambda data: self._dispatch(label, data)
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self._handle is not None and not self._handle.exited
+
+    @property
+    def cmd(self) -> str:
+        return self.config.cmd
+
+    @property
+    def args(self) -> list[str]:
+        return list(self.command.argv[1:]) if self.command else list(self.config.args)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "pid": self.pid,
+            "name": self.name,
+            "os_pid": self.os_pid,
+            "cmd": config.cmd,
+            "args": self.args,
+            "env": dict(self.env),
+            "uid": config.uid,
+            "gid": config.gid,
+            "cwd": config.cwd,
+            "create_time": self.create_time,
+            "commited": self.once,
+            "once": self.once,
+            "redirect_output": list(config.redirect_output),
+            "redirect_input": config.redirect_input,
+            "custom_streams": list(config.custom_streams),
+            "active": self.active,
+            "stopping": self.stopping,
+            "detach": config.detach,
+        }
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """CPU, memory and the same for every descendant, read now (see stats.py)."""
+        return self.read_stats(descendants_map())
+
+    def read_stats(self, tree: Mapping[int, list[int]]) -> dict[str, Any]:
+        if self.os_pid is None:
+            return {"pid": self.pid, "name": self.name, "os_pid": None, "children": []}
+        sample = self.sampler.sample(self.os_pid, descendants(self.os_pid, tree))
+        return {"pid": self.pid, "name": self.name, **sample}
+
+    def monitor(self, listener: Callable[[str, dict], object]) -> None:
+        """Call ``listener("stat", msg)`` with this process's stats every monitor interval."""
+        if self._stats_monitor is None:
+            self._stats_monitor = StatsMonitor(self, resolver=lambda _target: [self])
+        self._stats_monitor.add(self.pid, listener)
+
+    def unmonitor(self, listener: Callable[[str, dict], object]) -> None:
+        if self._stats_monitor is not None:
+            self._stats_monitor.remove(self.pid, listener)
+
+    def __repr__(self) -> str:
+        return f"<Process {self.name} pid={self.pid} os_pid={self.os_pid} active={self.active}>"
+
+    # -- signals -------------------------------------------------------------------------
+    def kill(self, sig: int | str) -> bool:
+        """Send ``sig`` to the process (not its group). False if it already exited."""
+        if self._handle is None:
+            return False
+        return self._handle.send_signal(parse_signal(sig))
+
+    send_signal = kill
+
+    def stop(self) -> None:
+        """SIGTERM to the process group now, SIGKILL to it after ``graceful_timeout``."""
+        if self.stopping or self._handle is None:
+            return
+        self.stopping = True
+        if not self.active:
+            return
+        self._signal_group(signal.SIGTERM)
+        self._kill_timer = self.loop.call_later(self.graceful_timeout, self._kill_group)
+
+    def _signal_group(self, sig: int) -> bool:
+        try:
+            os.killpg(self.os_pid, sig)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            # a group we may not signal as a whole: at least reach the leader
+            return self._handle.send_signal(sig) if self._handle else False
+        return True
+
+    def _kill_group(self) -> None:
+        self._kill_timer = None
+        if self.active or self._group_alive:
+            logger.info(
+                "%s pid=%s os_pid=%s did not stop within %.1fs: SIGKILL",
+                self.name,
+                self.pid,
+                self.os_pid,
+                self.graceful_timeout,
+            )
+        self._signal_group(signal.SIGKILL)
+        if self.active and self._handle is not None:
+            self._handle.send_signal(signal.SIGKILL)
+
+    # -- exit ----------------------------------------------------------------------------
+    def _exited(self, exit_status: int, term_signal: int) -> None:
+        self.exit_status, self.term_signal = exit_status, term_signal
+        for reader in self._readers:
+            reader.drain()
+        for stream in self.streams.values():
+            stream.close()
+        if self._stdin is not None:
+            self._stdin.close()
+        lingering = not self.config.detach and _group_exists(self.os_pid)
+        self._group_alive = lingering
+        if not lingering:
+            self._end_group_watch()
+        if self._on_exit is not None:
+            self._on_exit(self, exit_status, term_signal)  # respawn first, clean up after
+        if lingering:
+            self._watch_group()
+
+    def _watch_group(self) -> None:
+        """The leader is gone but its group is not: stop what is left (SIGTERM now unless
+        a stop already sent it, SIGKILL at the deadline) and wait for it to be gone."""
+        self._members = group_members(self.os_pid)
+        if not self._members:
+            self._end_group_watch()
+            return
+        if not self.stopping:
+            self._signal_group(signal.SIGTERM)
+            self._kill_timer = self.loop.call_later(self.graceful_timeout, self._kill_group)
+        self._group_poll = self.loop.call_later(GROUP_POLL_INTERVAL, self._poll_group)
+
+    def _poll_group(self) -> None:
+        self._group_poll = None
+        self._members = [pid for pid in self._members if is_group_member(pid, self.os_pid)]
+        if self._members:
+            self._group_poll = self.loop.call_later(GROUP_POLL_INTERVAL, self._poll_group)
+        else:
+            self._end_group_watch()
+
+    def _end_group_watch(self) -> None:
+        self._group_alive = False
+        self._members = []
+        for timer in (self._kill_timer, self._group_poll):
+            if timer is not None:
+                timer.cancel()
+        self._kill_timer = self._group_poll = None
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
+
+    @property
+    def gone(self) -> bool:
+        """True once the process has exited and nothing is left in its group."""
+        return self._handle is not None and not self.active and not self._group_alive
+
+    async def wait_gone(self) -> None:
+        if self._handle is None or self.gone:
+            return
+        if self._gone is None:
+            self._gone = self.loop.create_future()
+        await asyncio.shield(self._gone)
+
+    def forget(self) -> None:
+        """Leave a detached process running on its own: stop watching it (the reaping is
+        handed to a background thread) and close our ends of its pipes."""
+        if self.os_pid is not None:
+            self._watcher.forget(self.os_pid)
+        for reader in self._readers:
+            reader.close()
+        for stream in self.streams.values():
+            stream.close()
+        if self._stdin is not None:
+            self._stdin.close()
+
+    # -- output --------------------------------------------------------------------------
+    def monitor_io(self, label: str, listener: IOListener) -> None:
+        """Call ``listener(label, msg)`` with every chunk of output of ``label`` ("." for
+        every label); ``msg`` is ``{"event", "name", "pid", "os_pid", "data"}``."""
+        if label != ALL_LABELS and label not in self._labels():
+            raise StreamNotFound(
+                f"pid {self.pid} has no stream {label!r}; it has "
+                f"{', '.join(sorted(self._labels())) or 'none'}"
+            )
+        listeners = self._io_listeners.setdefault(label, [])
+        if listener not in listeners:
+            listeners.append(listener)
+
+    def unmonitor_io(self, label: str, listener: IOListener) -> None:
+        listeners = self._io_listeners.get(label)
+        if listeners and listener in listeners:
+            listeners.remove(listener)
+
+    def _labels(self) -> set[str]:
+        return set(self.config.redirect_output) | set(self.config.custom_streams)
+
+    def _dispatch(self, label: str, data: bytes) -> None:
+        listeners = self._io_listeners
+        targets = listeners.get(label, []) + listeners.get(ALL_LABELS, [])
+        if not targets:
+            return
+        msg = {
+            "event": label,
+            "name": self.name,
+            "pid": self.pid,
+            "os_pid": self.os_pid,
+            "data": data,
+        }
+        for listener in list(targets):
+            try:
+                listener(label, msg)
+            except Exception:
+                logger.exception("io listener %r failed for %s", listener, self.name)
+
+    # -- input ---------------------------------------------------------------------------
+    def write(self, data: bytes | str) -> None:
+        """Write to the process's stdin, from any thread, in order."""
+        if not self.config.redirect_input:
+            raise StreamNotRedirected(
+                f"stdin of pid {self.pid} ({self.name}) is not "
+                "redirected: load the job with redirect_input=True"
+            )
+        self._call_on_loop(self._write_stdin, _to_bytes(data))
+
+    def writelines(self, lines: Iterable[bytes | str]) -> None:
+        self.write(b"".join(_to_bytes(line) for line in lines))
+
+    def _write_stdin(self, data: bytes) -> None:
+        if self._stdin is None or self._stdin.closed:
+            raise BrokenPipeError(f"stdin of pid {self.pid} is closed")
+        self._stdin.write(data)
+
+    def _call_on_loop(self, func: Callable[[bytes], None], data: bytes) -> None:
+        try:
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            on_loop = not self.loop.is_running()
+        if on_loop:
+            func(data)
+        else:
+            self.loop.call_soon_threadsafe(_logged, func, data)
+
+
+def _to_bytes(data: bytes | str) -> bytes:
+    if isinstance(data, str):
+        return data.encode()
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"expected bytes or str, got {type(data).__name__}")
+
+
+def _logged(func: Callable[[bytes], None], data: bytes) -> None:
+    try:
+        func(data)
+    except OSError as exc:
+        logger.warning("write failed: %s", exc)
+
+
+def _group_exists(pgid: int | None) -> bool:
+    """Cheap first check: is anything (zombies included) left in the group?"""
+    if pgid is None:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError as exc:  # pragma: no cover - unexpected errno
+        return exc.errno != errno.ESRCH
+    return True
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    # the command name may hold spaces and parentheses: fields start after the last ")"
+    return data[data.rfind(b")") + 2 :].decode().split()
+
+
+def is_group_member(pid: int, pgid: int) -> bool:
+    """True if ``pid`` is alive (not a zombie) and still in process group ``pgid``."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X") and int(fields[2]) == pgid
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (non-zombie) processes of group ``pgid``, from one scan of /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and is_group_member(int(entry), pgid):
+            members.append(int(entry))
+    return members
