@@ -255,7 +255,7 @@ class Manager:
             except Exception:
                 logger.exception("application %r failed to restart", app)
         for job in sorted(self._jobs.values(), key=lambda job: job.priority):
-            if not job.stopped:
+            if not job.stopped and job.retry_timer is None:  # not paused by flapping
                 self._rolling_restart(job)
         if callback is not None:
             callback(self)

@@ -333,3 +333,16 @@ async def test_commit_runs_a_one_off_process():
         # never restarted, not counted: the kept-alive one is still the only one
         await events.wait("job.default.dummy.exit", pid=2)
         assert 1 not in manager.pids()
+
+
+async def test_manager_restart_leaves_a_job_paused_by_flapping_alone():
+    async with Manager() as manager:
+        events = EventRecorder(manager)
+        flapping = FlappingInfo(attempts=1, window=5, retry_in=30, max_retry=3)
+        manager.load(ProcessConfig("a", child_cmd("exit", 1), flapping=flapping))
+        await events.wait("flap", name="default.a")
+        spawned = events.count("spawn")
+        manager.restart()
+        assert manager.pids("a") == []
+        assert events.count("spawn") == spawned
+        assert manager.info("a")["retry_pending"] is True
