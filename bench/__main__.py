@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import engine
+from bench import engine, io
 
-BENCHMARKS = {"engine": engine.main}
+BENCHMARKS = {"engine": engine.main, "io": io.main}
 
 
 def main(argv: list[str]) -> int:

@@ -46,8 +46,11 @@ def test_all_is_sorted_and_complete():
 
 
 def test_manager_has_every_contract_member():
-    missing = [name for name in MANAGER_MEMBERS if not hasattr(Manager, name)
-               and name not in ("running", "events")]
+    missing = [
+        name
+        for name in MANAGER_MEMBERS
+        if not hasattr(Manager, name) and name not in ("running", "events")
+    ]
     assert missing == []
     manager = Manager()
     try:
@@ -69,7 +72,7 @@ def test_process_config_takes_every_option():
     config = ProcessConfig("web", "sleep 1")
     for option in CONFIG_OPTIONS:
         assert option in config, option
-    assert set(config.to_dict()) == {"name", "cmd", *CONFIG_OPTIONS}
+    assert {"name", "cmd", *CONFIG_OPTIONS} <= set(config.to_dict())
 
 
 def test_version_is_a_string():

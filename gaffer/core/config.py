@@ -17,6 +17,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from gaffer.core.flapping import FlappingInfo
+from gaffer.core.logfile import (
+    DEFAULT_BACKUPS,
+    DEFAULT_BUFFER_BYTES,
+    DEFAULT_MAX_BYTES,
+    LogTarget,
+)
 
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
 DEFAULT_PRIORITY = 999  # lower starts first, as in supervisor; unset jobs start last
@@ -47,6 +53,13 @@ class ProcessConfig:
         custom_channels: already-open files or sockets passed after the custom streams.
         graceful_timeout: seconds between SIGTERM and SIGKILL when stopping.
         priority: start order in gafferd and at manager start (lower first).
+        stdout_logfile, stderr_logfile: where the output also goes: a path, ``"-"`` for
+            gaffer's own stdout, or ``"syslog[:facility][@address]"``.
+        logfile_max_bytes: rotate a log file at this size (0: never).
+        logfile_backups: how many rotated files to keep (``path.1`` ...).
+        logfile_buffer_bytes: output kept in memory for a slow log; beyond, it is dropped
+            and counted (event ``log_dropped``), never blocking the child.
+        log_timestamps: prefix every line of the log with the time.
     """
 
     name: str
@@ -67,6 +80,12 @@ class ProcessConfig:
     custom_channels: tuple[Any, ...]
     graceful_timeout: float
     priority: int
+    stdout_logfile: str | None
+    stderr_logfile: str | None
+    logfile_max_bytes: int
+    logfile_backups: int
+    logfile_buffer_bytes: int
+    log_timestamps: bool
 
     def __init__(self, name: str, cmd: str, **settings: Any) -> None:
         unknown = sorted(set(settings) - _SETTING_NAMES)
@@ -99,6 +118,14 @@ class ProcessConfig:
     @property
     def username(self) -> str | None:
         return self._ids[2]
+
+    @property
+    def log_targets(self) -> tuple[LogTarget | None, LogTarget | None]:
+        """The parsed ``stdout_logfile`` and ``stderr_logfile``."""
+        return tuple(  # type: ignore[return-value]
+            None if value is None else LogTarget.parse(value)
+            for value in (self.stdout_logfile, self.stderr_logfile)
+        )
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -303,6 +330,24 @@ def _channels(value: Any) -> tuple[Any, ...]:
     return tuple(value)
 
 
+def _logfile(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise TypeError(f"expected a path, '-' or 'syslog[:facility][@address]', got {value!r}")
+    LogTarget.parse(value)
+    return value
+
+
+def _positive(value: Any) -> int:
+    size = _count(value)
+    if size < 1:
+        raise ValueError(f"expected an integer >= 1, got {value}")
+    return size
+
+
 def _flapping(value: Any) -> FlappingInfo | None:
     return FlappingInfo.coerce(value)
 
@@ -372,6 +417,12 @@ _DEFAULTS: dict[str, Any] = {
     "custom_channels": None,
     "graceful_timeout": DEFAULT_GRACEFUL_TIMEOUT,
     "priority": DEFAULT_PRIORITY,
+    "stdout_logfile": None,
+    "stderr_logfile": None,
+    "logfile_max_bytes": DEFAULT_MAX_BYTES,
+    "logfile_backups": DEFAULT_BACKUPS,
+    "logfile_buffer_bytes": DEFAULT_BUFFER_BYTES,
+    "log_timestamps": False,
 }
 _VALIDATORS = {
     "args": _args,
@@ -390,6 +441,12 @@ _VALIDATORS = {
     "custom_channels": _channels,
     "graceful_timeout": _seconds,
     "priority": _int,
+    "stdout_logfile": _logfile,
+    "stderr_logfile": _logfile,
+    "logfile_max_bytes": _count,
+    "logfile_backups": _count,
+    "logfile_buffer_bytes": _positive,
+    "log_timestamps": _bool,
 }
 _SETTING_NAMES = frozenset(_DEFAULTS)
 _ALL_NAMES = _SETTING_NAMES | {"name", "cmd"}

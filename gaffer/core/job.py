@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from gaffer.core.config import ProcessConfig
 from gaffer.core.flapping import FlappingHistory
+from gaffer.core.logfile import LogSink
 from gaffer.core.spawn import Command, build_command, build_env
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class Job:
         self.retry_timer: asyncio.TimerHandle | None = None
         self.manage_handle: asyncio.Handle | None = None
         self.spawn_failures = 0
+        self.sinks: tuple[LogSink | None, LogSink | None] = (None, None)
         self.set_config(config, env)
         self.numprocesses = config.numprocesses
 

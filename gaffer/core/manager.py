@@ -27,6 +27,7 @@ from gaffer.core.config import ProcessConfig
 from gaffer.core.events import EventEmitter
 from gaffer.core.flapping import Verdict
 from gaffer.core.job import Job
+from gaffer.core.logfile import LogSink, SinkRegistry
 from gaffer.core.loop import new_event_loop
 from gaffer.core.monitor import StatsMonitor
 from gaffer.core.names import (
@@ -57,6 +58,8 @@ SPAWN_BACKOFF_MAX = 5.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 Callback = Callable[["Manager"], object]
+IOListener = Callable[[str, dict], object]
+LOG_FLUSH_TIMEOUT = 5.0
 
 
 def on_loop(method: F) -> F:
@@ -105,6 +108,8 @@ class Manager:
         self._watcher = ChildWatcher(loop)
         self._sampler = Sampler()
         self._monitor = StatsMonitor(self)
+        self._sinks = SinkRegistry(loop, self._on_log_drop)
+        self._io_watchers: list[tuple[str | None, str, IOListener]] = []
         self._sessions: dict[str, dict[str, Job]] = {}
         self._jobs: dict[str, Job] = {}
         self.running: dict[int, Process] = {}
@@ -220,6 +225,8 @@ class Manager:
         pending = [proc.wait_gone() for proc in list(self._stopping_procs.values())]
         if pending:
             await asyncio.gather(*pending)
+        self._sinks.close()
+        await self.flush_logs(LOG_FLUSH_TIMEOUT)
         for app in reversed(self._apps):
             try:
                 result = app.stop()
@@ -272,6 +279,7 @@ class Manager:
     def _forget_detached(self, job: Job, proc: Process) -> None:
         self._remove(job, proc)
         proc.forget()
+        self._release_sinks(proc.held_sinks)
         logger.info(
             "%s pid=%d os_pid=%s is detached: left running", job.name, proc.pid, proc.os_pid
         )
@@ -294,6 +302,7 @@ class Manager:
             raise ProcessConflict(f"job {name!r} is already loaded")
         self._check_not_stopping()
         job = Job(session, config, _check_env(env))
+        job.sinks = self._acquire_sinks(job.name, config)
         self._jobs[name] = job
         self._sessions.setdefault(session, {})[config.name] = job
         self._publish("load", {"name": name})
@@ -311,6 +320,7 @@ class Manager:
         for proc in job.processes:
             self._stop_process(proc)
         del self._jobs[job.name]
+        self._release_sinks(job.sinks)
         session = self._sessions[job.session]
         del session[job.bare_name]
         if not session:
@@ -349,7 +359,10 @@ class Manager:
         config = _as_config(config)
         job = self._get_job(config.name, sessionid)
         self._check_not_stopping()
+        sinks = self._acquire_sinks(job.name, config)
         job.cancel_timers()
+        self._release_sinks(job.sinks)
+        job.sinks = sinks
         job.set_config(config, _check_env(env) if env is not None else job.env)
         job.numprocesses = max(config.numprocesses, job.numprocesses)
         for proc in list(job.running):
@@ -548,6 +561,36 @@ class Manager:
     def unmonitor(self, listener: Callable[[str, dict], object], name: str | int) -> None:
         self._monitor.remove(self._monitor_target(name), listener)
 
+    @on_loop
+    def monitor_io(self, listener: IOListener, name: str | None = None, label: str = ".") -> None:
+        """Call ``listener(label, msg)`` with the output of every process of job ``name``
+        (of every job when None), those running now and those spawned later, from their
+        first byte. ``label`` selects one stream ("." for all)."""
+        job_name = None if name is None else job_id(name)  # may be loaded later
+        self._io_watchers.append((job_name, label, listener))
+        for proc in self.running.values():
+            if job_name in (None, proc.name) and (label == "." or label in proc._labels()):
+                proc.monitor_io(label, listener)
+
+    @on_loop
+    def unmonitor_io(self, listener: IOListener, name: str | None = None, label: str = ".") -> None:
+        job_name = None if name is None else job_id(name)
+        self._io_watchers = [
+            watch for watch in self._io_watchers if watch != (job_name, label, listener)
+        ]
+        for proc in self.running.values():
+            if job_name in (None, proc.name):
+                proc.unmonitor_io(label, listener)
+
+    @on_loop
+    def reopen_logs(self) -> None:
+        """Reopen every log file at its path (after logrotate moved the files away)."""
+        self._sinks.reopen()
+
+    async def flush_logs(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109 - waited in a thread
+        """Wait until the output read so far is written to the log files."""
+        return await self.loop.run_in_executor(None, self._sinks.flush, timeout)
+
     @property
     def monitor_interval(self) -> float:
         return self._monitor.interval
@@ -610,6 +653,54 @@ class Manager:
             session, bare = split_job_id(name, sessionid)
             raise ProcessNotFound(f"no job {bare!r} in session {session!r}") from None
 
+    def _acquire_sinks(
+        self, name: str, config: ProcessConfig
+    ) -> tuple[LogSink | None, LogSink | None]:
+        out_target, err_target = config.log_targets
+        settings = {
+            "max_bytes": config.logfile_max_bytes,
+            "backups": config.logfile_backups,
+            "buffer_bytes": config.logfile_buffer_bytes,
+            "timestamps": config.log_timestamps,
+        }
+        sinks: list[LogSink | None] = []
+        try:
+            for target in (out_target, err_target):
+                sinks.append(
+                    None if target is None else self._sinks.acquire(target, name, **settings)
+                )
+        except ValueError as exc:
+            self._release_sinks(sinks)
+            raise InvalidArgument(f"job {name!r}: {exc}", reason="bad_logfile") from None
+        return sinks[0], sinks[1]
+
+    def _release_sinks(self, sinks: Iterable[LogSink | None]) -> None:
+        for sink in sinks:
+            if sink is not None:
+                self._sinks.release(sink)
+
+    def _on_log_drop(self, sink: LogSink, dropped_bytes: int, dropped_chunks: int) -> None:
+        target = sink.target.path or sink.target.key
+        logger.warning(
+            "log %s of %s could not keep up: %d bytes of output dropped",
+            target,
+            ", ".join(sorted(sink.jobs)),
+            dropped_bytes,
+        )
+        for name in sorted(sink.jobs):
+            msg = {
+                "name": name,
+                "target": target,
+                "dropped_bytes": dropped_bytes,
+                "dropped_chunks": dropped_chunks,
+                "total_dropped_bytes": sink.dropped_bytes,
+            }
+            job = self._jobs.get(name)
+            if job is not None:
+                self._publish_job(job, "log_dropped", msg)
+            else:
+                self._publish("log_dropped", msg)
+
     def _check_not_stopping(self) -> None:
         if self._stopping:
             raise ManagerStopped("the manager is stopping")
@@ -658,6 +749,7 @@ class Manager:
     ) -> Process:
         penv, command = job.prepare_once(env) if once else job.prepare()
         pid = self._next_pid
+        sinks = job.sinks
         proc = Process(
             self.loop,
             self._watcher,
@@ -671,8 +763,17 @@ class Manager:
             on_exit=self._on_exit,
             sampler=self._sampler,
             stats_monitor=self._monitor,
+            log_writers=(sinks[0] and sinks[0].writer(pid), sinks[1] and sinks[1].writer(pid)),
+            io_listeners=[
+                (label, listener)
+                for name, label, listener in self._io_watchers
+                if name in (None, job.name)
+            ],
         )
         proc.spawn()
+        proc.held_sinks = [sink for sink in sinks if sink is not None]
+        for sink in proc.held_sinks:
+            self._sinks.retain(sink)
         self._next_pid = pid + 1
         self.running[pid] = proc
         if once:
@@ -749,6 +850,8 @@ class Manager:
 
     def _on_exit(self, proc: Process, exit_status: int, term_signal: int) -> None:
         was_running = self.running.pop(proc.pid, None) is not None
+        self._release_sinks(proc.held_sinks)
+        proc.held_sinks = []
         job = self._jobs.get(proc.name)
         if job is not None and was_running:
             self._remove(job, proc)

@@ -47,6 +47,7 @@ class StatsMonitor:
         self._tree: dict[int, list[int]] = {}
         self._tree_time = 0.0
         self._closed = False
+        self._tick_started = 0.0
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -87,6 +88,7 @@ class StatsMonitor:
         self._timer = None
         if not self._listeners or self._closed:
             return
+        self._tick_started = self.loop.time()
         work: dict[int, tuple[int, str, int]] = {}
         for target in self._listeners:
             for proc in self._resolve(target):
@@ -145,8 +147,10 @@ class StatsMonitor:
         self._schedule()
 
     def _schedule(self) -> None:
+        """The next tick, ``interval`` after the start of this one (at once if late)."""
         if self._listeners and self._timer is None and not self._closed:
-            self._timer = self.loop.call_later(self.interval, self._tick)
+            delay = max(0.0, self._tick_started + self.interval - self.loop.time())
+            self._timer = self.loop.call_later(delay, self._tick)
 
     def close(self) -> None:
         self._closed = True

@@ -24,9 +24,10 @@ from typing import Any
 
 from gaffer.core.childwatch import ChildHandle, ChildWatcher
 from gaffer.core.config import ProcessConfig
+from gaffer.core.logfile import Writer
 from gaffer.core.monitor import StatsMonitor
 from gaffer.core.names import parse_signal
-from gaffer.core.pipes import PipeReader, PipeWriter
+from gaffer.core.pipes import PipeReader, PipeWriter, capture_pipe, release_capture_pipes
 from gaffer.core.spawn import Command, build_command, build_env, spawn
 from gaffer.core.stats import Sampler, descendants, descendants_map
 from gaffer.errors import StreamNotFound, StreamNotRedirected
@@ -110,6 +111,8 @@ class Process:
         on_exit: ExitListener | None = None,
         sampler: Sampler | None = None,
         stats_monitor: StatsMonitor | None = None,
+        log_writers: tuple[Writer | None, Writer | None] = (None, None),
+        io_listeners: Iterable[tuple[str, IOListener]] = (),
     ) -> None:
         self.loop = loop
         self.sampler = sampler or _DEFAULT_SAMPLER
@@ -137,6 +140,12 @@ class Process:
         self._readers: list[PipeReader] = []
         self._stdin: PipeWriter | None = None
         self._io_listeners: dict[str, list[IOListener]] = {}
+        self._log_writers = log_writers
+        self._enlarged_pipes = 0
+        self.held_sinks: list[Any] = []  # the log sinks this process keeps open (manager)
+        self.output_labels = _output_labels(config, log_writers)
+        for label, listener in io_listeners:
+            self._io_listeners.setdefault(label, []).append(listener)
         self._kill_timer: asyncio.TimerHandle | None = None
         self._group_poll: asyncio.TimerHandle | None = None
         self._gone: asyncio.Future[None] | None = None
@@ -155,20 +164,23 @@ class Process:
                 stdin, stdin_w = os.pipe()
                 child_fds.append(stdin)
                 parent_fds.append(stdin_w)
-            outputs: list[tuple[str, int]] = []
-            labels = self.config.redirect_output
-            if labels:
-                read_fd, stdout = os.pipe()
+            outputs: list[tuple[str, int, Writer | None]] = []
+            out_label, err_label = self.output_labels
+            out_writer, err_writer = self._log_writers
+            if out_label is not None:
+                read_fd, stdout, enlarged = capture_pipe()
+                self._enlarged_pipes += enlarged
                 child_fds.append(stdout)
-                outputs.append((labels[0], read_fd))
                 parent_fds.append(read_fd)
-                if len(labels) == 2 and labels[1] != labels[0]:
-                    read_fd, stderr = os.pipe()
-                    child_fds.append(stderr)
-                    outputs.append((labels[1], read_fd))
-                    parent_fds.append(read_fd)
-                elif len(labels) == 2:
-                    stderr = stdout  # the same label twice: stderr merged into stdout
+                outputs.append((out_label, read_fd, out_writer))
+            if err_label is not None and err_label == out_label:
+                stderr = stdout  # the same label twice: stderr merged into stdout
+            elif err_label is not None:
+                read_fd, stderr, enlarged = capture_pipe()
+                self._enlarged_pipes += enlarged
+                child_fds.append(stderr)
+                parent_fds.append(read_fd)
+                outputs.append((err_label, read_fd, err_writer))
             extra: list[int] = []
             for index, label in enumerate(self.config.custom_streams):
                 ours, theirs = socket.socketpair()
@@ -181,6 +193,8 @@ class Process:
         except BaseException:
             for fd in parent_fds + child_fds:
                 os.close(fd)
+            release_capture_pipes(self._enlarged_pipes)
+            self._enlarged_pipes = 0
             for _, _, ours, theirs in sockets:
                 ours.close()
                 theirs.close()
@@ -193,14 +207,25 @@ class Process:
         self._handle = self._watcher.watch(os_pid, self._exited)
         if self.config.redirect_input:
             self._stdin = PipeWriter(self.loop, parent_fds[0])
-        for label, read_fd in outputs:
-            self._readers.append(PipeReader(self.loop, read_fd, self._reader_for(label)))
+        for label, read_fd, writer in outputs:
+            reader = PipeReader(self.loop, read_fd, self._reader_for(label, writer))
+            if writer is not None:
+                writer.reader = reader  # the log pauses it when it cannot keep up
+            self._readers.append(reader)
         for label, child_fd, ours, theirs in sockets:
             theirs.close()
             self.streams[label] = Stream(self, label, child_fd, ours)
 
-    def _reader_for(self, label: str) -> Callable[[bytes], None]:
-        return lambda data: self._dispatch(label, data)
+    def _reader_for(self, label: str, writer: Writer | None) -> Callable[[bytes], None]:
+        if writer is None:
+            return lambda data: self._dispatch(label, data)
+        log = writer.write
+
+        def deliver(data: bytes) -> None:
+            log(data)
+            self._dispatch(label, data)
+
+        return deliver
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -232,6 +257,7 @@ class Process:
             "commited": self.once,
             "once": self.once,
             "redirect_output": list(config.redirect_output),
+            "output_labels": [label for label in self.output_labels if label],
             "redirect_input": config.redirect_input,
             "custom_streams": list(config.custom_streams),
             "active": self.active,
@@ -309,12 +335,7 @@ class Process:
     # -- exit ----------------------------------------------------------------------------
     def _exited(self, exit_status: int, term_signal: int) -> None:
         self.exit_status, self.term_signal = exit_status, term_signal
-        for reader in self._readers:
-            reader.drain()
-        for stream in self.streams.values():
-            stream.close()
-        if self._stdin is not None:
-            self._stdin.close()
+        self._close_io(drain=True)
         lingering = not self.config.detach and _group_exists(self.os_pid)
         self._group_alive = lingering
         if not lingering:
@@ -371,12 +392,21 @@ class Process:
         handed to a background thread) and close our ends of its pipes."""
         if self.os_pid is not None:
             self._watcher.forget(self.os_pid)
+        self._close_io(drain=False)
+
+    def _close_io(self, drain: bool) -> None:
+        """Close our ends of the child's pipes, reading what is left first if ``drain``."""
         for reader in self._readers:
-            reader.close()
+            if drain:
+                reader.drain()
+            else:
+                reader.close()
         for stream in self.streams.values():
             stream.close()
         if self._stdin is not None:
             self._stdin.close()
+        release_capture_pipes(self._enlarged_pipes)
+        self._enlarged_pipes = 0
 
     # -- output --------------------------------------------------------------------------
     def monitor_io(self, label: str, listener: IOListener) -> None:
@@ -397,7 +427,8 @@ class Process:
             listeners.remove(listener)
 
     def _labels(self) -> set[str]:
-        return set(self.config.redirect_output) | set(self.config.custom_streams)
+        outputs = {label for label in self.output_labels if label is not None}
+        return outputs | set(self.config.custom_streams)
 
     def _dispatch(self, label: str, data: bytes) -> None:
         listeners = self._io_listeners
@@ -444,6 +475,23 @@ class Process:
             func(data)
         else:
             self.loop.call_soon_threadsafe(_logged, func, data)
+
+
+def _output_labels(
+    config: ProcessConfig, writers: tuple[Writer | None, Writer | None]
+) -> tuple[str | None, str | None]:
+    """The labels of stdout and stderr when they are captured (None: inherited).
+
+    Captured when ``redirect_output`` names them, or when a log file wants them (then
+    labelled ``stdout`` / ``stderr``). The same label twice merges stderr into stdout.
+    """
+    labels = config.redirect_output
+    out = labels[0] if labels else ("stdout" if writers[0] is not None else None)
+    if len(labels) == 2:
+        err = labels[1]
+    else:
+        err = "stderr" if writers[1] is not None else None
+    return out, err
 
 
 def _to_bytes(data: bytes | str) -> bytes:

@@ -1,81 +1,154 @@
-"""Process statistics read with psutil, as plain numbers.
+"""Process statistics as plain numbers.
 
 A stat dict is ``{"os_pid", "cpu", "mem", "mem_info1", "mem_info2", "ctime", "username",
 "nice", "cmdline", "children"}``: cpu and mem in percent, mem_info1/2 (RSS, VMS) in bytes,
-ctime in CPU seconds (user + system). A value that cannot be read is ``None``, never a
-string. ``children`` holds the same dicts for every descendant.
+ctime in CPU seconds (user + system), cmdline the program's name. A value that cannot be
+read is ``None``, never a string. ``children`` holds the same dicts for every descendant.
 
-CPU percent needs two readings: the first reading of a process gives 0.0, later ones give
-the use since the previous reading. ``Sampler`` keeps one psutil handle per pid for that.
+CPU percent is the CPU time used between two readings of a process over the time between
+them (the first reading gives 0.0), as psutil's ``cpu_percent()``; ``Sampler`` keeps the
+previous reading of each process for that.
+
+On Linux a reading is one read of ``/proc/<pid>/stat`` (it holds the CPU times, RSS, VMS
+and nice value); the user name and the command line are read once per process and kept.
+That is what lets one worker thread follow 1,000 processes ten times a second. Elsewhere
+psutil does the reading.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import psutil
 
 STAT_KEYS = ("cpu", "mem", "mem_info1", "mem_info2", "ctime", "username", "nice", "cmdline")
+HAS_PROC = os.path.exists("/proc/self/stat")
+STATIC_REFRESH = 10.0  # seconds between re-reads of user name and command line
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name (which may hold spaces)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2 :].split()
 
 
 class Sampler:
-    """Reads stat dicts of pids, keeping the psutil handles that CPU percent needs."""
+    """Reads stat dicts of pids, remembering what CPU percent needs. Not thread-safe: give
+    each thread its own."""
 
     def __init__(self) -> None:
+        self._previous: dict[int, tuple[int, float, float]] = {}  # pid: start, cpu s, when
+        self._static: dict[tuple[int, int], tuple[float, str | None, str | None]] = {}
         self._handles: dict[int, psutil.Process] = {}
-
-    def _handle(self, os_pid: int) -> psutil.Process | None:
-        handle = self._handles.get(os_pid)
-        if handle is not None and handle.is_running():
-            return handle
-        try:
-            handle = psutil.Process(os_pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
-            self._handles.pop(os_pid, None)
-            return None
-        self._handles[os_pid] = handle
-        return handle
+        self._users: dict[int, str | None] = {}
+        self._ticks = os.sysconf("SC_CLK_TCK") if HAS_PROC else 100
+        self._page = os.sysconf("SC_PAGE_SIZE") if HAS_PROC else 4096
+        self._total_memory = psutil.virtual_memory().total
 
     def sample(self, os_pid: int, children: Iterable[int] = ()) -> dict[str, Any]:
-        """One stat dict for ``os_pid`` (all values None when it is gone)."""
-        stat = self._read(os_pid)
-        stat["children"] = [self._read(child) for child in children]
+        """One stat dict for ``os_pid`` (its values None when it is gone)."""
+        read = self._read_proc if HAS_PROC else self._read_psutil
+        stat = read(os_pid)
+        stat["children"] = [read(child) for child in children]
         return stat
 
-    def _read(self, os_pid: int) -> dict[str, Any]:
+    def retain(self, os_pids: set[int]) -> None:
+        """Forget what was kept about pids not in ``os_pids`` (they exited)."""
+        for pid in [pid for pid in self._previous if pid not in os_pids]:
+            del self._previous[pid]
+        for key in [key for key in self._static if key[0] not in os_pids]:
+            del self._static[key]
+        for pid in [pid for pid in self._handles if pid not in os_pids]:
+            del self._handles[pid]
+
+    forget = retain  # kept for callers of the first version
+
+    # -- Linux -----------------------------------------------------------------------------
+    def _read_proc(self, os_pid: int) -> dict[str, Any]:
         stat: dict[str, Any] = dict.fromkeys(STAT_KEYS)
         stat["os_pid"] = os_pid
-        handle = self._handle(os_pid)
-        if handle is None:
+        fields = _stat_fields(os_pid)
+        if fields is None or len(fields) < 22:
+            self._previous.pop(os_pid, None)
             return stat
+        now = time.monotonic()
+        start = int(fields[19])
+        cpu_seconds = (int(fields[11]) + int(fields[12])) / self._ticks
+        previous = self._previous.get(os_pid)
+        if previous is not None and previous[0] == start and now > previous[2]:
+            stat["cpu"] = round(100 * (cpu_seconds - previous[1]) / (now - previous[2]), 1)
+        else:
+            stat["cpu"] = 0.0
+        self._previous[os_pid] = (start, cpu_seconds, now)
+        rss = int(fields[21]) * self._page
+        stat["mem_info1"] = rss
+        stat["mem_info2"] = int(fields[20])
+        stat["mem"] = round(100 * rss / self._total_memory, 2)
+        stat["ctime"] = round(cpu_seconds, 2)
+        stat["nice"] = int(fields[16])
+        stat["username"], stat["cmdline"] = self._static_of(os_pid, start, now)
+        return stat
+
+    def _static_of(self, os_pid: int, start: int, now: float) -> tuple[str | None, str | None]:
+        key = (os_pid, start)
+        cached = self._static.get(key)
+        if cached is not None and now - cached[0] < STATIC_REFRESH:
+            return cached[1], cached[2]
         try:
+            uid = os.stat(f"/proc/{os_pid}").st_uid
+        except OSError:
+            username = None
+        else:
+            username = self._user(uid)
+        try:
+            with open(f"/proc/{os_pid}/cmdline", "rb") as handle:
+                argv0 = handle.read().split(b"\0", 1)[0].decode(errors="replace")
+        except OSError:
+            argv0 = ""
+        program = os.path.basename(argv0) or None
+        self._static[key] = (now, username, program)
+        return username, program
+
+    def _user(self, uid: int) -> str | None:
+        if uid not in self._users:
+            try:
+                self._users[uid] = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                self._users[uid] = str(uid)
+        return self._users[uid]
+
+    # -- elsewhere ---------------------------------------------------------------------------
+    def _read_psutil(self, os_pid: int) -> dict[str, Any]:
+        stat: dict[str, Any] = dict.fromkeys(STAT_KEYS)
+        stat["os_pid"] = os_pid
+        handle = self._handles.get(os_pid)
+        try:
+            if handle is None or not handle.is_running():
+                handle = self._handles[os_pid] = psutil.Process(os_pid)
             with handle.oneshot():
                 stat["cpu"] = _try(handle.cpu_percent)
-                stat["mem"] = _round(_try(handle.memory_percent), 2)
                 info = _try(handle.memory_info)
                 if info is not None:
-                    stat["mem_info1"] = info.rss
-                    stat["mem_info2"] = info.vms
+                    stat["mem_info1"], stat["mem_info2"] = info.rss, info.vms
+                    stat["mem"] = round(100 * info.rss / self._total_memory, 2)
                 times = _try(handle.cpu_times)
                 if times is not None:
                     stat["ctime"] = round(times.user + times.system, 2)
                 stat["username"] = _try(handle.username)
                 stat["nice"] = _try(handle.nice)
-                stat["cmdline"] = _program_name(_try(handle.cmdline), _try(handle.name))
+                cmdline = _try(handle.cmdline)
+                stat["cmdline"] = os.path.basename(cmdline[0]) if cmdline else _try(handle.name)
         except (psutil.NoSuchProcess, ProcessLookupError):
             self._handles.pop(os_pid, None)
         return stat
-
-    def forget(self, os_pids: Iterable[int]) -> None:
-        for os_pid in os_pids:
-            self._handles.pop(os_pid, None)
-
-    def retain(self, os_pids: set[int]) -> None:
-        """Drop the handles of every pid not in ``os_pids`` (they exited)."""
-        for os_pid in [pid for pid in self._handles if pid not in os_pids]:
-            del self._handles[os_pid]
 
 
 def _try(method):
@@ -85,23 +158,23 @@ def _try(method):
         return None
 
 
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-def _program_name(cmdline: list[str] | None, name: str | None) -> str | None:
-    if cmdline:
-        return os.path.basename(cmdline[0])
-    return name
-
-
 def descendants_map() -> dict[int, list[int]]:
     """``{ppid: [pids]}`` for every process of the system, from one scan of /proc."""
     children: dict[int, list[int]] = {}
-    for proc in psutil.process_iter(["ppid"]):
-        ppid = proc.info.get("ppid")
-        if ppid:
-            children.setdefault(ppid, []).append(proc.pid)
+    if not HAS_PROC:
+        for proc in psutil.process_iter(["ppid"]):
+            ppid = proc.info.get("ppid")
+            if ppid:
+                children.setdefault(ppid, []).append(proc.pid)
+        return children
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(int(entry))
+        if fields and len(fields) > 1:
+            ppid = int(fields[1])
+            if ppid:
+                children.setdefault(ppid, []).append(int(entry))
     return children
 
 

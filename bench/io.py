@@ -1,0 +1,154 @@
+"""Output capture and stats monitoring benchmarks.
+
+* stdout capture: one process (``cat`` of a file of N bytes) writing as fast as it can, its
+  output captured by gaffer into a log file; compared in the same run with the same writer
+  piped into ``cat > file``. Files live in /dev/shm when it exists, so the disk is not
+  what is measured. Time: from the spawn until the log holds every byte.
+* monitoring: 1,000 ``sleep`` processes monitored every 0.1 s for 5 s; the loop's lag is
+  measured by a 10 ms timer (how late it fires), and the daemon's CPU use over the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+
+from bench.engine import SLEEP, raise_fd_limit
+from bench.machine import table
+from gaffer import Manager, ProcessConfig
+
+CAT = shutil.which("cat") or "/bin/cat"
+MiB = 1024 * 1024
+RUNS = 5
+
+
+def scratch_dir() -> str:
+    return tempfile.mkdtemp(
+        prefix="gaffer-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+    )
+
+
+def make_data(directory: str, size: int) -> str:
+    path = os.path.join(directory, "data")
+    block = os.urandom(MiB)
+    with open(path, "wb") as handle:
+        for _ in range(size // MiB):
+            handle.write(block)
+    return path
+
+
+async def gaffer_capture(data: str, log: str, size: int) -> float:
+    async with Manager() as manager:
+        done = asyncio.get_running_loop().create_future()
+        manager.events.subscribe("exit", lambda evtype, msg: done.done() or done.set_result(1))
+        manager.load(
+            ProcessConfig(
+                "writer", CAT, args=[data], stdout_logfile=log, logfile_max_bytes=0, numprocesses=0
+            )
+        )
+        started = time.perf_counter()
+        manager.commit("writer")
+        await done
+        await manager.flush_logs(60)
+        elapsed = time.perf_counter() - started
+    if os.path.getsize(log) != size:
+        raise RuntimeError(f"log holds {os.path.getsize(log)} bytes, expected {size}")
+    return elapsed
+
+
+def cat_capture(data: str, out: str) -> float:
+    started = time.perf_counter()
+    subprocess.run(f"{CAT} {data} | {CAT} > {out}", shell=True, check=True)
+    return time.perf_counter() - started
+
+
+async def monitor_lag(count: int, seconds: float) -> dict[str, float]:
+    async with Manager() as manager:
+        loop = asyncio.get_running_loop()
+        manager.load(ProcessConfig("sleepers", f"{SLEEP} 100000", numprocesses=count))
+        while len(manager.pids("sleepers")) < count:
+            await asyncio.sleep(0.01)
+        stats = 0
+
+        def on_stat(evtype: str, msg: dict) -> None:
+            nonlocal stats
+            stats += 1
+
+        manager.monitor(on_stat, "sleepers")
+        await asyncio.sleep(0.5)  # let the first sampling pass prime psutil's handles
+        lags: list[float] = []
+        stats = 0
+        cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        expected = loop.time() + 0.01
+        while time.perf_counter() - started < seconds:
+            await asyncio.sleep(0.01)
+            now = loop.time()
+            lags.append(max(0.0, now - expected))
+            expected = now + 0.01
+        cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+        elapsed = time.perf_counter() - started
+        manager.unmonitor(on_stat, "sleepers")
+        manager.stop_job("sleepers")
+    lags.sort()
+    cpu = cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
+    return {
+        "p50": lags[len(lags) // 2] * 1000,
+        "p99": lags[int(len(lags) * 0.99)] * 1000,
+        "max": lags[-1] * 1000,
+        "stats_per_s": stats / elapsed,
+        "cpu": 100 * cpu / elapsed,
+    }
+
+
+def main() -> None:
+    import uvloop
+
+    raise_fd_limit()
+    size = 512 * MiB
+    directory = scratch_dir()
+    rows = []
+    try:
+        data = make_data(directory, size)
+        results = {"gaffer": [], "cat": []}
+        warm_up = os.path.join(directory, "warm-up.log")  # threads, page cache, allocator
+        uvloop.run(gaffer_capture(data, warm_up, size))
+        os.unlink(warm_up)
+        for attempt in range(RUNS):
+            log = os.path.join(directory, f"gaffer-{attempt}.log")
+            results["gaffer"].append(uvloop.run(gaffer_capture(data, log, size)))
+            os.unlink(log)
+            out = os.path.join(directory, f"cat-{attempt}.out")
+            results["cat"].append(cat_capture(data, out))
+            os.unlink(out)
+        gaffer_rate = size / MiB / statistics.median(results["gaffer"])
+        cat_rate = size / MiB / statistics.median(results["cat"])
+        rows.append(
+            (
+                "stdout capture to a log file (MiB/s)",
+                f"{gaffer_rate:.0f}",
+                f"{cat_rate:.0f}",
+                f"512 MiB, median of {RUNS} (best: gaffer "
+                f"{size / MiB / min(results['gaffer']):.0f}, cat "
+                f"{size / MiB / min(results['cat']):.0f})",
+            )
+        )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    lag = uvloop.run(monitor_lag(1000, 5.0))
+    rows.append(
+        (
+            "loop lag, 1,000 monitored processes (ms)",
+            f"p99 {lag['p99']:.1f}",
+            "",
+            f"p50 {lag['p50']:.1f}, max {lag['max']:.1f}; "
+            f"{lag['stats_per_s']:.0f} stat messages/s; gaffer CPU {lag['cpu']:.0f}%",
+        )
+    )
+    print(table("Output and stats", ("workload", "gaffer", "cat > file", "notes"), rows))
