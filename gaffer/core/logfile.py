@@ -11,7 +11,8 @@ writes, each sink in order. Flow control, per sink:
 * if the sink stays above it for ``STALL_TIMEOUT`` (a slow or stuck disk), the pipes are
   read again and what does not fit is dropped, counted and reported (``on_drop``, at most
   once a second) until the backlog has been written;
-* whatever happens, a sink never holds more than twice ``buffer_bytes``.
+* whatever happens, a sink never holds more than twice ``buffer_bytes`` (or one chunk,
+  when a single read is bigger than that).
 
 When a write fails (disk full, quota, I/O error) the data is dropped and counted too, and
 one warning a minute goes to gaffer's own log.
@@ -204,9 +205,9 @@ class LogSink:
                 return
             size = self._buffered + len(data)
             over = size > self.buffer_bytes
-            dropped = size > 2 * self.buffer_bytes or (
-                over and (self._dropping or writer.reader is None)
-            )
+            # the hard cap (twice the buffer) always admits one chunk into an empty buffer
+            capped = size > 2 * self.buffer_bytes and self._buffered > 0
+            dropped = capped or (over and (self._dropping or writer.reader is None))
             if dropped:
                 self._count_drop(len(data))
             else:
