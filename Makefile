@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml setup.py
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python examples/embed_blocking.py
+	$(BIN)/gafferd -c etc/gafferd.ini -v
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

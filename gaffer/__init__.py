@@ -27,6 +27,7 @@ from gaffer.errors import (
     StreamNotFound,
     StreamNotRedirected,
 )
+from gaffer.plugin import Plugin, PluginError
 
 __version__ = "0.6.0"
 version_info = tuple(int(part) for part in __version__.split("."))
@@ -37,6 +38,8 @@ __all__ = [
     "GafferError",
     "InvalidArgument",
     "Manager",
+    "Plugin",
+    "PluginError",
     "Process",
     "ProcessConfig",
     "ProcessConflict",

@@ -11,6 +11,7 @@
         StreamNotRedirected  409 not_redirected     write to a stdin that is not a pipe
         SpawnError           500 spawn_error        the OS refused to start a process
         ManagerStopped       409 manager_stopped    the manager is stopping or stopped
+      PluginError                                 a gafferd plugin cannot be loaded
 
 The HTTP layer maps ``errno`` to a status and ``reason`` to the ``"error"`` code of its JSON
 body; the command-line client maps them to exit codes. Nothing below the edges knows about
@@ -80,6 +81,10 @@ class SpawnError(ProcessError):
     def __init__(self, message: str, *, os_errno: int | None = None) -> None:
         super().__init__(message)
         self.os_errno = os_errno
+
+
+class PluginError(GafferError):
+    """A gafferd plugin cannot be loaded: no name, a bad ``requires``..."""
 
 
 class ManagerStopped(ProcessError):

@@ -25,6 +25,16 @@ from gaffer.core.logfile import (
 )
 
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
+
+
+class InvalidOption(ValueError):
+    """A job option that cannot be used; ``option`` names it."""
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        super().__init__(message)
+
+
 DEFAULT_PRIORITY = 999  # lower starts first, as in supervisor; unset jobs start last
 RESERVED_STREAM_LABELS = frozenset({"stdin"})
 
@@ -90,9 +100,10 @@ class ProcessConfig:
     def __init__(self, name: str, cmd: str, **settings: Any) -> None:
         unknown = sorted(set(settings) - _SETTING_NAMES)
         if unknown:
-            raise ValueError(
+            raise InvalidOption(
+                unknown[0],
                 f"unknown option(s) {', '.join(map(repr, unknown))} for job "
-                f"{name!r}; known options: {', '.join(sorted(_SETTING_NAMES))}"
+                f"{name!r}; known options: {', '.join(sorted(_SETTING_NAMES))}",
             )
         values: dict[str, Any] = {"name": _check_name(name), "cmd": _check_cmd(cmd)}
         for key, default in _DEFAULTS.items():
@@ -100,7 +111,7 @@ class ProcessConfig:
             try:
                 values[key] = _VALIDATORS[key](raw)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"option {key!r} of job {name!r}: {exc}") from None
+                raise InvalidOption(key, f"option {key!r} of job {name!r}: {exc}") from None
         _check_labels(values["redirect_output"], values["custom_streams"], name)
         for key, value in values.items():
             object.__setattr__(self, key, value)
@@ -187,17 +198,17 @@ class ProcessConfig:
 # -- validators ---------------------------------------------------------------------------
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"option 'name': expected a non-empty string, got {name!r}")
+        raise InvalidOption("name", f"option 'name': expected a non-empty string, got {name!r}")
     if any(ch.isspace() for ch in name) or "/" in name or name.startswith("."):
-        raise ValueError(
-            f"option 'name': {name!r} may not contain spaces or '/', nor start with '.'"
+        raise InvalidOption(
+            "name", f"option 'name': {name!r} may not contain spaces or '/', nor start with '.'"
         )
     return name
 
 
 def _check_cmd(cmd: object) -> str:
     if not isinstance(cmd, str) or not cmd.strip():
-        raise ValueError(f"option 'cmd': expected a non-empty string, got {cmd!r}")
+        raise InvalidOption("cmd", f"option 'cmd': expected a non-empty string, got {cmd!r}")
     return cmd
 
 
@@ -355,9 +366,10 @@ def _flapping(value: Any) -> FlappingInfo | None:
 def _check_labels(outputs: tuple[str, ...], streams: tuple[str, ...], name: str) -> None:
     clash = (set(outputs) | RESERVED_STREAM_LABELS) & set(streams)
     if clash:
-        raise ValueError(
+        raise InvalidOption(
+            "custom_streams",
             f"option 'custom_streams' of job {name!r}: label(s) "
-            f"{', '.join(sorted(clash))} already used for stdio"
+            f"{', '.join(sorted(clash))} already used for stdio",
         )
 
 
@@ -372,7 +384,9 @@ def _resolve_ids(
             entry = pwd.getpwnam(uid) if isinstance(uid, str) else pwd.getpwuid(uid)
         except KeyError:
             if isinstance(uid, str):
-                raise ValueError(f"option 'uid' of job {name!r}: unknown user {uid!r}") from None
+                raise InvalidOption(
+                    "uid", f"option 'uid' of job {name!r}: unknown user {uid!r}"
+                ) from None
             resolved_uid = uid  # a numeric uid needs no passwd entry
         else:
             resolved_uid, username = entry.pw_uid, entry.pw_name
@@ -382,7 +396,9 @@ def _resolve_ids(
             resolved_gid = (grp.getgrnam(gid) if isinstance(gid, str) else grp.getgrgid(gid)).gr_gid
         except KeyError:
             if isinstance(gid, str):
-                raise ValueError(f"option 'gid' of job {name!r}: unknown group {gid!r}") from None
+                raise InvalidOption(
+                    "gid", f"option 'gid' of job {name!r}: unknown group {gid!r}"
+                ) from None
             resolved_gid = gid
     return resolved_uid, resolved_gid, username
 

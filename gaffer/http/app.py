@@ -1,0 +1,146 @@
+"""``HttpHandler``: serves the HTTP API of a manager on one or more addresses.
+
+An application of the Manager (``start(loop, manager)``, ``stop()``, ``restart()``), so it
+can be embedded::
+
+    manager.start(apps=[HttpHandler(bind=["127.0.0.1:5000", "unix:/run/gaffer.sock"])])
+
+gafferd binds its sockets itself (to report errors before it detaches) and passes them
+with ``sockets=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import tornado.httpserver
+import tornado.web
+
+from gaffer.http import binding
+from gaffer.http.routes import routes
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class HttpHandler:
+    """Serve the API of the manager it is started with.
+
+    Args:
+        bind: addresses (``host:port``, ``[v6]:port``, ``unix:/path``) to bind at start.
+        sockets: already bound listening sockets (gafferd's way); closed at stop.
+        certfile, keyfile: serve HTTPS on the TCP sockets.
+        plugin_sites: ``{name: directory}`` served at ``/_plugin/<name>/``.
+        settings: more options for the handlers (auth, CORS...).
+    """
+
+    def __init__(
+        self,
+        bind: Iterable[str] | None = None,
+        sockets: Iterable[socket.socket] | None = None,
+        backlog: int = 128,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        plugin_sites: Mapping[str, str] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._addresses = [binding.parse_address(address) for address in bind or ()]
+        self._sockets = list(sockets or ())
+        self._backlog = backlog
+        self._ssl = _ssl_context(certfile, keyfile)
+        self._plugin_sites = dict(plugin_sites or {})
+        self._settings = dict(settings or {})
+        self._servers: list[tornado.httpserver.HTTPServer] = []
+        self._handed_over: set[int] = set()  # sockets now served by a successor
+        self.manager: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.application: tornado.web.Application | None = None
+
+    @property
+    def addresses(self) -> list[str]:
+        """Where it listens (port 0 resolved to the port the system chose)."""
+        return [binding.bound_address(sock) for sock in self._sockets]
+
+    def start(self, loop: asyncio.AbstractEventLoop, manager: Any) -> None:
+        self.loop, self.manager = loop, manager
+        for address in self._addresses:  # bound now: an error is raised to the caller
+            self._sockets.append(binding.bind(address, self._backlog))
+        self._addresses = []
+        self.application = tornado.web.Application(
+            routes(self._plugin_sites),
+            manager=manager,
+            handler=self,
+            **{"max_body_bytes": MAX_BODY_BYTES, **self._settings},
+        )
+        try:
+            running = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            running = False
+        if running:
+            self._serve()
+        else:  # the blocking API: start() comes before run(); serve once the loop runs
+            loop.call_soon(self._serve)
+
+    def _serve(self) -> None:
+        tcp = [s for s in self._sockets if s.family != socket.AF_UNIX]
+        unix = [s for s in self._sockets if s.family == socket.AF_UNIX]
+        for group, ssl_options in ((tcp, self._ssl), (unix, None)):
+            if not group:
+                continue
+            server = tornado.httpserver.HTTPServer(
+                self.application,
+                ssl_options=ssl_options,
+                xheaders=False,
+                max_body_size=MAX_BODY_BYTES,
+                idle_connection_timeout=3600,
+            )
+            server.add_sockets(group)
+            self._servers.append(server)
+        logger.info("HTTP API on %s", ", ".join(self.addresses))
+
+    def release_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        """These sockets were duplicated for a successor: at stop, close our descriptor
+        but leave the unix socket file in place."""
+        self._handed_over.update(sock.fileno() for sock in sockets)
+
+    async def stop(self) -> None:
+        servers, self._servers = self._servers, []
+        sockets, self._sockets = self._sockets, []
+        # read the unix paths before anything closes the sockets
+        paths = [binding.unix_path(s) for s in sockets if s.fileno() not in self._handed_over]
+        for server in servers:
+            server.stop()  # closes every socket it serves
+        for sock in sockets:
+            sock.close()
+        for path in paths:
+            binding.remove_unix_file(path)
+        for server in servers:
+            try:
+                await asyncio.wait_for(server.close_all_connections(), 5)
+            except TimeoutError:
+                logger.warning("some HTTP connections did not close within 5 s")
+
+    def restart(self) -> None:
+        """Nothing to do: the handlers read the manager as it is."""
+
+
+def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+    if not certfile:
+        if keyfile:
+            raise ValueError("keyfile given without certfile")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"cannot load TLS certificate {certfile!r}"
+            f"{f' with key {keyfile!r}' if keyfile else ''}: {exc}"
+        ) from None
+    return context

@@ -1,0 +1,1 @@
+"""Request handlers of the HTTP API, one module per resource."""

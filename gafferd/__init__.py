@@ -1,0 +1,1 @@
+"""gafferd: the gaffer daemon (ini configuration, binding, signals, plugins, webhooks)."""

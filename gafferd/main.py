@@ -1,0 +1,212 @@
+"""``gafferd``: parse, configure, bind, detach, run.
+
+Exit codes: 0 stopped normally; 1 could not run (another gafferd holds the pidfile, a
+plugin list failed...); 2 bad command line; 78 bad configuration (the message names the
+file, line, section, key and value) or an address that cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+import gaffer
+from gaffer.http import binding
+from gafferd.config import EX_CONFIG, ConfigError, describe, find_config, load_config
+from gafferd.daemon import daemonize
+from gafferd.logs import DaemonLog
+from gafferd.pidfile import AlreadyRunning, Pidfile
+from gafferd.settings import SETTINGS, Effective, SettingError, add_arguments, resolve
+
+EX_OK = 0
+EX_FAILURE = 1
+EX_USAGE = 2
+
+logger = logging.getLogger("gafferd")
+
+
+class SecurityError(ValueError):
+    """A setting combination gafferd refuses because it would expose the API."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gafferd",
+        description="The gaffer daemon: keeps the jobs of its ini file running and serves "
+        "the HTTP API.",
+        epilog="Configuration: docs/configuration.md. Signals: TERM/INT/QUIT stop, HUP "
+        "reloads the ini file, USR1 reopens the log files.",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        help="the ini file, or a directory holding gafferd.ini "
+        "[GAFFERD_CONFIG; default ~/.gaffer/gafferd.ini, "
+        "/etc/gaffer/gafferd.ini for root]",
+    )
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the configuration and exit"
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print every effective setting and where it came from, and exit",
+    )
+    parser.add_argument(
+        "--apps", action="store_true", help="list the applications gafferd would start, and exit"
+    )
+    parser.add_argument("--plugins", action="store_true", help="list the plugins found, and exit")
+    parser.add_argument("--version", action="version", version=f"gafferd {gaffer.__version__}")
+    add_arguments(parser)
+    return parser
+
+
+def cli_values(args: argparse.Namespace) -> dict[str, Any]:
+    return {setting.name: getattr(args, setting.name, None) for setting in SETTINGS}
+
+
+def check_exposure(effective: Effective) -> None:
+    """Refuse to serve the API beyond this machine without keys, unless told to."""
+    if effective.require_key or effective.insecure:
+        return
+    exposed = [bind for bind in effective.bind if not binding.parse_address(bind).is_loopback]
+    if exposed:
+        raise SecurityError(
+            f"refusing to bind {', '.join(exposed)} (reachable from other machines) without "
+            f"require_key: set require_key = true, or insecure = true to accept the risk "
+            f"(bind from {effective.origins['bind']})"
+        )
+
+
+def bind_all(effective: Effective, keep: list[socket.socket] | None = None) -> list[socket.socket]:
+    """A listening socket per address; those already bound in ``keep`` are duplicated
+    rather than bound again. Raises OSError naming the address."""
+    kept = {binding.bound_address(sock): sock for sock in keep or ()}
+    sockets: list[socket.socket] = []
+    try:
+        for text in effective.bind:
+            address = binding.parse_address(text)
+            old = kept.get(str(address))
+            sockets.append(
+                old.dup()
+                if old is not None and address.port
+                else binding.bind(address, effective.backlog)
+            )
+    except OSError:
+        for sock in sockets:
+            binding.close(sock)
+        raise
+    return sockets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        path, directory = find_config(args.config, os.environ)
+        config = load_config(path, directory)
+        effective = resolve(config.settings, os.environ, cli_values(args))
+    except (ConfigError, SettingError) as exc:
+        print(f"gafferd: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    plugin_dir = effective.plugin_dir or _default_plugin_dir(directory)
+    plugins = _plugins(plugin_dir, config)
+    if args.print_config:
+        print("\n".join(effective.lines() + describe(config)))
+        return EX_OK
+    if args.plugins or args.apps:
+        return _list_plugins(plugins, args.apps)
+    try:
+        check_exposure(effective)
+        _check_tls(effective)
+    except (SecurityError, ValueError) as exc:
+        print(f"gafferd: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if args.check_config:
+        print(
+            f"gafferd: configuration OK ({path or 'no file'}: {len(config.jobs)} job(s), "
+            f"{len(config.webhooks)} webhook(s))"
+        )
+        return EX_OK
+    pidfile = Pidfile(effective.pidfile) if effective.pidfile else None
+    try:
+        if pidfile is not None:
+            pidfile.check()
+        sockets = bind_all(effective)
+    except AlreadyRunning as exc:
+        print(f"gafferd: {exc}", file=sys.stderr)
+        return EX_FAILURE
+    except OSError as exc:
+        print(
+            f"gafferd: {exc.strerror or exc} (bind from {effective.origins['bind']})",
+            file=sys.stderr,
+        )
+        return EX_CONFIG
+    if effective.daemon:
+        daemonize()
+    log = DaemonLog(effective.error_log, effective.log_level)
+    try:
+        if pidfile is not None:
+            pidfile.acquire()
+    except AlreadyRunning as exc:
+        logger.error("%s", exc)
+        log.close()
+        return EX_FAILURE
+    from gafferd.server import Gafferd
+
+    server = Gafferd(
+        config,
+        effective,
+        cli_values(args),
+        sockets,
+        plugins,
+        log,
+        webhooks_factory=_webhooks_factory(),
+    )
+    try:
+        return server.run()
+    finally:
+        if pidfile is not None:
+            pidfile.release()
+        log.close()
+
+
+def _default_plugin_dir(directory: str) -> str | None:
+    candidate = os.path.join(directory, "plugins")
+    return candidate if os.path.isdir(candidate) else None
+
+
+def _check_tls(effective: Effective) -> None:
+    from gaffer.http.app import _ssl_context
+
+    _ssl_context(effective.certfile, effective.keyfile)
+
+
+def _plugins(plugin_dir: str | None, config: Any) -> Any:
+    from gafferd.plugins import PluginManager
+
+    manager = PluginManager(plugin_dir, dict(config.plugins))
+    manager.discover()
+    return manager
+
+
+def _list_plugins(plugins: Any, apps: bool) -> int:
+    from gafferd.plugins import describe as describe_plugins, describe_apps
+
+    print(describe_apps(plugins) if apps else describe_plugins(plugins.infos))
+    return EX_OK
+
+
+def _webhooks_factory() -> Any:
+    from gafferd.webhooks import WebHooks
+
+    return WebHooks
+
+
+if __name__ == "__main__":
+    sys.exit(main())

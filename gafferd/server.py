@@ -1,0 +1,260 @@
+"""The running daemon: a Manager, its applications, its jobs, its signals.
+
+Signals (handled on the loop, never in a signal frame):
+
+* TERM, INT, QUIT: graceful stop (children get SIGTERM, then SIGKILL after their
+  graceful_timeout); exit 0.
+* HUP: read the ini file again and apply only the difference: jobs new in the file are
+  loaded, jobs gone from it unloaded, changed jobs updated, unchanged jobs untouched (same
+  pids). Jobs loaded through the API are not the file's and are left alone. Webhooks, the
+  log level and the HTTP binds follow the file too. A file that does not parse is logged
+  and the running state is kept.
+* USR1: reopen every log file (gafferd's own and the jobs'), for logrotate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gaffer import Manager
+from gaffer.console import DEFAULT_EVENTS, ConsoleOutput
+from gaffer.errors import ProcessError
+from gaffer.http import HttpHandler, binding
+from gafferd.config import ConfigError, DaemonConfig, JobSpec, load_config
+from gafferd.logs import DaemonLog
+from gafferd.settings import Effective, SettingError, resolve
+
+logger = logging.getLogger("gafferd")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+class StartupError(Exception):
+    """A job of the file could not be loaded at start: a configuration error."""
+
+
+def raise_fd_limit() -> None:
+    """Children, pipes and pidfds take descriptors: use the hard limit, not 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Gafferd:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        effective: Effective,
+        cli: Mapping[str, Any],
+        sockets: list[socket.socket],
+        plugins: Any,
+        log: DaemonLog | None,
+        webhooks_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.effective = effective
+        self._cli = dict(cli)
+        self._sockets = sockets
+        self.plugins = plugins
+        self._log = log
+        self._webhooks_factory = webhooks_factory
+        self.manager: Manager | None = None
+        self.http: HttpHandler | None = None
+        self.webhooks: Any = None
+        self.file_jobs: dict[str, JobSpec] = {}
+        self._failed = False
+
+    # -- start and stop --------------------------------------------------------------------
+    def run(self) -> int:
+        raise_fd_limit()
+        manager = self.manager = Manager(loop_kind=self.effective.loop)
+        loop = manager.loop
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self.stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+        self.http = self._http_handler(self._sockets)
+        apps: list[Any] = list(self.plugins.apps)
+        self.webhooks = self._make_webhooks(self.config, self.effective)
+        if self.webhooks is not None:
+            apps.append(self.webhooks)
+        apps.append(self.http)
+        if self.effective.verbose:
+            apps.append(
+                ConsoleOutput(
+                    output=self.effective.verbose >= 2,
+                    events=DEFAULT_EVENTS if self.effective.verbose == 1 else None,
+                )
+            )
+        self.plugins.initialize(manager)
+        manager.start(apps=apps)
+        loop.call_soon(self._load_jobs)
+        try:
+            manager.run()
+        finally:
+            self.plugins.on_shutdown(manager)
+            for sig in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1):
+                if not loop.is_closed():
+                    loop.remove_signal_handler(sig)
+        logger.info("gafferd stopped")
+        return 78 if self._failed else 0
+
+    def _load_jobs(self) -> None:
+        assert self.manager is not None
+        try:
+            for spec in self.config.jobs_by_priority():
+                self._load(spec)
+        except StartupError as exc:
+            logger.error("%s", exc)
+            self._failed = True
+            self.manager.stop()
+            return
+        self.plugins.on_start(self.manager)
+        logger.info(
+            "gafferd started (pid %d): %d job(s) from %s",
+            os.getpid(),
+            len(self.file_jobs),
+            self.config.path or "no configuration file",
+        )
+
+    def _load(self, spec: JobSpec) -> None:
+        try:
+            self.manager.load(spec.config, sessionid=spec.session, start=spec.start)
+        except (ProcessError, ValueError) as exc:
+            raise StartupError(f"{spec.origin}: [job:{spec.id}] cannot be loaded: {exc}") from None
+        self.file_jobs[spec.id] = spec
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        logger.info("%s: stopping", signal.Signals(sig).name)
+        if self.manager is not None:
+            self.manager.stop()
+
+    def reopen_logs(self) -> None:
+        logger.info("SIGUSR1: reopening log files")
+        if self._log is not None:
+            self._log.reopen()
+        if self.manager is not None:
+            self.manager.reopen_logs()
+
+    # -- reload ----------------------------------------------------------------------------
+    def reload(self) -> None:
+        """SIGHUP: apply the difference between the running state and the file."""
+        try:
+            config = load_config(self.config.path, self.config.directory)
+            effective = resolve(config.settings, os.environ, self._cli)
+        except (ConfigError, SettingError) as exc:
+            logger.error("SIGHUP: configuration not reloaded, keeping the running one: %s", exc)
+            return
+        logger.info("SIGHUP: reloading %s", self.config.path or "(no file)")
+        self._apply_jobs(config)
+        self._apply_settings(config, effective)
+        self.config, self.effective = config, effective
+
+    def _apply_jobs(self, config: DaemonConfig) -> None:
+        manager = self.manager
+        assert manager is not None
+        loaded = set(manager.jobs())
+        for job_id in [job for job in self.file_jobs if job not in config.jobs]:
+            if job_id in loaded:
+                manager.unload(job_id)
+                logger.info("reload: unloaded %s", job_id)
+            del self.file_jobs[job_id]
+        for spec in config.jobs_by_priority():
+            old = self.file_jobs.get(spec.id)
+            try:
+                if spec.id not in loaded:
+                    manager.load(spec.config, sessionid=spec.session, start=spec.start)
+                    logger.info("reload: loaded %s", spec.id)
+                elif old is None or not old.same_as(spec):
+                    self._update(spec, old)
+                    logger.info("reload: updated %s", spec.id)
+            except (ProcessError, ValueError) as exc:
+                logger.error("reload: %s: [job:%s] not applied: %s", spec.origin, spec.id, exc)
+                continue
+            self.file_jobs[spec.id] = spec
+
+    def _update(self, spec: JobSpec, old: JobSpec | None) -> None:
+        manager = self.manager
+        assert manager is not None
+        if old is not None and old.config == spec.config:  # only `start` changed
+            (manager.start_job if spec.start else manager.stop_job)(spec.id)
+            return
+        manager.update(spec.config, sessionid=spec.session, start=spec.start)
+        if not spec.start:
+            manager.stop_job(spec.id)
+
+    def _apply_settings(self, config: DaemonConfig, effective: Effective) -> None:
+        old = self.effective
+        if self._log is not None and effective.log_level != old.log_level:
+            self._log.set_level(effective.log_level)
+        if self.webhooks is not None or config.webhooks:
+            self._apply_webhooks(config, effective)
+        http_keys = ("bind", "backlog", "certfile", "keyfile", "require_key", "insecure")
+        if any(getattr(effective, key) != getattr(old, key) for key in http_keys):
+            self._rebind(effective)
+        for name in ("daemon", "pidfile", "error_log", "plugin_dir", "loop"):
+            if getattr(effective, name) != getattr(old, name):
+                logger.warning("reload: %s changed; it takes effect at the next start", name)
+
+    def _apply_webhooks(self, config: DaemonConfig, effective: Effective) -> None:
+        manager = self.manager
+        assert manager is not None
+        if self.webhooks is not None:
+            self.webhooks.stop()
+        self.webhooks = self._make_webhooks(config, effective)
+        if self.webhooks is not None:
+            self.webhooks.start(manager.loop, manager)
+
+    def _rebind(self, effective: Effective) -> None:
+        from gafferd.main import SecurityError, bind_all, check_exposure
+
+        try:
+            check_exposure(effective)
+            sockets = bind_all(effective, keep=self._sockets)
+            http = self._http_handler(sockets, effective)
+        except (OSError, ValueError, SecurityError) as exc:
+            logger.error("reload: HTTP binds not changed: %s", exc)
+            return
+        manager = self.manager
+        assert manager is not None
+        old = self.http
+        kept = {id(sock) for sock in sockets}
+        if old is not None:
+            old.release_sockets([s for s in self._sockets if id(s) in kept])
+            manager.loop.create_task(old.stop())
+        self._sockets = sockets
+        self.http = http
+        http.start(manager.loop, manager)
+
+    # -- parts -----------------------------------------------------------------------------
+    def _http_handler(
+        self, sockets: list[socket.socket], effective: Effective | None = None
+    ) -> HttpHandler:
+        effective = effective or self.effective
+        return HttpHandler(
+            sockets=sockets,
+            certfile=effective.certfile,
+            keyfile=effective.keyfile,
+            plugin_sites=self.plugins.sites,
+            settings={"require_key": effective.require_key, "auth": self.config.auth},
+        )
+
+    def _make_webhooks(self, config: DaemonConfig, effective: Effective) -> Any:
+        if not config.webhooks or self._webhooks_factory is None:
+            return None
+        return self._webhooks_factory(
+            hooks=list(config.webhooks),
+            timeout=effective.webhook_timeout,
+            retries=effective.webhook_retries,
+        )
+
+
+def close_sockets(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        binding.close(sock)

@@ -1,0 +1,391 @@
+"""Every gafferd setting, declared once: type, default, help, ini key, environment variable
+and command-line flag.
+
+The same table builds the argument parser (so ``--help``), ``--print-config`` and the
+settings table of docs/configuration.md (a test checks that page against it), so they
+cannot drift apart. Values are layered: defaults < ini file ``[gaffer]`` < environment
+(``GAFFERD_<NAME>``) < command line, and each effective value remembers where it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gaffer.http.binding import parse_address
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOOPS = ("uvloop", "asyncio")
+
+
+class SettingError(ValueError):
+    """A setting value that cannot be used; ``origin`` says where it came from."""
+
+    def __init__(self, name: str, raw: object, origin: str, reason: str) -> None:
+        self.name, self.raw, self.origin, self.reason = name, raw, origin, reason
+        super().__init__(f"{origin}: {name} = {raw!r}: {reason}")
+
+
+# -- converters: a string (ini, environment, command line) to a value; ValueError says why --
+def to_bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def to_int(text: str) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+def to_positive_int(text: str) -> int:
+    value = to_int(text)
+    if value < 1:
+        raise ValueError("expected an integer >= 1")
+    return value
+
+
+def to_seconds(text: str) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if value < 0 or value != value:
+        raise ValueError("expected a number of seconds >= 0")
+    return value
+
+
+def to_path(text: str) -> str | None:
+    value = str(text).strip()
+    return os.path.expanduser(value) if value else None
+
+
+def to_text(text: str) -> str:
+    return str(text).strip()
+
+
+def choice(*allowed: str) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        value = str(text).strip().lower()
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return value
+
+    return convert
+
+
+def to_words(text: str | list[str]) -> list[str]:
+    """``a b``, ``a, b`` or a list (repeated flags) to a list of words."""
+    if isinstance(text, list):
+        words = [word for item in text for word in to_words(item)]
+    else:
+        words = [word for word in str(text).replace(",", " ").split() if word]
+    return words
+
+
+def to_binds(text: str | list[str]) -> list[str]:
+    binds = to_words(text)
+    if not binds:
+        raise ValueError("expected at least one address")
+    for bind in binds:
+        parse_address(bind)  # raises ValueError naming what is wrong
+    return binds
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    convert: Callable[[Any], Any]
+    default: Any
+    help: str
+    flag: str | None = None  # e.g. "--bind"
+    short: str | None = None  # e.g. "-v"
+    cli: str = "value"  # "value", "true" (a flag setting true), "count", "append"
+    aliases: tuple[str, ...] = ()  # ini keys the original gaffer used
+    reload: bool = False  # applied on SIGHUP (else: needs a restart)
+    metavar: str | None = None
+    relative: bool = False  # a path, relative to the ini file that sets it
+
+    @property
+    def env(self) -> str:
+        return "GAFFERD_" + self.name.upper()
+
+    @property
+    def ini_keys(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "bind",
+        to_binds,
+        ["127.0.0.1:5000"],
+        "Addresses to serve the HTTP API on: host:port, [v6]:port or unix:/path "
+        "(several: repeat the flag, or separate with spaces).",
+        flag="--bind",
+        cli="append",
+        reload=True,
+        metavar="ADDR",
+    ),
+    Setting(
+        "backlog",
+        to_positive_int,
+        128,
+        "Listen backlog of each bound socket.",
+        flag="--backlog",
+        reload=True,
+        metavar="N",
+    ),
+    Setting(
+        "require_key",
+        to_bool,
+        False,
+        "Require an API key on every request (see docs/http-api.md).",
+        flag="--require-key",
+        cli="true",
+        reload=True,
+    ),
+    Setting(
+        "insecure",
+        to_bool,
+        False,
+        "Allow binding a non-loopback address without require_key.",
+        flag="--insecure",
+        cli="true",
+        reload=True,
+    ),
+    Setting(
+        "certfile",
+        to_path,
+        None,
+        "TLS certificate (PEM): serve HTTPS on TCP binds.",
+        flag="--certfile",
+        reload=True,
+        metavar="FILE",
+        relative=True,
+    ),
+    Setting(
+        "keyfile",
+        to_path,
+        None,
+        "TLS private key (PEM) for certfile.",
+        flag="--keyfile",
+        reload=True,
+        metavar="FILE",
+        relative=True,
+    ),
+    Setting(
+        "daemon",
+        to_bool,
+        False,
+        "Detach from the terminal (double fork); stdio goes to /dev/null.",
+        flag="--daemon",
+        cli="true",
+        aliases=("daemonize",),
+    ),
+    Setting(
+        "pidfile",
+        to_path,
+        None,
+        "Write gafferd's pid there; refuse to start while a live gafferd holds it.",
+        flag="--pidfile",
+        metavar="FILE",
+        relative=True,
+    ),
+    Setting(
+        "error_log",
+        to_text,
+        "-",
+        "gafferd's own log: '-' (stderr), a file path, or 'syslog'.",
+        flag="--error-log",
+        metavar="FILE",
+        relative=True,
+    ),
+    Setting(
+        "log_level",
+        choice(*LOG_LEVELS),
+        "info",
+        "Level of gafferd's own log.",
+        flag="--log-level",
+        reload=True,
+        metavar="LEVEL",
+    ),
+    Setting(
+        "verbose",
+        to_int,
+        0,
+        "Print events (-v) and also process output (-vv) on stdout, foreman style.",
+        short="-v",
+        cli="count",
+    ),
+    Setting(
+        "plugin_dir",
+        to_path,
+        None,
+        "Directory of plugins (one sub-directory per plugin).",
+        flag="--plugin-dir",
+        aliases=("plugins_dir",),
+        metavar="DIR",
+        relative=True,
+    ),
+    Setting(
+        "loop",
+        choice(*LOOPS),
+        "uvloop",
+        "Event loop: uvloop or the stdlib asyncio.",
+        flag="--loop",
+        metavar="LOOP",
+    ),
+    Setting("webhook_timeout", to_seconds, 5.0, "Seconds a webhook POST may take.", reload=True),
+    Setting(
+        "webhook_retries",
+        to_int,
+        3,
+        "Retries of a failed webhook POST (with a doubling delay).",
+        reload=True,
+    ),
+)
+BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+BY_INI_KEY: dict[str, Setting] = {key: s for s in SETTINGS for key in s.ini_keys}
+
+
+@dataclass(frozen=True)
+class Effective:
+    """The value of every setting and where it came from."""
+
+    values: Mapping[str, Any]
+    origins: Mapping[str, str]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def lines(self) -> list[str]:
+        """``name = value    ; origin`` for every setting, for --print-config."""
+        out = []
+        for setting in SETTINGS:
+            value = self.values[setting.name]
+            shown = (
+                " ".join(value)
+                if isinstance(value, list)
+                else (
+                    ""
+                    if value is None
+                    else str(value).lower()
+                    if isinstance(value, bool)
+                    else str(value)
+                )
+            )
+            out.append(f"{f'{setting.name} = {shown}':<46}  ; {self.origins[setting.name]}")
+        return out
+
+
+@dataclass(frozen=True)
+class FileValue:
+    raw: str
+    origin: str  # "path:line"
+
+
+def resolve(
+    file_values: Mapping[str, FileValue], environ: Mapping[str, str], cli: Mapping[str, Any]
+) -> Effective:
+    """Layer defaults < file < environment < command line. Raises SettingError."""
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for setting in SETTINGS:
+        value, origin = setting.default, "default"
+        if setting.name in file_values:
+            entry = file_values[setting.name]
+            value, origin = _convert(setting, entry.raw, entry.origin), entry.origin
+        if setting.env in environ:
+            origin = f"environment {setting.env}"
+            value = _convert(setting, environ[setting.env], origin)
+        if cli.get(setting.name) is not None:
+            origin = f"command line {setting.flag or setting.short}"
+            value = _convert(setting, cli[setting.name], origin)
+        values[setting.name] = value
+        origins[setting.name] = origin
+    return Effective(values, origins)
+
+
+def _convert(setting: Setting, raw: Any, origin: str) -> Any:
+    try:
+        return setting.convert(raw)
+    except ValueError as exc:
+        raise SettingError(setting.name, raw, origin, str(exc)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per setting that has a flag; defaults stay None so that only what was
+    given on the command line overrides the other layers."""
+    group = parser.add_argument_group("settings (also [gaffer] keys and GAFFERD_* variables)")
+    for setting in SETTINGS:
+        names = [n for n in (setting.short, setting.flag) if n]
+        if not names:
+            continue
+        help_text = f"{setting.help} [{setting.env}]"
+        if setting.cli == "true":
+            group.add_argument(
+                *names,
+                dest=setting.name,
+                action="store_const",
+                const=True,
+                default=None,
+                help=help_text,
+            )
+        elif setting.cli == "count":
+            group.add_argument(
+                *names, dest=setting.name, action="count", default=None, help=help_text
+            )
+        elif setting.cli == "append":
+            group.add_argument(
+                *names,
+                dest=setting.name,
+                action="append",
+                default=None,
+                metavar=setting.metavar,
+                help=help_text,
+            )
+        else:
+            group.add_argument(
+                *names, dest=setting.name, default=None, metavar=setting.metavar, help=help_text
+            )
+
+
+def markdown_table() -> str:
+    """The settings table of docs/configuration.md."""
+    lines = [
+        "| setting (`[gaffer]` key) | command line | environment | default | reload | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        flag = {
+            "true": s.flag,
+            "count": f"{s.short}, {s.short}v" if s.short else "",
+            "append": f"{s.flag} ADDR (repeatable)",
+        }.get(s.cli, f"{s.flag} {s.metavar}" if s.flag else "")
+        default = " ".join(s.default) if isinstance(s.default, list) else s.default
+        key = ", ".join(f"`{name}`" for name in s.ini_keys)
+        lines.append(
+            f"| {key} | "
+            f"{'`' + flag + '`' if flag else ''} | `{s.env}` | "
+            f"{'' if default is None else f'`{default}`'} | "
+            f"{'yes' if s.reload else 'restart'} | {s.help} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m gafferd.settings: the table of docs/configuration.md
+    print(markdown_table())
