@@ -92,11 +92,9 @@ def bind_all(effective: Effective, keep: list[socket.socket] | None = None) -> l
         for text in effective.bind:
             address = binding.parse_address(text)
             old = kept.get(str(address))
-            sockets.append(
-                old.dup()
-                if old is not None and address.port
-                else binding.bind(address, effective.backlog)
-            )
+            # an address already served is kept (port 0 means "any port": bind anew)
+            reuse = old is not None and (address.kind == "unix" or address.port)
+            sockets.append(old.dup() if reuse else binding.bind(address, effective.backlog))
     except OSError:
         for sock in sockets:
             binding.close(sock)

@@ -14,6 +14,7 @@ Signals (handled on the loop, never in a signal frame):
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import resource
@@ -65,8 +66,8 @@ class Gafferd:
         self._log = log
         self._webhooks_factory = webhooks_factory
         self.manager: Manager | None = None
-        self.http: HttpHandler | None = None
-        self.webhooks: Any = None
+        self._http_slot = AppSlot()  # the manager holds the slots; a reload swaps inside
+        self._webhooks_slot = AppSlot()
         self.file_jobs: dict[str, JobSpec] = {}
         self._failed = False
 
@@ -79,12 +80,9 @@ class Gafferd:
             loop.add_signal_handler(sig, self.stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
-        self.http = self._http_handler(self._sockets)
-        apps: list[Any] = list(self.plugins.apps)
-        self.webhooks = self._make_webhooks(self.config, self.effective)
-        if self.webhooks is not None:
-            apps.append(self.webhooks)
-        apps.append(self.http)
+        self._http_slot.app = self._http_handler(self._sockets)
+        self._webhooks_slot.app = self._make_webhooks(self.config, self.effective)
+        apps: list[Any] = [*self.plugins.apps, self._webhooks_slot, self._http_slot]
         if self.effective.verbose:
             apps.append(
                 ConsoleOutput(
@@ -194,22 +192,15 @@ class Gafferd:
         if self._log is not None and effective.log_level != old.log_level:
             self._log.set_level(effective.log_level)
         if self.webhooks is not None or config.webhooks:
-            self._apply_webhooks(config, effective)
+            old_hooks = self._webhooks_slot.replace(self._make_webhooks(config, effective))
+            if old_hooks is not None:
+                self._stop_later(old_hooks)
         http_keys = ("bind", "backlog", "certfile", "keyfile", "require_key", "insecure")
         if any(getattr(effective, key) != getattr(old, key) for key in http_keys):
             self._rebind(effective)
         for name in ("daemon", "pidfile", "error_log", "plugin_dir", "loop"):
             if getattr(effective, name) != getattr(old, name):
                 logger.warning("reload: %s changed; it takes effect at the next start", name)
-
-    def _apply_webhooks(self, config: DaemonConfig, effective: Effective) -> None:
-        manager = self.manager
-        assert manager is not None
-        if self.webhooks is not None:
-            self.webhooks.stop()
-        self.webhooks = self._make_webhooks(config, effective)
-        if self.webhooks is not None:
-            self.webhooks.start(manager.loop, manager)
 
     def _rebind(self, effective: Effective) -> None:
         from gafferd.main import SecurityError, bind_all, check_exposure
@@ -221,16 +212,29 @@ class Gafferd:
         except (OSError, ValueError, SecurityError) as exc:
             logger.error("reload: HTTP binds not changed: %s", exc)
             return
-        manager = self.manager
-        assert manager is not None
+        kept = {binding.bound_address(sock) for sock in sockets}
         old = self.http
-        kept = {id(sock) for sock in sockets}
-        if old is not None:
-            old.release_sockets([s for s in self._sockets if id(s) in kept])
-            manager.loop.create_task(old.stop())
+        if old is not None:  # addresses still served: the old handler must not unlink them
+            old.release_sockets([s for s in self._sockets if binding.bound_address(s) in kept])
         self._sockets = sockets
-        self.http = http
-        http.start(manager.loop, manager)
+        self._http_slot.replace(http)
+        if old is not None:
+            self._stop_later(old)
+
+    def _stop_later(self, app: Any) -> None:
+        """Stop an application replaced by a reload (its stop may be a coroutine)."""
+        result = app.stop()
+        if inspect.isawaitable(result):
+            assert self.manager is not None
+            self.manager.loop.create_task(result)
+
+    @property
+    def http(self) -> HttpHandler | None:
+        return self._http_slot.app
+
+    @property
+    def webhooks(self) -> Any:
+        return self._webhooks_slot.app
 
     # -- parts -----------------------------------------------------------------------------
     def _http_handler(
@@ -255,6 +259,31 @@ class Gafferd:
         )
 
 
-def close_sockets(sockets: list[socket.socket]) -> None:
-    for sock in sockets:
-        binding.close(sock)
+class AppSlot:
+    """An application whose implementation a reload may replace while the manager runs:
+    the manager starts and stops the slot, the slot whatever is in it."""
+
+    def __init__(self, app: Any = None) -> None:
+        self.app = app
+        self._started: tuple[Any, Any] | None = None
+
+    def start(self, loop: Any, manager: Any) -> None:
+        self._started = (loop, manager)
+        if self.app is not None:
+            self.app.start(loop, manager)
+
+    def stop(self) -> Any:
+        self._started = None
+        return self.app.stop() if self.app is not None else None
+
+    def restart(self) -> None:
+        if self.app is not None:
+            self.app.restart()
+
+    def replace(self, app: Any) -> Any:
+        """Put ``app`` in (started if the slot is) and return the previous one, which the
+        caller stops."""
+        old, self.app = self.app, app
+        if app is not None and self._started is not None:
+            app.start(*self._started)
+        return old

@@ -466,3 +466,96 @@ def test_error_log_to_a_file_and_log_level(gafferd_factory):
     )
     assert daemon.stop() == 0
     assert "gafferd stopped" in daemon.log_text()  # the log is complete after the stop
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_tls_serves_https_on_tcp_binds(gafferd_factory, tmp_path):
+    import http.client
+    import ssl
+
+    cert, key = make_certificate(tmp_path)
+    port = free_port()
+    daemon = gafferd_factory(f"""
+        [gaffer]
+        bind = unix:{tmp_path / "gafferd.sock"} 127.0.0.1:{port}
+        [ssl]
+        certfile = {cert}
+        keyfile = {key}
+    """).start()
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+    conn.request("GET", "/version")
+    assert conn.getresponse().status == 200
+    conn.close()
+    plain = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    plain.request("GET", "/version")
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+        plain.getresponse()  # plain HTTP on a TLS port: the server drops it
+    plain.close()
+    assert daemon.request("GET", "/ping")[0] == 200  # the unix socket stays plain HTTP
+    assert daemon.stop() == 0
+
+
+def test_a_bad_certificate_exits_78(gafferd_factory, tmp_path):
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    daemon = gafferd_factory(
+        f"[gaffer]\nbind = unix:{tmp_path / 'g.sock'}\ncertfile = {tmp_path / 'bad.pem'}\n"
+    )
+    result = daemon.run()
+    assert result.returncode == 78
+    assert "cannot load TLS certificate" in result.stderr
+
+
+def test_hup_applies_a_new_bind(gafferd_factory, tmp_path):
+    import http.client
+
+    port = free_port()
+    daemon = gafferd_factory("").start()
+    daemon.write(f"[gaffer]\nbind = unix:{daemon.socket} 127.0.0.1:{port}\n")
+    daemon.signal(signal.SIGHUP)
+
+    def answers() -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/ping")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    wait_until_sync(answers, what="the new TCP bind answering")
+    assert daemon.request("GET", "/ping")[0] == 200  # the kept unix socket still answers
+    assert Path(daemon.socket).exists()
+    assert daemon.stop() == 0
+    assert not Path(daemon.socket).exists()
