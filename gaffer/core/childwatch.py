@@ -38,10 +38,9 @@ def decode_status(status: int) -> tuple[int, int]:
 class ChildHandle:
     """One watched child. ``send_signal`` is safe until the exit callback has run."""
 
-    __slots__ = ("_callback", "_loop", "_pidfd", "exited", "pid")
+    __slots__ = ("_callback", "_pidfd", "exited", "pid")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, pid: int, callback: ExitCallback) -> None:
-        self._loop = loop
+    def __init__(self, pid: int, callback: ExitCallback) -> None:
         self.pid = pid
         self._callback = callback
         self._pidfd = -1
@@ -86,7 +85,7 @@ class ChildWatcher:
         return len(self._handles)
 
     def watch(self, pid: int, callback: ExitCallback) -> ChildHandle:
-        handle = ChildHandle(self._loop, pid, callback)
+        handle = ChildHandle(pid, callback)
         self._handles[pid] = handle
         if self._use_pidfd:
             try:
@@ -102,30 +101,38 @@ class ChildWatcher:
         return handle
 
     def _on_pidfd(self, handle: ChildHandle) -> None:
-        self._loop.remove_reader(handle._pidfd)
         try:
-            _, status = os.waitpid(handle.pid, os.WNOHANG)
+            pid, status = os.waitpid(handle.pid, os.WNOHANG)
         except ChildProcessError:
+            pid = handle.pid
             logger.warning("pid %d was reaped by someone else; its exit status is lost", handle.pid)
             status = None
+        if pid == 0:  # readable but not yet reapable: wait for the next wake-up
+            return
+        self._loop.remove_reader(handle._pidfd)
         os.close(handle._pidfd)
         handle._pidfd = -1
         self._handles.pop(handle.pid, None)
         handle._finish(status)
 
     def _wait_in_thread(self, handle: ChildHandle) -> None:
+        # wait without reaping: the pid stays ours (a zombie) until the loop reaps it,
+        # so a signal sent meanwhile can never reach a reused pid
         try:
-            _, status = os.waitpid(handle.pid, 0)
+            os.waitid(os.P_PID, handle.pid, os.WEXITED | os.WNOWAIT)
         except ChildProcessError:
-            status = None
-        try:
-            self._loop.call_soon_threadsafe(self._on_thread_exit, handle, status)
-        except RuntimeError:  # the loop is closed: the child is reaped, nobody listens
             pass
+        try:
+            self._loop.call_soon_threadsafe(self._on_thread_exit, handle)
+        except RuntimeError:  # the loop is closed: reap here, nobody listens
+            _reap(handle.pid)
 
-    def _on_thread_exit(self, handle: ChildHandle, status: int | None) -> None:
+    def _on_thread_exit(self, handle: ChildHandle) -> None:
         self._handles.pop(handle.pid, None)
-        handle._finish(status)
+        if handle.exited:  # forgotten meanwhile: still reap it
+            _reap(handle.pid)
+            return
+        handle._finish(_reap(handle.pid))
 
     def forget(self, pid: int) -> None:
         """Stop watching ``pid`` (a detached child outliving the manager): the reaping is
@@ -143,6 +150,13 @@ class ChildWatcher:
     def close(self) -> None:
         for pid in list(self._handles):
             self.forget(pid)
+
+
+def _reap(pid: int) -> int | None:
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None
 
 
 def _adopt_orphan(pid: int) -> None:

@@ -113,6 +113,7 @@ class ProcessConfig:
             except (TypeError, ValueError) as exc:
                 raise InvalidOption(key, f"option {key!r} of job {name!r}: {exc}") from None
         _check_labels(values["redirect_output"], values["custom_streams"], name)
+        _check_detach(values, name)
         for key, value in values.items():
             object.__setattr__(self, key, value)
         object.__setattr__(self, "_ids", _resolve_ids(values["uid"], values["gid"], name))
@@ -371,6 +372,27 @@ def _check_labels(outputs: tuple[str, ...], streams: tuple[str, ...], name: str)
             f"option 'custom_streams' of job {name!r}: label(s) "
             f"{', '.join(sorted(clash))} already used for stdio",
         )
+
+
+def _check_detach(values: dict[str, Any], name: str) -> None:
+    """A detached process outlives gaffer: nothing of it may go through gaffer's pipes
+    (it would get SIGPIPE once gaffer is gone). Its log files it writes itself."""
+    if not values["detach"]:
+        return
+    for option in ("redirect_output", "redirect_input", "custom_streams", "custom_channels"):
+        if values[option]:
+            raise InvalidOption(
+                option,
+                f"option {option!r} of job {name!r}: a detached process cannot use pipes to gaffer",
+            )
+    for option in ("stdout_logfile", "stderr_logfile"):
+        target = values[option]
+        if target is not None and LogTarget.parse(target).kind != "file":
+            raise InvalidOption(
+                option,
+                f"option {option!r} of job {name!r}: a detached "
+                "process writes its log itself: give a file path",
+            )
 
 
 def _resolve_ids(

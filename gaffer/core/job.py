@@ -29,7 +29,9 @@ class Job:
         self.running_out: dict[int, Process] = {}  # one-off (committed) processes
         self.stopped = True
         self.retry_timer: asyncio.TimerHandle | None = None
-        self.manage_handle: asyncio.Handle | None = None
+        self.manage_handle: asyncio.Handle | None = None  # the next slice of spawns
+        self.backoff_handle: asyncio.TimerHandle | None = None  # after a failed spawn
+        self.retiring: list[Process] = []  # old processes of a rolling restart
         self.spawn_failures = 0
         self.sinks: tuple[LogSink | None, LogSink | None] = (None, None)
         self.set_config(config, env)
@@ -77,11 +79,13 @@ class Job:
         return [proc.pid for proc in self.running]
 
     def cancel_timers(self) -> None:
-        for attr in ("retry_timer", "manage_handle"):
+        """Cancel every pending retry, backoff and spawn slice, and a rolling restart."""
+        for attr in ("retry_timer", "manage_handle", "backoff_handle"):
             handle = getattr(self, attr)
             if handle is not None:
                 handle.cancel()
                 setattr(self, attr, None)
+        self.retiring = []
 
     def info(self) -> dict[str, Any]:
         processes = self.processes

@@ -18,6 +18,7 @@ import concurrent.futures
 import functools
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from gaffer.core.childwatch import ChildWatcher
 from gaffer.core.config import ProcessConfig
 from gaffer.core.events import EventEmitter
 from gaffer.core.flapping import Verdict
+from gaffer.core.groups import GroupWatch
 from gaffer.core.job import Job
 from gaffer.core.logfile import LogSink, SinkRegistry
 from gaffer.core.loop import new_event_loop
@@ -39,7 +41,7 @@ from gaffer.core.names import (
     validate_session,
 )
 from gaffer.core.process import Process
-from gaffer.core.stats import Sampler, descendants_map, summarize
+from gaffer.core.stats import Sampler, descendants, descendants_map, summarize
 from gaffer.errors import (
     InvalidArgument,
     ManagerStopped,
@@ -69,19 +71,29 @@ def on_loop(method: F) -> F:
     def wrapper(self: Manager, *args: Any, **kwargs: Any) -> Any:
         loop = self.loop
         try:
-            here = asyncio.get_running_loop() is loop
+            running = asyncio.get_running_loop()
         except RuntimeError:
-            here = not loop.is_running()
-        if here:
+            running = None
+        if running is loop or (running is None and not loop.is_running()):
             return method(self, *args, **kwargs)
+        if running is not None:  # waiting here would block that loop for ever
+            raise RuntimeError(
+                f"Manager.{method.__name__}() called from another event loop "
+                "than the manager's: create the Manager inside the loop "
+                "that runs it, or pass it loop="
+            )
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def call() -> None:
+            self._pending_calls.discard(future)
+            if not future.set_running_or_notify_cancel():
+                return
             try:
                 future.set_result(method(self, *args, **kwargs))
             except BaseException as exc:
                 future.set_exception(exc)
 
+        self._pending_calls.add(future)
         loop.call_soon_threadsafe(call)
         return future.result()
 
@@ -103,12 +115,9 @@ class Manager:
                 self._own_loop = True
         else:
             self._own_loop = False
-        self.loop = loop
-        self.events = EventEmitter(loop)
-        self._watcher = ChildWatcher(loop)
+        self._bind_loop(loop)
         self._sampler = Sampler()
-        self._monitor = StatsMonitor(self)
-        self._sinks = SinkRegistry(loop, self._on_log_drop)
+        self._pending_calls: set[concurrent.futures.Future[Any]] = set()
         self._io_watchers: list[tuple[str | None, str, IOListener]] = []
         self._sessions: dict[str, dict[str, Job]] = {}
         self._jobs: dict[str, Job] = {}
@@ -121,6 +130,24 @@ class Manager:
         self._stop_callbacks: list[Callback] = []
         self._stopped: asyncio.Future[None] | None = None
         self._run_forever = False
+
+    def _bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        if not hasattr(self, "events"):
+            self.events = EventEmitter(loop)
+        else:
+            self.events.bind(loop)
+        self._watcher = ChildWatcher(loop)
+        self._groups = GroupWatch(loop)
+        self._monitor = StatsMonitor(self)
+        self._sinks = SinkRegistry(loop, self._on_log_drop)
+
+    def _fail_pending_calls(self) -> None:
+        """Calls from other threads that the stopped loop will never run: fail them."""
+        pending, self._pending_calls = self._pending_calls, set()
+        for future in pending:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(ManagerStopped("the manager's loop stopped"))
 
     # == lifecycle =========================================================================
     def start(
@@ -147,6 +174,7 @@ class Manager:
             self.loop.run_forever()
         finally:
             self._run_forever = False
+            self._fail_pending_calls()
             if self._own_loop and not self.started:
                 self._close_loop()
 
@@ -191,9 +219,24 @@ class Manager:
         await asyncio.shield(self._stopped)
 
     async def __aenter__(self) -> Manager:
+        running = asyncio.get_running_loop()
+        if running is not self.loop:
+            self._adopt(running)
         if not self.started:
             self.start()
         return self
+
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``Manager()`` made outside any loop, then entered with ``async with`` inside one:
+        use that loop instead of the one made for blocking use (while nothing runs yet)."""
+        if not self._own_loop or self.started or self._jobs or self.loop.is_running():
+            raise RuntimeError(
+                "this Manager already runs on another event loop: create it "
+                "inside the loop that uses it, or pass it loop="
+            )
+        self.loop.close()
+        self._own_loop = False
+        self._bind_loop(loop)
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.stop()
@@ -225,6 +268,7 @@ class Manager:
         pending = [proc.wait_gone() for proc in list(self._stopping_procs.values())]
         if pending:
             await asyncio.gather(*pending)
+        self._groups.close()
         self._sinks.close()
         await self.flush_logs(LOG_FLUSH_TIMEOUT)
         for app in reversed(self._apps):
@@ -254,8 +298,9 @@ class Manager:
             self.loop.stop()
 
     def _do_restart(self, callback: Callback | None) -> None:
-        if not self.active:
-            raise ManagerStopped("the manager is not running")
+        if not self.active:  # called through the loop: there is no caller to raise to
+            logger.warning("restart ignored: the manager is not running")
+            return
         for app in self._apps:
             try:
                 app.restart()
@@ -268,13 +313,9 @@ class Manager:
             callback(self)
 
     def _rolling_restart(self, job: Job) -> None:
-        for _ in range(job.numprocesses):
-            try:
-                self._spawn(job)
-            except SpawnError as exc:
-                self._spawn_failed(job, exc)
-                break
-        self._manage(job)  # reaps the oldest extras, the old processes
+        """New processes first (sliced like any spawn), then the old ones reaped."""
+        job.retiring = list(job.running)
+        self._manage(job)
 
     def _forget_detached(self, job: Job, proc: Process) -> None:
         self._remove(job, proc)
@@ -342,7 +383,9 @@ class Manager:
         for proc in list(job.running):
             self._stop_process(proc)
         self._publish_job(job, "reload", {"name": job.name})
-        job.stopped = False
+        if job.stopped:
+            job.stopped = False
+            self._publish_job(job, "start", {"name": job.name})
         self._manage(job)
 
     @on_loop
@@ -449,10 +492,25 @@ class Manager:
 
     @on_loop
     def stats(self, name: str) -> dict[str, Any]:
-        """Per-process stats of the job and totals (sum, min, max of cpu and mem)."""
+        """Per-process stats of the job and totals (sum, min, max of cpu and mem). Reads
+        /proc now, on the caller's thread: ``await astats(name)`` reads it off the loop."""
         job = self._get_job(name)
         tree = descendants_map()
         return summarize(job.name, [proc.read_stats(tree) for proc in job.processes])
+
+    async def astats(self, name: str) -> dict[str, Any]:
+        """``stats(name)``, reading /proc in a worker thread (for servers on the loop)."""
+        job = self._get_job(name)
+        targets = [(proc.pid, proc.name, proc.os_pid) for proc in job.processes]
+        return await self.loop.run_in_executor(None, _read_stats, job.name, targets)
+
+    async def aprocess_stats(self, pid: int) -> dict[str, Any]:
+        """The stats of one process, read in a worker thread."""
+        proc = self.get_process(pid)
+        stats = await self.loop.run_in_executor(
+            None, _read_stats, proc.name, [(proc.pid, proc.name, proc.os_pid)]
+        )
+        return stats["stats"][0]
 
     @on_loop
     def stopall(self, name: str) -> None:
@@ -486,6 +544,7 @@ class Manager:
             raise ProcessNotFound(f"no session {sessionid!r}")
         return [job.name for job in self._sessions[sessionid].values()]
 
+    @on_loop
     def jobs_walk(
         self, callback: Callable[[Manager, str], object], sessionid: str | None = None
     ) -> None:
@@ -548,16 +607,19 @@ class Manager:
         if job is not None and not proc.once:
             self._manage(job)
 
+    @on_loop
     def walk(self, callback: Callable[[Manager, Process], object], name: str | None = None) -> None:
         procs = list(self.running.values()) if name is None else self._get_job(name).processes
         for proc in procs:
             callback(self, proc)
 
+    @on_loop
     def monitor(self, listener: Callable[[str, dict], object], name: str | int) -> None:
         """Call ``listener("stat", msg)`` every ``monitor.interval`` seconds with the stats
         of each process of job ``name`` (or of one pid)."""
         self._monitor.add(self._monitor_target(name), listener)
 
+    @on_loop
     def unmonitor(self, listener: Callable[[str, dict], object], name: str | int) -> None:
         self._monitor.remove(self._monitor_target(name), listener)
 
@@ -633,7 +695,9 @@ class Manager:
         return self.scale(name, -n)
 
     def send_signal(self, name_or_pid: str | int, sig: int | str) -> None:
-        if isinstance(name_or_pid, int) and not isinstance(name_or_pid, bool):
+        if (isinstance(name_or_pid, int) and not isinstance(name_or_pid, bool)) or (
+            isinstance(name_or_pid, str) and name_or_pid.isdigit()
+        ):
             self.kill(name_or_pid, sig)
         else:
             self.killall(name_or_pid, sig)
@@ -656,6 +720,8 @@ class Manager:
     def _acquire_sinks(
         self, name: str, config: ProcessConfig
     ) -> tuple[LogSink | None, LogSink | None]:
+        if config.detach:  # a detached process writes its log files itself
+            return None, None
         out_target, err_target = config.log_targets
         settings = {
             "max_bytes": config.logfile_max_bytes,
@@ -717,28 +783,43 @@ class Manager:
     def _manage(self, job: Job) -> None:
         """Bring the job to its target: reap the oldest extras, spawn what is missing, a
         slice of time at a time so a big job never starves the loop."""
-        job.manage_handle = None
+        if job.manage_handle is not None:  # a pending slice: this call does its work
+            job.manage_handle.cancel()
+            job.manage_handle = None
         if job.stopped or not self.started or self._stopping or job.retry_timer is not None:
             return
-        while len(job.running) > job.numprocesses:
+        # during a rolling restart the old processes count on top of the target until the
+        # new ones all run
+        job.retiring = [proc for proc in job.retiring if proc.pid in self.running]
+        target = job.numprocesses + len(job.retiring)
+        while len(job.running) > target:
             self._reap(job, job.running[0])
+        if job.backoff_handle is not None:  # a spawn failed: wait for the backoff
+            return
         deadline = time.monotonic() + SPAWN_SLICE
         spawned = 0
-        while len(job.running) < job.numprocesses:
+        while len(job.running) < target:
             if spawned >= SPAWN_BATCH and time.monotonic() > deadline:
                 job.manage_handle = self.loop.call_soon(self._manage, job)
                 return
             spawned += 1
             try:
                 self._spawn(job)
-            except SpawnError as exc:
-                self._spawn_failed(job, exc)
+            except Exception as exc:
+                self._spawn_failed(job, _as_spawn_error(exc))
                 return
+        retiring, job.retiring = job.retiring, []
+        for proc in retiring:
+            self._reap(job, proc)
 
-    def _schedule_manage(self, job: Job, delay: float) -> None:
-        if job.manage_handle is not None:
-            job.manage_handle.cancel()
-        job.manage_handle = self.loop.call_later(delay, self._manage, job)
+    def _schedule_backoff(self, job: Job, delay: float) -> None:
+        if job.backoff_handle is not None:
+            job.backoff_handle.cancel()
+        job.backoff_handle = self.loop.call_later(delay, self._backoff_done, job)
+
+    def _backoff_done(self, job: Job) -> None:
+        job.backoff_handle = None
+        self._manage(job)
 
     def _spawn(
         self,
@@ -762,6 +843,7 @@ class Manager:
             graceful_timeout=graceful_timeout,
             on_exit=self._on_exit,
             sampler=self._sampler,
+            group_watch=self._groups,
             stats_monitor=self._monitor,
             log_writers=(sinks[0] and sinks[0].writer(pid), sinks[1] and sinks[1].writer(pid)),
             io_listeners=[
@@ -789,10 +871,16 @@ class Manager:
         job.spawn_failures += 1
         logger.warning("cannot spawn %s: %s", job.name, exc)
         self._publish_job(job, "spawn_error", _spawn_error_msg(job, exc))
-        if job.flapping is not None and self._flapping_verdict(job) is not Verdict.RESPAWN:
+        # a job that cannot start at all is flapping; one that has healthy processes and
+        # cannot add one more (cwd gone, no descriptors...) only waits for the backoff
+        if (
+            job.flapping is not None
+            and not job.running
+            and self._flapping_verdict(job) is not Verdict.RESPAWN
+        ):
             return
         delay = min(SPAWN_BACKOFF_FIRST * 2 ** (job.spawn_failures - 1), SPAWN_BACKOFF_MAX)
-        self._schedule_manage(job, delay)
+        self._schedule_backoff(job, delay)
 
     def _flapping_verdict(self, job: Job) -> Verdict:
         assert job.flapping is not None
@@ -850,6 +938,8 @@ class Manager:
 
     def _on_exit(self, proc: Process, exit_status: int, term_signal: int) -> None:
         was_running = self.running.pop(proc.pid, None) is not None
+        if proc.os_pid is not None:
+            self._sampler.discard(proc.os_pid)
         self._release_sinks(proc.held_sinks)
         proc.held_sinks = []
         job = self._jobs.get(proc.name)
@@ -919,6 +1009,33 @@ def _as_pid(pid: int | str) -> int:
     if isinstance(pid, str) and pid.isdigit():
         return int(pid)
     raise ProcessNotFound(f"bad pid {pid!r}")
+
+
+STATS_MAX_AGE = 60.0  # a pid not read for that long has its CPU reading forgotten
+_stats_lock = threading.Lock()
+_stats_sampler = Sampler()
+
+
+def _read_stats(name: str, targets: list[tuple[int, str, int | None]]) -> dict[str, Any]:
+    """Runs in a worker thread: one /proc scan for the tree, then each process."""
+    tree = descendants_map()
+    stats = []
+    with _stats_lock:  # the sampler keeps CPU readings: one thread at a time
+        for pid, proc_name, os_pid in targets:
+            if os_pid is None:
+                stats.append({"pid": pid, "name": proc_name, "os_pid": None, "children": []})
+            else:
+                sample = _stats_sampler.sample(os_pid, descendants(os_pid, tree))
+                stats.append({"pid": pid, "name": proc_name, **sample})
+        _stats_sampler.prune(STATS_MAX_AGE)
+    return summarize(name, stats)
+
+
+def _as_spawn_error(exc: Exception) -> SpawnError:
+    if isinstance(exc, SpawnError):
+        return exc
+    logger.error("unexpected error while spawning", exc_info=exc)
+    return SpawnError(f"cannot spawn: {exc}")
 
 
 def _spawn_error_msg(job: Job, exc: SpawnError) -> dict[str, Any]:

@@ -59,7 +59,8 @@ class StatsMonitor:
             listeners.append(listener)
         self._closed = False
         if self._timer is None and not self._busy:
-            self._timer = self.loop.call_soon(self._tick)
+            # from any thread: Process.monitor() may be called off the loop
+            self._timer = self.loop.call_soon_threadsafe(self._tick)
 
     def remove(self, target: Target, listener: StatListener) -> None:
         listeners = self._listeners.get(target)

@@ -13,7 +13,6 @@ The process knows nothing of jobs or of the manager: it reports its exit through
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import signal
@@ -24,17 +23,17 @@ from typing import Any
 
 from gaffer.core.childwatch import ChildHandle, ChildWatcher
 from gaffer.core.config import ProcessConfig
+from gaffer.core.groups import GroupWatch, group_exists
 from gaffer.core.logfile import Writer
 from gaffer.core.monitor import StatsMonitor
 from gaffer.core.names import parse_signal
 from gaffer.core.pipes import PipeReader, PipeWriter, capture_pipe, release_capture_pipes
 from gaffer.core.spawn import Command, build_command, build_env, spawn
 from gaffer.core.stats import Sampler, descendants, descendants_map
-from gaffer.errors import StreamNotFound, StreamNotRedirected
+from gaffer.errors import SpawnError, StreamNotFound, StreamNotRedirected
 
 logger = logging.getLogger(__name__)
 
-GROUP_POLL_INTERVAL = 0.05
 ALL_LABELS = "."
 
 IOListener = Callable[[str, dict], object]
@@ -113,6 +112,7 @@ class Process:
         stats_monitor: StatsMonitor | None = None,
         log_writers: tuple[Writer | None, Writer | None] = (None, None),
         io_listeners: Iterable[tuple[str, IOListener]] = (),
+        group_watch: GroupWatch | None = None,
     ) -> None:
         self.loop = loop
         self.sampler = sampler or _DEFAULT_SAMPLER
@@ -141,13 +141,13 @@ class Process:
         self._stdin: PipeWriter | None = None
         self._io_listeners: dict[str, list[IOListener]] = {}
         self._log_writers = log_writers
+        self._group_watch = group_watch
         self._enlarged_pipes = 0
         self.held_sinks: list[Any] = []  # the log sinks this process keeps open (manager)
         self.output_labels = _output_labels(config, log_writers)
         for label, listener in io_listeners:
             self._io_listeners.setdefault(label, []).append(listener)
         self._kill_timer: asyncio.TimerHandle | None = None
-        self._group_poll: asyncio.TimerHandle | None = None
         self._gone: asyncio.Future[None] | None = None
         self._group_alive = False
 
@@ -155,58 +155,92 @@ class Process:
     def spawn(self) -> None:
         """Start the OS process. Raises SpawnError, leaving nothing open behind."""
         command = self._prepared or build_command(self.config, self.env)
-        parent_fds: list[int] = []  # our ends, kept
-        child_fds: list[int] = []  # the child's ends, closed once it runs
+        opened: list[int] = []  # every descriptor made here, ours and the child's
         sockets: list[tuple[str, int, socket.socket, socket.socket]] = []
         try:
-            stdin = stdout = stderr = None
-            if self.config.redirect_input:
-                stdin, stdin_w = os.pipe()
-                child_fds.append(stdin)
-                parent_fds.append(stdin_w)
-            outputs: list[tuple[str, int, Writer | None]] = []
-            out_label, err_label = self.output_labels
-            out_writer, err_writer = self._log_writers
-            if out_label is not None:
-                read_fd, stdout, enlarged = capture_pipe()
-                self._enlarged_pipes += enlarged
-                child_fds.append(stdout)
-                parent_fds.append(read_fd)
-                outputs.append((out_label, read_fd, out_writer))
-            if err_label is not None and err_label == out_label:
-                stderr = stdout  # the same label twice: stderr merged into stdout
-            elif err_label is not None:
-                read_fd, stderr, enlarged = capture_pipe()
-                self._enlarged_pipes += enlarged
-                child_fds.append(stderr)
-                parent_fds.append(read_fd)
-                outputs.append((err_label, read_fd, err_writer))
-            extra: list[int] = []
-            for index, label in enumerate(self.config.custom_streams):
-                ours, theirs = socket.socketpair()
-                sockets.append((label, 3 + index, ours, theirs))
-                extra.append(theirs.fileno())
-            extra.extend(
-                ch if isinstance(ch, int) else ch.fileno() for ch in self.config.custom_channels
+            fds, outputs = self._make_stdio(opened, sockets)
+            os_pid = spawn(
+                command,
+                stdin=fds["stdin"],
+                stdout=fds["stdout"],
+                stderr=fds["stderr"],
+                extra_fds=fds["extra"],
             )
-            os_pid = spawn(command, stdin=stdin, stdout=stdout, stderr=stderr, extra_fds=extra)
-        except BaseException:
-            for fd in parent_fds + child_fds:
-                os.close(fd)
-            release_capture_pipes(self._enlarged_pipes)
-            self._enlarged_pipes = 0
-            for _, _, ours, theirs in sockets:
-                ours.close()
-                theirs.close()
+        except BaseException as exc:
+            self._close_all(opened, sockets)
+            if isinstance(exc, OSError):  # pipes or sockets could not be made (EMFILE...)
+                raise SpawnError(
+                    f"cannot give the process its pipes: {exc.strerror or exc}", os_errno=exc.errno
+                ) from None
             raise
-        for fd in child_fds:
+        try:
+            self._watch(os_pid, command, fds, outputs, sockets)
+        except BaseException as exc:
+            # the child runs but cannot be watched: it must not run untracked
+            _kill_and_reap(os_pid)
+            self._handle = None
+            self._close_all([fds["stdin_w"], *(fd for _, fd, _ in outputs)], sockets)
+            raise SpawnError(f"cannot watch the process: {exc}") from None
+        for fd in fds["child"]:
             os.close(fd)
+
+    def _make_stdio(self, opened: list[int], sockets: list) -> tuple[dict, list]:
+        """The child's descriptors (pipes, sockets, log files of a detached process) and
+        the output pipes to read, each recorded in ``opened`` as soon as it exists."""
+        fds: dict = {
+            "stdin": None,
+            "stdout": None,
+            "stderr": None,
+            "stdin_w": -1,
+            "extra": [],
+            "child": [],
+        }
+        if self.config.redirect_input:
+            read_fd, fds["stdin_w"] = os.pipe()
+            opened += [read_fd, fds["stdin_w"]]
+            fds["stdin"] = read_fd
+            fds["child"].append(read_fd)
+        outputs: list[tuple[str, int, Writer | None]] = []
+        out_label, err_label = self.output_labels
+        out_writer, err_writer = self._log_writers
+        if out_label is not None:
+            read_fd, fds["stdout"], enlarged = capture_pipe()
+            opened += [read_fd, fds["stdout"]]
+            self._enlarged_pipes += enlarged
+            fds["child"].append(fds["stdout"])
+            outputs.append((out_label, read_fd, out_writer))
+        if err_label is not None and err_label == out_label:
+            fds["stderr"] = fds["stdout"]  # the same label twice: stderr merged into stdout
+        elif err_label is not None:
+            read_fd, fds["stderr"], enlarged = capture_pipe()
+            opened += [read_fd, fds["stderr"]]
+            self._enlarged_pipes += enlarged
+            fds["child"].append(fds["stderr"])
+            outputs.append((err_label, read_fd, err_writer))
+        if self.config.detach:  # no pipe may tie a detached process to gaffer
+            for key, path in zip(("stdout", "stderr"), _detached_logs(self.config), strict=True):
+                if path is not None:
+                    fds[key] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                    opened.append(fds[key])
+                    fds["child"].append(fds[key])
+        for index, label in enumerate(self.config.custom_streams):
+            ours, theirs = socket.socketpair()
+            sockets.append((label, 3 + index, ours, theirs))
+            fds["extra"].append(theirs.fileno())
+        fds["extra"].extend(
+            ch if isinstance(ch, int) else ch.fileno() for ch in self.config.custom_channels
+        )
+        return fds, outputs
+
+    def _watch(
+        self, os_pid: int, command: Command, fds: dict, outputs: list, sockets: list
+    ) -> None:
         self.command = command
         self.os_pid = os_pid
         self.create_time = time.time()
         self._handle = self._watcher.watch(os_pid, self._exited)
         if self.config.redirect_input:
-            self._stdin = PipeWriter(self.loop, parent_fds[0])
+            self._stdin = PipeWriter(self.loop, fds["stdin_w"])
         for label, read_fd, writer in outputs:
             reader = PipeReader(self.loop, read_fd, self._reader_for(label, writer))
             if writer is not None:
@@ -216,14 +250,29 @@ class Process:
             theirs.close()
             self.streams[label] = Stream(self, label, child_fd, ours)
 
+    def _close_all(self, fds: list[int], sockets: list) -> None:
+        for fd in fds:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass  # already closed by a reader or writer that took it
+        for _, _, ours, theirs in sockets:
+            ours.close()
+            theirs.close()
+        release_capture_pipes(self._enlarged_pipes)
+        self._enlarged_pipes = 0
+
     def _reader_for(self, label: str, writer: Writer | None) -> Callable[[bytes], None]:
         if writer is None:
             return lambda data: self._dispatch(label, data)
         log = writer.write
 
         def deliver(data: bytes) -> None:
-            log(data)
-            self._dispatch(label, data)
+            try:
+                log(data)
+            finally:  # listeners get the data even if the log failed
+                self._dispatch(label, data)
 
         return deliver
 
@@ -336,42 +385,32 @@ class Process:
     def _exited(self, exit_status: int, term_signal: int) -> None:
         self.exit_status, self.term_signal = exit_status, term_signal
         self._close_io(drain=True)
-        lingering = not self.config.detach and _group_exists(self.os_pid)
+        lingering = not self.config.detach and group_exists(self.os_pid)
         self._group_alive = lingering
         if not lingering:
             self._end_group_watch()
-        if self._on_exit is not None:
-            self._on_exit(self, exit_status, term_signal)  # respawn first, clean up after
-        if lingering:
-            self._watch_group()
+        try:
+            if self._on_exit is not None:
+                self._on_exit(self, exit_status, term_signal)  # respawn first, clean up after
+        finally:
+            if lingering:
+                self._watch_group()
 
     def _watch_group(self) -> None:
         """The leader is gone but its group is not: stop what is left (SIGTERM now unless
         a stop already sent it, SIGKILL at the deadline) and wait for it to be gone."""
-        self._members = group_members(self.os_pid)
-        if not self._members:
-            self._end_group_watch()
-            return
         if not self.stopping:
             self._signal_group(signal.SIGTERM)
             self._kill_timer = self.loop.call_later(self.graceful_timeout, self._kill_group)
-        self._group_poll = self.loop.call_later(GROUP_POLL_INTERVAL, self._poll_group)
-
-    def _poll_group(self) -> None:
-        self._group_poll = None
-        self._members = [pid for pid in self._members if is_group_member(pid, self.os_pid)]
-        if self._members:
-            self._group_poll = self.loop.call_later(GROUP_POLL_INTERVAL, self._poll_group)
-        else:
-            self._end_group_watch()
+        if self._group_watch is None:
+            self._group_watch = GroupWatch(self.loop)
+        self._group_watch.add(self.os_pid, self._end_group_watch)
 
     def _end_group_watch(self) -> None:
         self._group_alive = False
-        self._members = []
-        for timer in (self._kill_timer, self._group_poll):
-            if timer is not None:
-                timer.cancel()
-        self._kill_timer = self._group_poll = None
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+            self._kill_timer = None
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
 
@@ -477,6 +516,23 @@ class Process:
             self.loop.call_soon_threadsafe(_logged, func, data)
 
 
+def _detached_logs(config: ProcessConfig) -> tuple[str | None, str | None]:
+    """A detached process writes its log files itself (they are plain paths: config.py
+    refuses pipes, "-" and syslog for detached jobs)."""
+    return config.stdout_logfile, config.stderr_logfile
+
+
+def _kill_and_reap(os_pid: int) -> None:
+    try:
+        os.killpg(os_pid, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        os.waitpid(os_pid, 0)
+    except ChildProcessError:
+        pass
+
+
 def _output_labels(
     config: ProcessConfig, writers: tuple[Writer | None, Writer | None]
 ) -> tuple[str | None, str | None]:
@@ -507,43 +563,3 @@ def _logged(func: Callable[[bytes], None], data: bytes) -> None:
         func(data)
     except OSError as exc:
         logger.warning("write failed: %s", exc)
-
-
-def _group_exists(pgid: int | None) -> bool:
-    """Cheap first check: is anything (zombies included) left in the group?"""
-    if pgid is None:
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError as exc:  # pragma: no cover - unexpected errno
-        return exc.errno != errno.ESRCH
-    return True
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    # the command name may hold spaces and parentheses: fields start after the last ")"
-    return data[data.rfind(b")") + 2 :].decode().split()
-
-
-def is_group_member(pid: int, pgid: int) -> bool:
-    """True if ``pid`` is alive (not a zombie) and still in process group ``pgid``."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] not in ("Z", "X") and int(fields[2]) == pgid
-
-
-def group_members(pgid: int) -> list[int]:
-    """The live (non-zombie) processes of group ``pgid``, from one scan of /proc."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and is_group_member(int(entry), pgid):
-            members.append(int(entry))
-    return members

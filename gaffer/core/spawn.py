@@ -188,6 +188,16 @@ def _place_fds(fds: list[int]):
             os.dup2(fd, target, inheritable=True)
         for fd in high:
             os.close(fd)
+        # close_fds is off on this path: close what would leak, every inheritable
+        # descriptor above ours (close-on-exec ones, like Popen's error pipe, stay)
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd >= base:
+                try:
+                    if not fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
+                        os.close(fd)
+                except OSError:
+                    pass
 
     return place
 

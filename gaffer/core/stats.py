@@ -69,7 +69,18 @@ class Sampler:
         for pid in [pid for pid in self._handles if pid not in os_pids]:
             del self._handles[pid]
 
-    forget = retain  # kept for callers of the first version
+    def discard(self, os_pid: int) -> None:
+        """Forget one pid (it exited)."""
+        self._previous.pop(os_pid, None)
+        self._handles.pop(os_pid, None)
+        for key in [key for key in self._static if key[0] == os_pid]:
+            del self._static[key]
+
+    def prune(self, max_age: float) -> None:
+        """Forget pids not read for ``max_age`` seconds."""
+        limit = time.monotonic() - max_age
+        stale = {pid for pid, (_, _, when) in self._previous.items() if when < limit}
+        self.retain(set(self._previous) - stale)
 
     # -- Linux -----------------------------------------------------------------------------
     def _read_proc(self, os_pid: int) -> dict[str, Any]:

@@ -224,7 +224,7 @@ def test_config_to_dict_from_dict_round_trip():
         gid=0,
         cwd="/tmp",
         shell=False,
-        detach=True,
+        detach=False,
         numprocesses=3,
         flapping="3 2 1 4",
         redirect_output=["out", "err"],
@@ -288,3 +288,24 @@ def test_config_equal_configs_are_equal_and_hash_alike():
     assert len({one, two}) == 1
     assert one != one.replace(numprocesses=2)
     assert one != ProcessConfig("web", "app")
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"redirect_output": ["out"]},
+        {"redirect_input": True},
+        {"custom_streams": ["ctl"]},
+        {"stdout_logfile": "-"},
+        {"stderr_logfile": "syslog"},
+    ],
+)
+def test_config_detach_refuses_pipes_to_gaffer(option):
+    (name,) = option
+    with pytest.raises(ValueError, match=rf"{name}.*detached"):
+        ProcessConfig("d", "sleep 1", detach=True, **option)
+
+
+def test_config_detach_accepts_log_file_paths():
+    cfg = ProcessConfig("d", "sleep 1", detach=True, stdout_logfile="/tmp/d.log")
+    assert cfg.detach and cfg.stdout_logfile == "/tmp/d.log"
