@@ -201,7 +201,13 @@ def _build(path: str, directory: str, sections: list[ini.Section]) -> DaemonConf
         elif section.name == "ssl":
             _read_ssl(section, settings)
         elif section.name == "auth":
-            auth.update(_read_keys(section, AUTH_KEYS, base=os.path.dirname(section.path)))
+            for key, value in _read_keys(section, AUTH_KEYS, os.path.dirname(section.path)).items():
+                if "auth_db" in settings:
+                    raise _error(
+                        section, key, f"auth_db is already set at {settings['auth_db'].origin}"
+                    )
+                settings["auth_db"] = FileValue(value, section.entries[key].origin)
+                auth[key] = value
         elif kind == "plugin" and target:
             plugins[target] = {key: entry.value for key, entry in section.entries.items()}
         else:

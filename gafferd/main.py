@@ -61,6 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--apps", action="store_true", help="list the applications gafferd would start, and exit"
     )
     parser.add_argument("--plugins", action="store_true", help="list the plugins found, and exit")
+    admin = parser.add_argument_group("keys and users")
+    admin.add_argument(
+        "--create-admin-user",
+        action="store_true",
+        help="create an admin API key and an admin user bound to it, print "
+        "the key, and exit (asks for what --username/--password omit)",
+    )
+    admin.add_argument("--username", help="the admin user's name")
+    admin.add_argument(
+        "--password",
+        help="the admin user's password (prefer the prompt: "
+        "a command line is visible to other users)",
+    )
+    admin.add_argument(
+        "--list-admins",
+        action="store_true",
+        help="list the admin users and their key ids, and exit",
+    )
     parser.add_argument("--version", action="version", version=f"gafferd {gaffer.__version__}")
     add_arguments(parser)
     return parser
@@ -119,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         return EX_OK
     if args.plugins or args.apps:
         return _list_plugins(plugins, args.apps)
+    if args.create_admin_user or args.list_admins:
+        return _admins(args, effective, config)
     try:
         check_exposure(effective)
         _check_tls(effective)
@@ -172,6 +192,42 @@ def main(argv: list[str] | None = None) -> int:
         if pidfile is not None:
             pidfile.release()
         log.close()
+
+
+def _admins(args: argparse.Namespace, effective: Effective, config: Any) -> int:
+    from gaffer.errors import GafferError
+    from gaffer.http.handlers.accounts import create_admin
+    from gaffer.http.keystore import KeyStore
+    from gafferd.server import auth_db_path
+
+    path = auth_db_path(effective, config)
+    try:
+        with KeyStore(path) as store:
+            if args.list_admins:
+                admins = store.admins()
+                for user in admins:
+                    print(f"{user.username} - {user.key_id or '(no key)'}")
+                if not admins:
+                    print(f"no admin user in {path}", file=sys.stderr)
+                return EX_OK
+            username = args.username or input("admin user name: ").strip()
+            password = args.password or _ask_password()
+            key, user = create_admin(store, username, password)
+    except (GafferError, ValueError) as exc:
+        print(f"gafferd: {exc}", file=sys.stderr)
+        return EX_FAILURE
+    print(f"created admin user {user.username!r} in {path}")
+    print(f"API key (shown once, keep it): {key}")
+    return EX_OK
+
+
+def _ask_password() -> str:
+    import getpass
+
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("password again: "):
+        raise ValueError("the passwords differ")
+    return first
 
 
 def _default_plugin_dir(directory: str) -> str | None:

@@ -27,6 +27,8 @@ from gaffer import Manager
 from gaffer.console import DEFAULT_EVENTS, ConsoleOutput
 from gaffer.errors import ProcessError
 from gaffer.http import HttpHandler, binding
+from gaffer.http.identity import Identity
+from gaffer.http.keystore import KeyStore
 from gafferd.config import ConfigError, DaemonConfig, JobSpec, load_config
 from gafferd.logs import DaemonLog
 from gafferd.settings import Effective, SettingError, resolve
@@ -69,6 +71,7 @@ class Gafferd:
         self._http_slot = AppSlot()  # the manager holds the slots; a reload swaps inside
         self._webhooks_slot = AppSlot()
         self.file_jobs: dict[str, JobSpec] = {}
+        self.keystore: KeyStore | None = None
         self._failed = False
 
     # -- start and stop --------------------------------------------------------------------
@@ -100,6 +103,8 @@ class Gafferd:
             for sig in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1):
                 if not loop.is_closed():
                     loop.remove_signal_handler(sig)
+        if self.keystore is not None:
+            self.keystore.close()
         logger.info("gafferd stopped")
         return 78 if self._failed else 0
 
@@ -195,10 +200,19 @@ class Gafferd:
             old_hooks = self._webhooks_slot.replace(self._make_webhooks(config, effective))
             if old_hooks is not None:
                 self._stop_later(old_hooks)
-        http_keys = ("bind", "backlog", "certfile", "keyfile", "require_key", "insecure")
+        http_keys = (
+            "bind",
+            "backlog",
+            "certfile",
+            "keyfile",
+            "require_key",
+            "insecure",
+            "login_ttl",
+            "cors_origins",
+        )
         if any(getattr(effective, key) != getattr(old, key) for key in http_keys):
             self._rebind(effective)
-        for name in ("daemon", "pidfile", "error_log", "plugin_dir", "loop"):
+        for name in ("daemon", "pidfile", "error_log", "plugin_dir", "loop", "auth_db"):
             if getattr(effective, name) != getattr(old, name):
                 logger.warning("reload: %s changed; it takes effect at the next start", name)
 
@@ -241,13 +255,31 @@ class Gafferd:
         self, sockets: list[socket.socket], effective: Effective | None = None
     ) -> HttpHandler:
         effective = effective or self.effective
+        store = self._store(effective)
+        identity = None
+        if store is not None:
+            identity = Identity(store, effective.require_key, effective.login_ttl)
         return HttpHandler(
             sockets=sockets,
             certfile=effective.certfile,
             keyfile=effective.keyfile,
             plugin_sites=self.plugins.sites,
-            settings={"require_key": effective.require_key, "auth": self.config.auth},
+            settings={"auth": identity, "cors_origins": tuple(effective.cors_origins)},
         )
+
+    def _store(self, effective: Effective) -> KeyStore | None:
+        """The key store, opened once: when keys are required or the file exists."""
+        if self.keystore is None:
+            path = auth_db_path(effective, self.config)
+            if effective.require_key or os.path.exists(path):
+                self.keystore = KeyStore(path)
+                if effective.require_key and not self.keystore.admins():
+                    logger.warning(
+                        "require_key is on but %s has no admin user: create one "
+                        "with gafferd --create-admin-user",
+                        path,
+                    )
+        return self.keystore
 
     def _make_webhooks(self, config: DaemonConfig, effective: Effective) -> Any:
         if not config.webhooks or self._webhooks_factory is None:
@@ -257,6 +289,10 @@ class Gafferd:
             timeout=effective.webhook_timeout,
             retries=effective.webhook_retries,
         )
+
+
+def auth_db_path(effective: Effective, config: DaemonConfig) -> str:
+    return effective.auth_db or os.path.join(config.directory, "auth.db")
 
 
 class AppSlot:

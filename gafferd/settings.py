@@ -254,6 +254,30 @@ SETTINGS: tuple[Setting, ...] = (
         "Retries of a failed webhook POST (with a doubling delay).",
         reload=True,
     ),
+    Setting(
+        "auth_db",
+        to_path,
+        None,
+        "SQLite file of API keys and users (also [auth] db); default auth.db next to the "
+        "ini file. Opened when require_key is on or the file exists.",
+        flag="--auth-db",
+        metavar="FILE",
+        relative=True,
+    ),
+    Setting(
+        "login_ttl",
+        to_seconds,
+        30 * 24 * 3600.0,
+        "Seconds a login key from /auth lives.",
+        reload=True,
+    ),
+    Setting(
+        "cors_origins",
+        to_words,
+        [],
+        "Origins (https://ui.example.com) allowed to call the API from a browser; none by default.",
+        reload=True,
+    ),
 )
 BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 BY_INI_KEY: dict[str, Setting] = {key: s for s in SETTINGS for key in s.ini_keys}

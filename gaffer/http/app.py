@@ -22,11 +22,13 @@ import tornado.httpserver
 import tornado.web
 
 from gaffer.http import binding
+from gaffer.http.handlers.base import access_log
 from gaffer.http.routes import routes
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+HARD_BODY_LIMIT = 16 * MAX_BODY_BYTES
 
 
 class HttpHandler:
@@ -37,7 +39,9 @@ class HttpHandler:
         sockets: already bound listening sockets (gafferd's way); closed at stop.
         certfile, keyfile: serve HTTPS on the TCP sockets.
         plugin_sites: ``{name: directory}`` served at ``/_plugin/<name>/``.
-        settings: more options for the handlers (auth, CORS...).
+        settings: more options for the handlers: ``auth`` (an ``Identity``: keys; None:
+            no keys, everyone acts with LOCAL permissions), ``cors_origins`` (origins
+            allowed to call the API from a browser; none by default).
     """
 
     def __init__(
@@ -76,7 +80,13 @@ class HttpHandler:
             routes(self._plugin_sites),
             manager=manager,
             handler=self,
-            **{"max_body_bytes": MAX_BODY_BYTES, **self._settings},
+            log_function=access_log,
+            **{
+                "max_body_bytes": MAX_BODY_BYTES,
+                "auth": None,
+                "cors_origins": (),
+                **self._settings,
+            },
         )
         try:
             running = asyncio.get_running_loop() is loop
@@ -97,7 +107,9 @@ class HttpHandler:
                 self.application,
                 ssl_options=ssl_options,
                 xheaders=False,
-                max_body_size=MAX_BODY_BYTES,
+                # bodies over MAX_BODY_BYTES get a JSON 413 from the handlers; this is
+                # the hard cap beyond which the connection is simply closed
+                max_body_size=HARD_BODY_LIMIT,
                 idle_connection_timeout=3600,
             )
             server.add_sockets(group)

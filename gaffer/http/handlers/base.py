@@ -1,47 +1,194 @@
-"""What every handler shares: JSON bodies, and errors mapped to statuses in one place."""
+"""What every handler shares: who is asking (keys), bodies (size, JSON, schema), and errors.
+
+Errors are mapped to statuses in one place (``error_status``): gaffer's ``ProcessError``
+carries an HTTP-like ``errno`` and a stable ``reason``; the body of every error is
+``{"error": <code>, "reason": <text for a person>}``. A handler never lets a traceback
+reach the client: unexpected exceptions are logged with their traceback and answered with
+a 500 that says to look at gafferd's log.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import tornado.web
 
+from gaffer.core.config import InvalidOption
 from gaffer.errors import ProcessError
+from gaffer.http.auth import LOCAL, Permissions, redact_env
+from gaffer.http.schema import SCHEMAS, SchemaError, validate
 
 logger = logging.getLogger("gaffer.http")
 
 
+class ApiError(tornado.web.HTTPError):
+    """An error answered as ``{"error": code, "reason": reason}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        super().__init__(status)
+        self.status, self.code, self.api_reason = status, code, reason
+
+    def __str__(self) -> str:
+        return self.api_reason
+
+
+@dataclass(frozen=True)
+class Op:
+    """What an operation is, for /openapi.json (and the body it reads)."""
+
+    summary: str
+    body: str | None = None  # a schema of schema.SCHEMAS, or "text"
+    permission: str = "none"
+    statuses: tuple[int, ...] = (200,)
+    response: str = "application/json"
+    params: dict[str, str] = field(default_factory=dict)  # query parameters
+
+
+def error_status(exc: BaseException) -> tuple[int, str, str]:
+    """(status, code, reason) of an exception: the one table of the HTTP layer."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.code, exc.api_reason
+    if isinstance(exc, ProcessError):
+        status = exc.errno if 400 <= exc.errno < 600 else 500
+        return status, exc.reason, exc.message
+    if isinstance(exc, InvalidOption):  # a job config that does not validate
+        return 400, "bad_config", str(exc)
+    if isinstance(exc, tornado.web.HTTPError):
+        reason = (
+            exc.log_message % exc.args
+            if exc.log_message and exc.args
+            else (exc.log_message or exc.reason or "")
+        )
+        return exc.status_code, _CODES.get(exc.status_code, "error"), reason
+    return 500, "internal_error", "internal error: see gafferd's log"
+
+
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
+    ops: dict[str, Op] = {}
+
+    def initialize(self, **kwargs: Any) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+        self.permissions: Permissions = LOCAL
+        self.key_id: str | None = None
+
+    # -- who -------------------------------------------------------------------------------
     @property
     def manager(self) -> Any:
         return self.settings["manager"]
 
+    async def prepare(self) -> None:
+        self._cors()
+        limit = self.settings["max_body_bytes"]
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise ApiError(413, "too_large", f"the body is {length} bytes; at most {limit}")
+        auth = self.settings.get("auth")
+        if auth is not None:
+            self.permissions, self.key_id = await auth.identify(
+                self.request.headers.get("X-Api-Key")
+            )
+
+    def require(self, right: str, target: str = "*") -> None:
+        """Raise 403 unless the key may ``right`` ("read", "write", "manage") ``target``."""
+        allowed = {
+            "read": self.permissions.can_read,
+            "write": self.permissions.can_write,
+            "manage": self.permissions.can_manage,
+        }[right](target)
+        if not allowed:
+            what = "everything" if target == "*" else target
+            raise ApiError(403, "forbidden", f"this key may not {right} {what}")
+
+    def require_admin(self) -> None:
+        if not self.permissions.is_admin:
+            raise ApiError(403, "forbidden", "this needs an admin key")
+
+    def redact(self, env: dict[str, str]) -> dict[str, str]:
+        """Secrets in environments are shown to admin keys only."""
+        return env if self.permissions.is_admin else redact_env(env)
+
+    # -- bodies ----------------------------------------------------------------------------
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self.settings["max_body_bytes"]:
+            self._too_large = True
+            self._chunks.clear()
+        elif not self._too_large:
+            self._chunks.append(chunk)
+
+    @property
+    def body(self) -> bytes:
+        if self._too_large:
+            limit = self.settings["max_body_bytes"]
+            raise ApiError(413, "too_large", f"the body is over {limit} bytes")
+        return b"".join(self._chunks)
+
+    def json_body(self, schema: str) -> Any:
+        raw = self.body
+        if not raw.strip():
+            data: Any = {}
+        else:
+            try:
+                data = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from None
+        try:
+            validate(data, SCHEMAS[schema])
+        except SchemaError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        return data
+
+    # -- answers ---------------------------------------------------------------------------
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        reason = self._reason
-        code = _CODES.get(status_code, "error")
-        exc_info = kwargs.get("exc_info")
-        if exc_info is not None:
-            exc = exc_info[1]
-            if isinstance(exc, ProcessError):
-                code, reason = exc.reason, exc.message
-            elif isinstance(exc, tornado.web.HTTPError) and exc.log_message:
-                reason = exc.log_message % exc.args if exc.args else exc.log_message
-            elif status_code >= 500:
-                reason = "internal error: see gafferd's log"
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": code, "reason": reason}))
+    def write_text(self, text: str, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(text)
 
     def send_error_json(self, status: int, code: str, reason: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": code, "reason": reason}))
+        self.clear()
+        self._cors()
+        self.write_json({"error": code, "reason": reason}, status)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        if exc_info is not None:
+            status, code, reason = error_status(exc_info[1])
+        else:
+            status, code, reason = status_code, _CODES.get(status_code, "error"), self._reason
+        self.send_error_json(status, code, reason)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, tornado.web.HTTPError | ProcessError | InvalidOption):
+            return  # an answered error: the access log line says it
+        logger.error(
+            "%s %s failed", self.request.method, self.request.uri, exc_info=(typ, value, tb)
+        )
+
+    def _cors(self) -> None:
+        origins = self.settings.get("cors_origins") or ()
+        origin = self.request.headers.get("Origin")
+        if origin and (origin in origins or "*" in origins):
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
+            self.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, HEAD, OPTIONS")
+            self.set_header("Access-Control-Allow-Headers", "Content-Type, X-Api-Key")
+            self.set_header("Access-Control-Max-Age", "86400")
+
+    def options(self, *args: Any) -> None:
+        """CORS pre-flight: 204 (the headers say what is allowed, if anything)."""
+        self.set_status(204)
+        self.finish()
 
 
 _CODES = {
@@ -54,3 +201,29 @@ _CODES = {
     413: "too_large",
     500: "internal_error",
 }
+
+
+def access_log(handler: tornado.web.RequestHandler) -> None:
+    """One line per request: method, path, status, milliseconds. 4xx are warnings, 5xx
+    errors (their traceback was logged by the handler)."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    access = logging.getLogger("gaffer.http.access")
+    if access.isEnabledFor(level):
+        request = handler.request
+        access.log(
+            level,
+            "%s %s %d %.1fms %s",
+            request.method,
+            request.path,
+            status,
+            1000 * request.request_time(),
+            request.remote_ip or "-",
+        )
+
+
+def as_int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{what} must be a number, got {text!r}") from None

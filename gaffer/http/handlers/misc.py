@@ -5,21 +5,29 @@ from __future__ import annotations
 import tornado.web
 
 import gaffer
-from gaffer.http.handlers.base import BaseHandler
+from gaffer.http.handlers.base import ApiError, BaseHandler, Op
 
 
 class WelcomeHandler(BaseHandler):
+    ops = {"get": Op("Welcome: the name and version")}
+
     def get(self) -> None:
         self.write_json({"welcome": "gaffer", "version": gaffer.__version__})
 
 
 class PingHandler(BaseHandler):
+    ops = {"get": Op("OK (text): the daemon answers", response="text/plain")}
+
+    async def prepare(self) -> None:  # no key needed: monitoring probes use it
+        self._cors()
+
     def get(self) -> None:
-        self.set_header("Content-Type", "text/plain")
-        self.finish("OK")
+        self.write_text("OK")
 
 
 class VersionHandler(BaseHandler):
+    ops = {"get": Op("The name and version")}
+
     def get(self) -> None:
         self.write_json({"name": "gaffer", "version": gaffer.__version__})
 
@@ -29,5 +37,5 @@ class SiteHandler(tornado.web.StaticFileHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    def prepare(self) -> None:
-        self.send_error_json(404, "not_found", f"no route for {self.request.path}")
+    async def prepare(self) -> None:
+        raise ApiError(404, "not_found", f"no route for {self.request.path}")
