@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import engine, io
+from bench import engine, http, io
 
-BENCHMARKS = {"engine": engine.main, "io": io.main}
+BENCHMARKS = {"engine": engine.main, "io": io.main, "http": http.main}
 
 
 def main(argv: list[str]) -> int:

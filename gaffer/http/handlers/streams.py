@@ -67,7 +67,8 @@ class FeedHandler(BaseHandler):
             raise ApiError(400, "bad_request", "heartbeat must be from 0 to 3600 seconds")
         return feed, seconds
 
-    def start_feed(self, feed: str, raw: bool = False) -> None:
+    async def start_feed(self, feed: str, raw: bool = False) -> None:
+        """Send the headers now: a client knows the feed runs before the first item."""
         if feed == "eventsource":
             content_type = "text/event-stream"
         elif raw:
@@ -77,6 +78,10 @@ class FeedHandler(BaseHandler):
         self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
+        try:
+            await self.flush()
+        except tornado.iostream.StreamClosedError:
+            self._closed.set()
 
     async def next_item(self, source: Any, heartbeat: float | None) -> Any:
         """The next item of ``source`` (an async iterator), None on a heartbeat or when
@@ -138,7 +143,7 @@ class WatchHandler(FeedHandler):
     async def get(self, a: str | None = None, b: str | None = None, c: str | None = None) -> None:
         feed, heartbeat = self.feed()
         pattern = ".".join(part for part in (a, b, c) if part) or "."
-        self.start_feed(feed)
+        await self.start_feed(feed)
         async with self.manager.events.stream(pattern, QUEUE_ITEMS) as events:
             while True:
                 item = await self.next_item(events, heartbeat)
@@ -237,7 +242,7 @@ class StatsStreamHandler(FeedHandler):
         def on_stat(evtype: str, msg: dict[str, Any]) -> None:
             source.push(msg)
 
-        self.start_feed(feed)
+        await self.start_feed(feed)
         self.manager.monitor(on_stat, job)
         try:
             await self._pump(source, feed, heartbeat, "stat")
@@ -293,7 +298,7 @@ class OutputStreamHandler(FeedHandler):
 
         proc.monitor_io(label, on_output)  # 404 for a label the process does not have
         self.manager.events.subscribe(f"proc.{proc.pid}.exit", on_exit)
-        self.start_feed(feed, raw=feed != "eventsource")
+        await self.start_feed(feed, raw=feed != "eventsource")
         try:
             await self._pump(source, feed, heartbeat)
         finally:
