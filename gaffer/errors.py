@@ -12,6 +12,11 @@
         SpawnError           500 spawn_error        the OS refused to start a process
         ManagerStopped       409 manager_stopped    the manager is stopping or stopped
       PluginError                                 a gafferd plugin cannot be loaded
+      ClientError                                 raised by gaffer.client
+        Unreachable                               no gafferd answers at that address
+        ApiError (status, code, reason)           gafferd answered with an error
+          BadRequest 400 · Unauthorized 401 · Forbidden 403 · NotFound 404
+          Conflict 409 · TooLarge 413 · ServerError 5xx
 
 The HTTP layer maps ``errno`` to a status and ``reason`` to the ``"error"`` code of its JSON
 body; the command-line client maps them to exit codes. Nothing below the edges knows about
@@ -90,3 +95,64 @@ class PluginError(GafferError):
 class ManagerStopped(ProcessError):
     errno = 409
     reason = "manager_stopped"
+
+
+class ClientError(GafferError):
+    """Raised by gaffer.client."""
+
+
+class Unreachable(ClientError):
+    """No gafferd answers at the address (connection refused, no such socket, timeout)."""
+
+
+class ApiError(ClientError):
+    """gafferd answered with an error: ``status``, ``code`` (its ``"error"``), ``reason``."""
+
+    status = 0
+
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        self.status, self.code, self.reason = status, code, reason
+        super().__init__(f"{reason} ({status} {code})")
+
+    @staticmethod
+    def of(status: int, code: str, reason: str) -> ApiError:
+        kind = _API_ERRORS.get(status, ServerError if status >= 500 else ApiError)
+        return kind(status, code, reason)
+
+
+class BadRequest(ApiError):
+    pass
+
+
+class Unauthorized(ApiError):
+    pass
+
+
+class Forbidden(ApiError):
+    pass
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    pass
+
+
+class TooLarge(ApiError):
+    pass
+
+
+class ServerError(ApiError):
+    pass
+
+
+_API_ERRORS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: TooLarge,
+}

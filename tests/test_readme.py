@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -36,6 +37,9 @@ def test_readme_example_runs(index, tmp_path):
         assert "spawn default.worker 1" in result.stdout
         assert result.stdout.rstrip().endswith("stopped: []")
     else:
-        assert "out b'42\\n'" in result.stdout
-        assert "exit 0" in result.stdout
-        assert "scaled to 0" in result.stdout
+        lines = result.stdout.splitlines()
+        # output comes in chunks as the child writes them (one or two here)
+        chunks = [ast.literal_eval(line[len("out "):]) for line in lines[:-1]]
+        assert all(line.startswith("out b") for line in lines[:-1])
+        assert b"".join(chunks) == b"42\n"
+        assert lines[-1] == "process 1 exited"

@@ -208,8 +208,10 @@ def _check_name(name: object) -> str:
 
 
 def _check_cmd(cmd: object) -> str:
-    if not isinstance(cmd, str) or not cmd.strip():
-        raise InvalidOption("cmd", f"option 'cmd': expected a non-empty string, got {cmd!r}")
+    if not isinstance(cmd, str) or not cmd.strip() or "\0" in cmd:
+        raise InvalidOption(
+            "cmd", f"option 'cmd': expected a non-empty string without NUL, got {cmd!r}"
+        )
     return cmd
 
 
@@ -219,12 +221,19 @@ def _bool(value: Any) -> bool:
     raise TypeError(f"expected true or false, got {value!r}")
 
 
+def _no_nul(text: str) -> str:
+    """The OS takes C strings: a NUL byte could never reach the process."""
+    if "\0" in text:
+        raise ValueError(f"{text!r} holds a NUL byte")
+    return text
+
+
 def _args(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
         try:
-            return tuple(shlex.split(value))
+            return tuple(_no_nul(word) for word in shlex.split(value))
         except ValueError as exc:
             raise ValueError(f"cannot split {value!r}: {exc}") from None
     if isinstance(value, list | tuple):
@@ -232,7 +241,7 @@ def _args(value: Any) -> tuple[str, ...]:
         for item in value:
             if isinstance(item, bool) or not isinstance(item, str | int | float):
                 raise TypeError(f"expected strings, got {item!r}")
-            out.append(str(item))
+            out.append(_no_nul(str(item)))
         return tuple(out)
     raise TypeError(f"expected a list or a string, got {value!r}")
 
@@ -248,7 +257,7 @@ def _env(value: Any) -> Mapping[str, str]:
             raise ValueError(f"bad variable name {key!r}")
         if isinstance(item, bool) or not isinstance(item, str | int | float):
             raise TypeError(f"variable {key!r}: expected a string, got {item!r}")
-        out[key] = str(item)
+        out[key] = _no_nul(str(item))
     return _FrozenDict(out)
 
 
@@ -262,7 +271,7 @@ def _user_or_group(value: Any) -> int | str | None:
             raise ValueError(f"expected a number >= 0, got {value}")
         return value
     if isinstance(value, str) and value.strip():
-        text = value.strip()
+        text = _no_nul(value.strip())
         return int(text) if text.isdigit() else text
     raise TypeError(f"expected a name or a number, got {value!r}")
 
@@ -273,7 +282,7 @@ def _cwd(value: Any) -> str | None:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if isinstance(value, str) and value:
-        return value
+        return _no_nul(value)
     raise TypeError(f"expected a path, got {value!r}")
 
 

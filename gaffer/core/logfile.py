@@ -91,6 +91,8 @@ class LogTarget:
                 f"expected a path, '-' or 'syslog[:facility][@address]', got {value!r}"
             )
         value = value.strip()
+        if "\0" in value:
+            raise ValueError(f"{value!r} holds a NUL byte")
         if value == "-":
             return cls("fd", fd=1)
         if value == "syslog" or value.startswith(("syslog:", "syslog@")):

@@ -62,6 +62,7 @@ class HttpHandler:
         self._settings = dict(settings or {})
         self._servers: list[tornado.httpserver.HTTPServer] = []
         self._handed_over: set[int] = set()  # sockets now served by a successor
+        self._websockets: set[Any] = set()  # open WebSocket connections
         self.manager: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.application: tornado.web.Application | None = None
@@ -81,6 +82,7 @@ class HttpHandler:
             manager=manager,
             handler=self,
             log_function=access_log,
+            websockets=self._websockets,
             **{
                 "max_body_bytes": MAX_BODY_BYTES,
                 "auth": None,
@@ -126,6 +128,8 @@ class HttpHandler:
         sockets, self._sockets = self._sockets, []
         # read the unix paths before anything closes the sockets
         paths = [binding.unix_path(s) for s in sockets if s.fileno() not in self._handed_over]
+        for connection in list(self._websockets):  # close_all_connections misses these
+            connection.close(1001, "gafferd is stopping")
         for server in servers:
             server.stop()  # closes every socket it serves
         for sock in sockets:

@@ -14,7 +14,7 @@ from typing import Any
 
 import tornado.web
 
-from gaffer.http.handlers import jobs, misc, processes
+from gaffer.http.handlers import channel, jobs, misc, pidchannel, processes
 
 # what each path parameter may hold
 PARAMS = {
@@ -74,9 +74,12 @@ def api_routes() -> list[Route]:
         Route("/stats/{sid}/{name}", streams.StatsStreamHandler),
         Route("/streams/{pid}/stdin", streams.StdinHandler),
         Route("/streams/{pid}/{label}", streams.OutputStreamHandler),
+        Route("/channel", channel.ChannelHandler),
         Route("/{pid}", processes.ProcessHandler),
         Route("/{pid}/signal", processes.ProcessSignalHandler),
         Route("/{pid}/stats", processes.ProcessStatsHandler),
+        Route("/{pid}/channel", pidchannel.PidChannelHandler),
+        Route("/{pid}/channel/{stream}", pidchannel.PidChannelHandler),
         Route("/auth", accounts.AuthHandler),
         Route("/keys", accounts.KeysHandler),
         Route("/keys/{key}", accounts.KeyHandler),

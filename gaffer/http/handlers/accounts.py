@@ -14,9 +14,12 @@ import base64
 import binascii
 from typing import Any
 
-from gaffer.http.auth import ADMIN, Permissions
+from gaffer.errors import ProcessNotFound
+from gaffer.http.auth import ADMIN, Permissions, grants_within
 from gaffer.http.handlers.base import ApiError, BaseHandler, Op
 from gaffer.http.keystore import ADMIN_USER, KeyStore, UserRecord
+
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="gaffer"'}
 
 
 class AccountsHandler(BaseHandler):
@@ -27,8 +30,9 @@ class AccountsHandler(BaseHandler):
             raise ApiError(404, "not_found", "this gafferd has no key store (see auth_db)")
         return identity.store
 
-    def own_key_ids(self) -> set[str]:
-        """The caller's key and the key it was made from (a login key's user key)."""
+    def own_user_key_ids(self) -> set[str]:
+        """Keys that make a user the caller's own: its key, and the key a login key was
+        made from. (They say whose user it is; they give no power over those keys.)"""
         if self.key_id is None:
             return set()
         ids = {self.key_id}
@@ -38,7 +42,9 @@ class AccountsHandler(BaseHandler):
         return ids
 
     def may_see_key(self, key_id: str) -> bool:
-        if self.permissions.is_admin or key_id in self.own_key_ids():
+        """An admin sees every key; another key itself and its sub-keys, never its
+        parent (a sub-key has less power than the key it was made from)."""
+        if self.permissions.is_admin or key_id == self.key_id:
             return True
         return self.key_id is not None and any(
             sub.key_id == key_id for sub in self.store.sub_keys(self.key_id)
@@ -49,7 +55,18 @@ class AccountsHandler(BaseHandler):
             return True
         if user.is_admin_user:
             return False
-        return self.permissions.can_create_user or user.key_id in self.own_key_ids()
+        if user.key_id in self.own_user_key_ids():
+            return True  # the caller's own user: its password, its details
+        if not self.permissions.can_create_user:
+            return False
+        if user.key_id is None:
+            return True
+        try:
+            key = self.store.get_key(user.key_id)
+        except ProcessNotFound:
+            return True
+        # a user bound to a stronger key would give the caller that key's power
+        return grants_within(key.permissions, self.permissions)
 
     async def in_thread(self, func: Any, *args: Any) -> Any:
         return await self.manager.loop.run_in_executor(None, func, *args)
@@ -76,8 +93,7 @@ class AuthHandler(AccountsHandler):
         username, password = self._credentials()
         user = await self.in_thread(self.store.authenticate_user, username, password)
         if user is None:
-            self.set_header("WWW-Authenticate", 'Basic realm="gaffer"')
-            raise ApiError(401, "unauthorized", "wrong user name or password")
+            raise ApiError(401, "unauthorized", "wrong user name or password", CHALLENGE)
         if user.key_id is None:
             raise ApiError(
                 403,
@@ -104,9 +120,11 @@ class AuthHandler(AccountsHandler):
         header = self.request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "basic" or not token:
-            self.set_header("WWW-Authenticate", 'Basic realm="gaffer"')
             raise ApiError(
-                401, "unauthorized", "send a user name and password with HTTP Basic authentication"
+                401,
+                "unauthorized",
+                "send a user name and password with HTTP Basic authentication",
+                CHALLENGE,
             )
         try:
             username, _, password = base64.b64decode(token).decode().partition(":")
@@ -240,7 +258,17 @@ class UsersHandler(AccountsHandler):
         self.write_json({"ok": True, "user": user.to_dict()}, 201)
 
 
-class UserHandler(AccountsHandler):
+class UserAccess(AccountsHandler):
+    """Handlers of one user: who may manage it."""
+
+    def user(self, username: str) -> UserRecord:
+        user = self.store.get_user(username)  # 404
+        if not self.may_manage_user(user):
+            raise ApiError(403, "forbidden", f"this key may not manage user {username!r}")
+        return user
+
+
+class UserHandler(UserAccess):
     ops = {
         "head": Op(
             "Whether the user exists",
@@ -262,12 +290,6 @@ class UserHandler(AccountsHandler):
             "Delete a user (not its key)", permission="create_user", statuses=(200, 403, 404)
         ),
     }
-
-    def user(self, username: str) -> UserRecord:
-        user = self.store.get_user(username)  # 404
-        if not self.may_manage_user(user):
-            raise ApiError(403, "forbidden", f"this key may not manage user {username!r}")
-        return user
 
     def head(self, username: str) -> None:
         self.user(username)
@@ -301,7 +323,7 @@ class UserHandler(AccountsHandler):
         self.write_json({"ok": True})
 
 
-class UserPasswordHandler(UserHandler):
+class UserPasswordHandler(UserAccess):
     ops = {
         "put": Op(
             "Set a user's password",
@@ -318,7 +340,7 @@ class UserPasswordHandler(UserHandler):
         self.write_json({"ok": True})
 
 
-class UserKeyHandler(UserHandler):
+class UserKeyHandler(UserAccess):
     ops = {
         "put": Op(
             "Bind a user to a key (null: none)",

@@ -9,6 +9,7 @@ a 500 that says to look at gafferd's log.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -27,9 +28,12 @@ logger = logging.getLogger("gaffer.http")
 class ApiError(tornado.web.HTTPError):
     """An error answered as ``{"error": code, "reason": reason}`` with ``status``."""
 
-    def __init__(self, status: int, code: str, reason: str) -> None:
+    def __init__(
+        self, status: int, code: str, reason: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(status)
         self.status, self.code, self.api_reason = status, code, reason
+        self.headers = headers or {}  # sent with the error (WWW-Authenticate...)
 
     def __str__(self) -> str:
         return self.api_reason
@@ -66,14 +70,36 @@ def error_status(exc: BaseException) -> tuple[int, str, str]:
     return 500, "internal_error", "internal error: see gafferd's log"
 
 
+VERBS = ("get", "head", "post", "put", "delete", "patch")
+
+
+def _after_body(method: Any) -> Any:
+    """Run the verb only if nothing was refused while the body was still coming."""
+
+    @functools.wraps(method)
+    def verb(self: BaseHandler, *args: Any, **kwargs: Any) -> Any:
+        if self._deferred is not None:
+            raise self._deferred
+        return method(self, *args, **kwargs)
+
+    return verb
+
+
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     ops: dict[str, Op] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in VERBS:
+            if name in cls.__dict__:
+                setattr(cls, name, _after_body(cls.__dict__[name]))
 
     def initialize(self, **kwargs: Any) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
+        self._deferred: ApiError | None = None
         self.permissions: Permissions = LOCAL
         self.key_id: str | None = None
 
@@ -84,15 +110,30 @@ class BaseHandler(tornado.web.RequestHandler):
 
     async def prepare(self) -> None:
         self._cors()
-        limit = self.settings["max_body_bytes"]
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise ApiError(413, "too_large", f"the body is {length} bytes; at most {limit}")
-        auth = self.settings.get("auth")
-        if auth is not None:
-            self.permissions, self.key_id = await auth.identify(
-                self.request.headers.get("X-Api-Key")
-            )
+        try:
+            limit = self.settings["max_body_bytes"]
+            length = self.request.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                raise ApiError(413, "too_large", f"the body is {length} bytes; at most {limit}")
+            auth = self.settings.get("auth")
+            if auth is not None:
+                self.permissions, self.key_id = await auth.identify(
+                    self.request.headers.get("X-Api-Key")
+                )
+        except ApiError as exc:
+            if not self._has_body():
+                raise
+            # answering before the body is read would close the connection under a client
+            # still sending it (a broken pipe, not our answer): read it (and drop it) first
+            self._deferred = exc
+            self._too_large = True
+
+    def _has_body(self) -> bool:
+        headers = self.request.headers
+        length = headers.get("Content-Length", "0")
+        return (length.isdigit() and int(length) > 0) or "chunked" in headers.get(
+            "Transfer-Encoding", ""
+        ).lower()
 
     def require(self, right: str, target: str = "*") -> None:
         """Raise 403 unless the key may ``right`` ("read", "write", "manage") ``target``."""
@@ -155,18 +196,24 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(text)
 
-    def send_error_json(self, status: int, code: str, reason: str) -> None:
+    def send_error_json(
+        self, status: int, code: str, reason: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.clear()
         self._cors()
+        for name, value in (headers or {}).items():
+            self.set_header(name, value)
         self.write_json({"error": code, "reason": reason}, status)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc_info = kwargs.get("exc_info")
+        headers = None
         if exc_info is not None:
             status, code, reason = error_status(exc_info[1])
+            headers = getattr(exc_info[1], "headers", None)
         else:
             status, code, reason = status_code, _CODES.get(status_code, "error"), self._reason
-        self.send_error_json(status, code, reason)
+        self.send_error_json(status, code, reason, headers)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, tornado.web.HTTPError | ProcessError | InvalidOption):

@@ -8,24 +8,28 @@ import gaffer
 from gaffer.http.handlers.base import ApiError, BaseHandler, Op
 
 
-class WelcomeHandler(BaseHandler):
+class PublicHandler(BaseHandler):
+    """Answers without a key (probes, version checks)."""
+
+    async def prepare(self) -> None:
+        self._cors()
+
+
+class WelcomeHandler(PublicHandler):
     ops = {"get": Op("Welcome: the name and version")}
 
     def get(self) -> None:
         self.write_json({"welcome": "gaffer", "version": gaffer.__version__})
 
 
-class PingHandler(BaseHandler):
+class PingHandler(PublicHandler):
     ops = {"get": Op("OK (text): the daemon answers", response="text/plain")}
-
-    async def prepare(self) -> None:  # no key needed: monitoring probes use it
-        self._cors()
 
     def get(self) -> None:
         self.write_text("OK")
 
 
-class VersionHandler(BaseHandler):
+class VersionHandler(PublicHandler):
     ops = {"get": Op("The name and version")}
 
     def get(self) -> None:

@@ -1,0 +1,347 @@
+"""Topics of the ``/channel`` WebSocket: what a client subscribes to, and who may.
+
+A topic is ``SOURCE[:target]``; the source is case-insensitive, the target keeps its case
+(the original lower-cased it, so jobs with capitals could not be watched):
+
+=========================  ==========================================  ====================
+topic                      delivers                                    the key needs
+=========================  ==========================================  ====================
+``EVENTS``                 every manager event                         read on the job of
+``EVENTS:<pattern>``       the events matching a dotted pattern        each event (others
+                           (``exit``, ``job.default.web``...)          are left out)
+``JOB:<session.name>``     the job's ``job.<id>.*`` events, prefix     read on the job
+                           stripped (``start``, ``spawn``, ``exit``)
+``PROCESS:<pid>``          the process's ``proc.<pid>.*`` events,      read on its job
+                           prefix stripped (``exit``, ``kill``...)
+``STATS:<pid>``,           ``stat`` messages every monitor interval    read on the job
+``STATS:<session.name>``   (0.1 s) for the process or each of the
+                           job's processes
+``STREAM:<pid>``           the output of every output label of the     read on its job
+                           process (stdout and stderr when captured)
+``STREAM:<pid>.<label>``   the output of one label or custom stream    read on its job
+=========================  ==========================================  ====================
+
+A bare job name means session ``default``. Each subscription is an object with ``start()``
+(which raises ``ProcessError``: 400 bad topic, 403 forbidden, 404 unknown pid, job or
+label) and ``stop()``; it calls ``deliver(payload, size)`` on the loop with the ``data`` of
+a ``gaffer:event``: ``{"event": <evtype>, "topic": <topic>, ...the payload}``. Output is
+decoded as UTF-8 (invalid bytes replaced, characters split across chunks kept whole) and
+delivered as ``{"event": label, "topic", "name", "pid", "os_pid", "label", "data": text}``.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gaffer.core.names import job_id
+from gaffer.errors import ProcessError, StreamNotRedirected
+from gaffer.http.auth import Permissions
+
+SOURCES = ("EVENTS", "JOB", "PROCESS", "STATS", "STREAM")
+MAX_TOPIC_LENGTH = 512
+
+Deliver = Callable[[dict[str, Any], int], object]
+
+
+class TopicError(ProcessError):
+    errno = 400
+    reason = "bad_topic"
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A parsed topic: ``source`` upper-case, ``target`` as given (job ids in full)."""
+
+    source: str
+    target: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The canonical form, used as the key of the subscription and in messages."""
+        return self.source if self.target is None else f"{self.source}:{self.target}"
+
+    @property
+    def pid(self) -> int:
+        text = self.target or ""
+        return int(text.split(".", 1)[0])
+
+    @property
+    def label(self) -> str | None:
+        if self.source != "STREAM" or self.target is None or "." not in self.target:
+            return None
+        return self.target.split(".", 1)[1]
+
+
+def parse_topic(text: Any) -> Topic:
+    """Parse ``SOURCE[:target]``; raise TopicError (400 ``bad_topic``) saying why not."""
+    if not isinstance(text, str) or not text.strip():
+        raise TopicError("the topic must be a non-empty string")
+    if len(text) > MAX_TOPIC_LENGTH:
+        raise TopicError(f"the topic is longer than {MAX_TOPIC_LENGTH} characters")
+    source, sep, target = text.strip().partition(":")
+    source = source.upper()
+    if source not in SOURCES:
+        raise TopicError(f"unknown topic source {source!r}: expected one of {', '.join(SOURCES)}")
+    if not sep or not target:
+        if source == "EVENTS":
+            return Topic("EVENTS")
+        example = {"JOB": "session.name", "PROCESS": "pid", "STATS": "pid or session.name"}
+        raise TopicError(f"{source} needs a target: {source}:<{example.get(source, 'pid')}>")
+    if any(ch.isspace() for ch in target):
+        raise TopicError(f"the target {target!r} holds spaces")
+    if source == "EVENTS":
+        pattern = target.rstrip(".") or "."
+        return Topic("EVENTS", None if pattern == "." else pattern)
+    if source == "JOB":
+        return Topic("JOB", _job(target))
+    if source == "PROCESS":
+        return Topic("PROCESS", str(_pid(target)))
+    if source == "STATS":
+        if target.isascii() and target.isdigit():
+            return Topic("STATS", str(_pid(target)))
+        return Topic("STATS", _job(target))
+    pid_text, dot, label = target.partition(".")
+    if dot and not label:
+        raise TopicError(f"STREAM:{target}: the label after the dot is empty")
+    return Topic("STREAM", f"{_pid(pid_text)}.{label}" if dot else str(_pid(pid_text)))
+
+
+def _job(text: str) -> str:
+    try:
+        return job_id(text)
+    except ProcessError:
+        raise TopicError(f"bad job id {text!r}: expected session.name or a name") from None
+
+
+def _pid(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise TopicError(f"bad pid {text!r}: expected a positive integer")
+    return int(text)
+
+
+def subscription(
+    topic: Topic, manager: Any, permissions: Permissions, deliver: Deliver
+) -> Subscription:
+    """A (not yet started) subscription of ``topic``."""
+    kind = {
+        "EVENTS": EventsSubscription,
+        "JOB": JobSubscription,
+        "PROCESS": ProcessSubscription,
+        "STATS": StatsSubscription,
+        "STREAM": StreamSubscription,
+    }[topic.source]
+    return kind(topic, manager, permissions, deliver)
+
+
+class Subscription:
+    def __init__(
+        self, topic: Topic, manager: Any, permissions: Permissions, deliver: Deliver
+    ) -> None:
+        self.topic = topic
+        self.name = topic.name
+        self.manager = manager
+        self.permissions = permissions
+        self.deliver = deliver
+        self.active = False
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def may_read(self, job: Any) -> bool:
+        if not isinstance(job, str) or not job:
+            return self.permissions.can_read("*")
+        try:
+            return self.permissions.can_read(job)
+        except ProcessError:  # not a job id: only for keys that read everything
+            return self.permissions.can_read("*")
+
+    def process(self) -> Any:
+        """The process of a pid topic, once the key may read its job (404, 403)."""
+        proc = self.manager.get_process(self.topic.pid)
+        self.permissions.require("read", proc.name)
+        return proc
+
+    def event(self, evtype: str, msg: Any) -> dict[str, Any]:
+        payload = dict(msg) if isinstance(msg, dict) else {"value": msg}
+        payload["event"] = evtype
+        payload["topic"] = self.name
+        return payload
+
+
+class EventsSubscription(Subscription):
+    """Manager events, each filtered by the key's read right on its job."""
+
+    def start(self) -> None:
+        self.pattern = self.topic.target or "."
+        self.manager.events.subscribe(self.pattern, self._on_event)
+        self.active = True
+
+    def stop(self) -> None:
+        self.active = False
+        self.manager.events.unsubscribe(self.pattern, self._on_event)
+
+    def _on_event(self, evtype: str, msg: Any) -> None:
+        if not self.active:
+            return
+        name = msg.get("name") if isinstance(msg, dict) else None
+        if self.may_read(name):
+            self.deliver(self.event(evtype, msg), 0)
+
+
+class _PrefixSubscription(Subscription):
+    """The events under ``<prefix>.`` of one job or process, the prefix stripped."""
+
+    prefix = ""
+
+    def start(self) -> None:
+        self.manager.events.subscribe(self.prefix, self._on_event)
+        self.active = True
+
+    def stop(self) -> None:
+        self.active = False
+        self.manager.events.unsubscribe(self.prefix, self._on_event)
+
+    def _on_event(self, evtype: str, msg: Any) -> None:
+        if not self.active or not evtype.startswith(self.prefix + "."):
+            return
+        if not self.accepts(msg):
+            return
+        self.deliver(self.event(evtype[len(self.prefix) + 1 :], msg), 0)
+
+    def accepts(self, msg: Any) -> bool:
+        return True
+
+
+class JobSubscription(_PrefixSubscription):
+    def start(self) -> None:
+        self.job = self.topic.target or ""
+        # permission first: a key learns nothing of jobs it may not read. The job may be
+        # loaded later: its events (load, start, spawn...) come then.
+        self.permissions.require("read", self.job)
+        self.prefix = f"job.{self.job}"
+        super().start()
+
+    def accepts(self, msg: Any) -> bool:
+        # job "web.x" publishes job.default.web.x.*, which job.default.web also matches
+        return not isinstance(msg, dict) or msg.get("name") in (None, self.job)
+
+
+class ProcessSubscription(_PrefixSubscription):
+    def start(self) -> None:
+        proc = self.process()
+        self.prefix = f"proc.{proc.pid}"
+        super().start()
+
+
+class StatsSubscription(Subscription):
+    """``stat`` messages of one process or of every process of a job."""
+
+    def start(self) -> None:
+        target = self.topic.target or ""
+        if target.isdigit():
+            self.proc = self.process()
+            self.job = None
+            self.proc.monitor(self._on_stat)
+            # the monitor would keep ticking for a pid that is gone: let go at its exit
+            self.exit_event = f"proc.{self.proc.pid}.exit"
+            self.manager.events.subscribe(self.exit_event, self._on_exit)
+        else:
+            self.proc = None
+            self.job = target
+            self.permissions.require("read", target)
+            self.manager.monitor(self._on_stat, target)  # 404 for an unknown job
+        self.active = True
+
+    def stop(self) -> None:
+        self.active = False
+        if self.proc is not None:
+            self.proc.unmonitor(self._on_stat)
+            self.manager.events.unsubscribe(self.exit_event, self._on_exit)
+        else:
+            try:
+                self.manager.unmonitor(self._on_stat, self.job)
+            except ProcessError:  # unloaded since: the monitor forgot it already
+                pass
+
+    def _on_exit(self, evtype: str, msg: Any) -> None:
+        if self.proc is not None:
+            self.proc.unmonitor(self._on_stat)
+
+    def _on_stat(self, evtype: str, msg: Any) -> None:
+        if self.active:
+            self.deliver(self.event("stat", msg), 0)
+
+
+class StreamSubscription(Subscription):
+    """The output of a process, decoded as UTF-8 text."""
+
+    def start(self) -> None:
+        proc = self.process()
+        label = self.topic.label
+        if label is None:
+            labels = list(dict.fromkeys(x for x in proc.output_labels if x))
+            if not labels:
+                raise StreamNotRedirected(
+                    f"pid {proc.pid} ({proc.name}) has no redirected output: "
+                    "load the job with redirect_output"
+                )
+        else:
+            labels = [label]
+        self.proc = proc
+        self.labels: list[str] = []
+        self.decoders = {x: codecs.getincrementaldecoder("utf-8")("replace") for x in labels}
+        try:
+            for x in labels:
+                proc.monitor_io(x, self._on_output)  # 404 stream_not_found
+                self.labels.append(x)
+        except ProcessError:
+            self.stop()
+            raise
+        self.exit_event = f"proc.{proc.pid}.exit"
+        self.manager.events.subscribe(self.exit_event, self._on_exit)
+        self.active = True
+
+    def stop(self) -> None:
+        self.active = False
+        for label in self.labels:
+            self.proc.unmonitor_io(label, self._on_output)
+        self.labels = []
+        if hasattr(self, "exit_event"):
+            self.manager.events.unsubscribe(self.exit_event, self._on_exit)
+
+    def _on_output(self, label: str, msg: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        data = msg["data"]
+        decoder = self.decoders.get(label)
+        text = data.decode(errors="replace") if decoder is None else decoder.decode(data)
+        if text:
+            self._send(label, text, len(data))
+
+    def _on_exit(self, evtype: str, msg: Any) -> None:
+        """The last output came before the exit: flush a character cut at the end."""
+        if not self.active:
+            return
+        for label, decoder in self.decoders.items():
+            rest = decoder.decode(b"", final=True)
+            if rest:
+                self._send(label, rest, len(rest))
+
+    def _send(self, label: str, text: str, size: int) -> None:
+        proc = self.proc
+        payload = {
+            "event": label,
+            "topic": self.name,
+            "name": proc.name,
+            "pid": proc.pid,
+            "os_pid": proc.os_pid,
+            "label": label,
+            "data": text,
+        }
+        self.deliver(payload, size)
