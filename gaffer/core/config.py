@@ -70,6 +70,9 @@ class ProcessConfig:
         logfile_buffer_bytes: output kept in memory for a slow log; beyond, it is dropped
             and counted (event ``log_dropped``), never blocking the child.
         log_timestamps: prefix every line of the log with the time.
+        port: give each kept-alive process ``PORT = port + slot``, its slot being 0 to
+            numprocesses - 1 (a replacement takes the slot of the process it replaces),
+            as foreman does; ``$PORT`` in the command line follows.
     """
 
     name: str
@@ -90,6 +93,7 @@ class ProcessConfig:
     custom_channels: tuple[Any, ...]
     graceful_timeout: float
     priority: int
+    port: int | None
     stdout_logfile: str | None
     stderr_logfile: str | None
     logfile_max_bytes: int
@@ -300,6 +304,16 @@ def _int(value: Any) -> int:
     return value
 
 
+def _port(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected a port number, got {value!r}")
+    if not 1 <= value <= 65535:
+        raise ValueError(f"expected a port from 1 to 65535, got {value}")
+    return value
+
+
 def _seconds(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"expected a number of seconds, got {value!r}")
@@ -464,6 +478,7 @@ _DEFAULTS: dict[str, Any] = {
     "custom_channels": None,
     "graceful_timeout": DEFAULT_GRACEFUL_TIMEOUT,
     "priority": DEFAULT_PRIORITY,
+    "port": None,
     "stdout_logfile": None,
     "stderr_logfile": None,
     "logfile_max_bytes": DEFAULT_MAX_BYTES,
@@ -488,6 +503,7 @@ _VALIDATORS = {
     "custom_channels": _channels,
     "graceful_timeout": _seconds,
     "priority": _int,
+    "port": _port,
     "stdout_logfile": _logfile,
     "stderr_logfile": _logfile,
     "logfile_max_bytes": _count,

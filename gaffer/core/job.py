@@ -42,6 +42,7 @@ class Job:
         self.env: dict[str, str] = dict(env or {})
         self.flapping = FlappingHistory(config.flapping) if config.flapping else None
         self._prepared: tuple[dict[str, str], Command | None] | None = None
+        self._slots: dict[int, tuple[dict[str, str], Command]] = {}
 
     @property
     def bare_name(self) -> str:
@@ -51,9 +52,12 @@ class Job:
     def priority(self) -> int:
         return self.config.priority
 
-    def prepare(self) -> tuple[dict[str, str], Command]:
-        """The environment and command line of the job's processes, built once.
-        Raises SpawnError (and builds again next time) when the command is wrong."""
+    def prepare(self, slot: int = 0) -> tuple[dict[str, str], Command]:
+        """The environment and command line of the job's processes, built once (once per
+        slot with ``port``). Raises SpawnError (and builds again next time) when the
+        command is wrong."""
+        if self.config.port is not None:
+            return self._prepare_slot(slot)
         if self._prepared is None:
             env = build_env(self.config, self.env)
             self._prepared = (env, None)
@@ -62,6 +66,21 @@ class Job:
             command = build_command(self.config, env)
             self._prepared = (env, command)
         return env, command
+
+    def _prepare_slot(self, slot: int) -> tuple[dict[str, str], Command]:
+        prepared = self._slots.get(slot)
+        if prepared is None:
+            env = build_env(self.config, self.env, {"PORT": str(self.config.port + slot)})
+            prepared = self._slots[slot] = (env, build_command(self.config, env))
+        return prepared
+
+    def free_slot(self) -> int:
+        """The lowest slot no kept-alive process holds."""
+        taken = {proc.slot for proc in self.running}
+        slot = 0
+        while slot in taken:
+            slot += 1
+        return slot
 
     def prepare_once(self, extra_env: Mapping[str, str] | None) -> tuple[dict[str, str], Command]:
         """Environment and command line of a one-off process with its own extra env."""

@@ -828,7 +828,8 @@ class Manager:
         env: Mapping[str, str] | None = None,
         graceful_timeout: float | None = None,
     ) -> Process:
-        penv, command = job.prepare_once(env) if once else job.prepare()
+        slot = None if once else job.free_slot()
+        penv, command = job.prepare_once(env) if once else job.prepare(slot or 0)
         pid = self._next_pid
         sinks = job.sinks
         proc = Process(
@@ -852,6 +853,7 @@ class Manager:
                 if name in (None, job.name)
             ],
         )
+        proc.slot = slot
         proc.spawn()
         proc.held_sinks = [sink for sink in sinks if sink is not None]
         for sink in proc.held_sinks:

@@ -122,6 +122,7 @@ class Process:
         self.name = name
         self.config = config
         self.once = once
+        self.slot: int | None = None  # its place among the job's kept-alive processes
         self.graceful_timeout = (
             config.graceful_timeout if graceful_timeout is None else float(graceful_timeout)
         )
@@ -309,6 +310,7 @@ class Process:
             "output_labels": [label for label in self.output_labels if label],
             "redirect_input": config.redirect_input,
             "custom_streams": list(config.custom_streams),
+            "slot": self.slot,
             "active": self.active,
             "stopping": self.stopping,
             "detach": config.detach,

@@ -159,6 +159,7 @@ JOB_CONFIG: Schema = {
         "logfile_backups": COUNT,
         "logfile_buffer_bytes": {"type": "integer", "minimum": 1},
         "log_timestamps": {"type": "boolean"},
+        "port": {"type": ["integer", "null"], "minimum": 1},
         "start": {"type": "boolean", "description": "start it once loaded (default true)"},
     },
 }

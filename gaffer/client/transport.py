@@ -1,0 +1,246 @@
+"""How the client talks to gafferd: HTTP(S) over TCP or a unix socket, and WebSockets.
+
+Built on Tornado's asynchronous HTTP and WebSocket clients; a unix socket is reached
+through a resolver that answers every host with the socket's path. Errors: an answer
+``{"error", "reason"}`` becomes the ``ApiError`` subclass of its status (NotFound,
+Conflict...); a gafferd that cannot be reached becomes ``Unreachable`` with a one-line
+reason.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import tornado.httpclient
+import tornado.iostream
+import tornado.netutil
+import tornado.websocket
+
+from gaffer.errors import ApiError, Unreachable
+
+DEFAULT_URL = "http://127.0.0.1:5000"
+USER_AGENT = "gaffer-client"
+
+
+class _UnixResolver(tornado.netutil.Resolver):
+    def initialize(self, path: str) -> None:  # type: ignore[override]
+        self.path = path
+
+    async def resolve(
+        self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC
+    ) -> list[Any]:
+        return [(socket.AF_UNIX, self.path)]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where gafferd listens: ``http(s)://host:port``, ``host:port`` or ``unix:/path``."""
+
+    url: str
+    base: str  # what request URLs start with
+    unix: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.base.startswith("https:")
+
+    @classmethod
+    def parse(cls, url: str | None) -> Endpoint:
+        url = (url or DEFAULT_URL).strip()
+        if url.startswith("unix:"):
+            path = url[len("unix:") :]
+            if path.startswith("//"):
+                path = path[2:]
+            if not path:
+                raise ValueError(f"bad gafferd address {url!r}: unix: needs a path")
+            return cls(url, "http://gafferd", path)
+        if "://" not in url:
+            url = f"http://{url}"
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"bad gafferd address {url!r}: expected http(s)://host:port or unix:/path"
+            )
+        return cls(url, f"{parts.scheme}://{parts.netloc}")
+
+
+class Transport:
+    """Requests to one gafferd. Create and use it on one event loop."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        cacert: str | None = None,
+        verify: bool = True,
+        timeout: float = 30.0,
+    ) -> None:
+        self.endpoint = Endpoint.parse(url)
+        self.api_key = api_key
+        self.timeout = timeout
+        self._ssl = _ssl_context(self.endpoint, certfile, keyfile, cacert, verify)
+        self._client: tornado.httpclient.AsyncHTTPClient | None = None
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.url
+
+    def _http(self) -> tornado.httpclient.AsyncHTTPClient:
+        if self._client is None:
+            kwargs: dict[str, Any] = {"force_instance": True}
+            if self.endpoint.unix:
+                kwargs["resolver"] = _UnixResolver(path=self.endpoint.unix)
+            self._client = tornado.httpclient.AsyncHTTPClient(**kwargs)
+        return self._client
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {"User-Agent": USER_AGENT, **(extra or {})}
+        if self.api_key:
+            headers["X-Api-Key"] = self.api_key
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Send a request; the answer's JSON (or text). Raises ApiError or Unreachable."""
+        data: bytes | None = raw
+        extra = dict(headers or {})
+        if body is not None:
+            data = json.dumps(body).encode()
+            extra.setdefault("Content-Type", "application/json")
+        if data is None and method in ("POST", "PUT"):
+            data = b""
+        response = await self._fetch(
+            tornado.httpclient.HTTPRequest(
+                self.endpoint.base + path,
+                method=method,
+                body=data,
+                headers=self._headers(extra),
+                connect_timeout=self.timeout,
+                request_timeout=self.timeout,
+                ssl_options=self._ssl,
+                allow_nonstandard_methods=True,
+            )
+        )
+        return _decode(response)
+
+    async def head(self, path: str) -> bool:
+        """True for 2xx, False for 404; other errors raise."""
+        try:
+            await self.request("HEAD", path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def stream(
+        self, path: str, on_chunk: Callable[[bytes], None], read_timeout: float | None = None
+    ) -> None:
+        """GET a feed, calling ``on_chunk`` with each piece of the body as it comes."""
+        await self._fetch(
+            tornado.httpclient.HTTPRequest(
+                self.endpoint.base + path,
+                headers=self._headers(),
+                streaming_callback=on_chunk,
+                connect_timeout=self.timeout,
+                request_timeout=read_timeout or 0,
+                ssl_options=self._ssl,
+            )
+        )
+
+    async def _fetch(self, request: tornado.httpclient.HTTPRequest) -> Any:
+        try:
+            return await self._http().fetch(request)
+        except tornado.httpclient.HTTPClientError as exc:
+            if exc.response is None or exc.code == 599:
+                raise self._unreachable(exc) from None
+            raise _api_error(exc.response) from None
+        except (OSError, tornado.iostream.StreamClosedError, ssl.SSLError) as exc:
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: BaseException) -> Unreachable:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if isinstance(exc, tornado.httpclient.HTTPClientError) and exc.code == 599:
+            reason = str(exc.message or "timeout")
+        return Unreachable(f"cannot reach gafferd at {self.url}: {reason}")
+
+    async def websocket(
+        self, path: str, binary: bool = False, on_message: Callable[[Any], None] | None = None
+    ) -> tornado.websocket.WebSocketClientConnection:
+        base = self.endpoint.base.replace("http", "ws", 1)
+        request = tornado.httpclient.HTTPRequest(
+            base + path,
+            headers=self._headers(),
+            connect_timeout=self.timeout,
+            ssl_options=self._ssl,
+        )
+        resolver = _UnixResolver(path=self.endpoint.unix) if self.endpoint.unix else None
+        try:
+            return await tornado.websocket.websocket_connect(
+                request,
+                on_message_callback=on_message,
+                resolver=resolver,
+                max_message_size=16 * 1024 * 1024,
+            )
+        except tornado.httpclient.HTTPClientError as exc:
+            if exc.response is None or exc.code == 599:
+                raise self._unreachable(exc) from None
+            raise _api_error(exc.response) from None
+        except (OSError, tornado.iostream.StreamClosedError, ssl.SSLError) as exc:
+            raise self._unreachable(exc) from None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _decode(response: tornado.httpclient.HTTPResponse) -> Any:
+    body = response.body or b""
+    if not body:
+        return None
+    content_type = response.headers.get("Content-Type", "")
+    if "json" in content_type:
+        return json.loads(body)
+    return body.decode(errors="replace")
+
+
+def _api_error(response: tornado.httpclient.HTTPResponse) -> ApiError:
+    code, reason = "error", response.reason or ""
+    try:
+        data = json.loads(response.body or b"")
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        code = str(data.get("error", code))
+        reason = str(data.get("reason", reason))
+    return ApiError.of(response.code, code, reason)
+
+
+def _ssl_context(
+    endpoint: Endpoint, certfile: str | None, keyfile: str | None, cacert: str | None, verify: bool
+) -> ssl.SSLContext | None:
+    if not endpoint.tls:
+        return None
+    context = ssl.create_default_context(cafile=cacert)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if certfile:
+        context.load_cert_chain(certfile, keyfile)
+    return context
