@@ -9,6 +9,7 @@ reason.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
@@ -148,20 +149,58 @@ class Transport:
             raise
         return True
 
-    async def stream(
-        self, path: str, on_chunk: Callable[[bytes], None], read_timeout: float | None = None
-    ) -> None:
-        """GET a feed, calling ``on_chunk`` with each piece of the body as it comes."""
-        await self._fetch(
-            tornado.httpclient.HTTPRequest(
-                self.endpoint.base + path,
-                headers=self._headers(),
-                streaming_callback=on_chunk,
-                connect_timeout=self.timeout,
-                request_timeout=read_timeout or 0,
-                ssl_options=self._ssl,
+    async def stream(self, path: str, on_chunk: Callable[[bytes], None]) -> None:
+        """GET a feed and call ``on_chunk`` with each piece of its body as it comes, until
+        the answer ends. Cancelling it simply closes the connection."""
+        reader, writer = await self._open()
+        try:
+            head = [
+                f"GET {path} HTTP/1.1",
+                f"Host: {self._host_header()}",
+                "Connection: close",
+                *(f"{k}: {v}" for k, v in self._headers().items()),
+            ]
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+            await writer.drain()
+            status, headers = await _read_head(reader)
+            chunked = "chunked" in headers.get("transfer-encoding", "")
+            if status >= 400:
+                body = await _read_body(reader, headers, chunked)
+                raise _error_of(status, body, headers)
+            if chunked:
+                while (chunk := await _read_chunk(reader)) is not None:
+                    if chunk:
+                        on_chunk(chunk)
+            else:
+                while data := await reader.read(65536):
+                    on_chunk(data)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            writer.close()
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            if self.endpoint.unix:
+                return await asyncio.wait_for(
+                    asyncio.open_unix_connection(self.endpoint.unix), self.timeout
+                )
+            parts = urlsplit(self.endpoint.base)
+            port = parts.port or (443 if self.endpoint.tls else 80)
+            return await asyncio.wait_for(
+                asyncio.open_connection(
+                    parts.hostname,
+                    port,
+                    ssl=self._ssl,
+                    server_hostname=parts.hostname if self._ssl else None,
+                ),
+                self.timeout,
             )
-        )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise self._unreachable(exc) from None
+
+    def _host_header(self) -> str:
+        return "gafferd" if self.endpoint.unix else urlsplit(self.endpoint.base).netloc
 
     async def _fetch(self, request: tornado.httpclient.HTTPRequest) -> Any:
         try:
@@ -208,6 +247,56 @@ class Transport:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    status_line = await reader.readline()
+    try:
+        status = int(status_line.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        raise OSError(f"not an HTTP answer: {status_line[:60]!r}") from None
+    headers = {}
+    while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+async def _read_chunk(reader: asyncio.StreamReader) -> bytes | None:
+    """The next chunk of a chunked body; None at its end."""
+    size_line = await reader.readline()
+    if not size_line:
+        return None
+    size = int(size_line.split(b";")[0].strip() or b"0", 16)
+    if size == 0:
+        await reader.readline()
+        return None
+    data = await reader.readexactly(size)
+    await reader.readexactly(2)
+    return data
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], chunked: bool) -> bytes:
+    if chunked:
+        parts = []
+        while (chunk := await _read_chunk(reader)) is not None:
+            parts.append(chunk)
+        return b"".join(parts)
+    length = headers.get("content-length")
+    if length and length.isdigit():
+        return await reader.readexactly(int(length))
+    return await reader.read()
+
+
+def _error_of(status: int, body: bytes, headers: dict[str, str]) -> ApiError:
+    code, reason = "error", f"HTTP {status}"
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        code, reason = str(data.get("error", code)), str(data.get("reason", reason))
+    return ApiError.of(status, code, reason)
 
 
 def _decode(response: tornado.httpclient.HTTPResponse) -> Any:

@@ -1,8 +1,9 @@
 """Process statistics as plain numbers.
 
 A stat dict is ``{"os_pid", "cpu", "mem", "mem_info1", "mem_info2", "ctime", "username",
-"nice", "cmdline", "children"}``: cpu and mem in percent, mem_info1/2 (RSS, VMS) in bytes,
-ctime in CPU seconds (user + system), cmdline the program's name. A value that cannot be
+"nice", "cmdline", "create_time", "children"}``: cpu and mem in percent, mem_info1/2 (RSS, VMS)
+in bytes, ctime in CPU seconds (user + system), cmdline the program's name, create_time
+when it started (a Unix time). A value that cannot be
 read is ``None``, never a string. ``children`` holds the same dicts for every descendant.
 
 CPU percent is the CPU time used between two readings of a process over the time between
@@ -25,7 +26,17 @@ from typing import Any
 
 import psutil
 
-STAT_KEYS = ("cpu", "mem", "mem_info1", "mem_info2", "ctime", "username", "nice", "cmdline")
+STAT_KEYS = (
+    "cpu",
+    "mem",
+    "mem_info1",
+    "mem_info2",
+    "ctime",
+    "username",
+    "nice",
+    "cmdline",
+    "create_time",
+)
 HAS_PROC = os.path.exists("/proc/self/stat")
 STATIC_REFRESH = 10.0  # seconds between re-reads of user name and command line
 
@@ -52,6 +63,7 @@ class Sampler:
         self._ticks = os.sysconf("SC_CLK_TCK") if HAS_PROC else 100
         self._page = os.sysconf("SC_PAGE_SIZE") if HAS_PROC else 4096
         self._total_memory = psutil.virtual_memory().total
+        self._boot_time = psutil.boot_time()
 
     def sample(self, os_pid: int, children: Iterable[int] = ()) -> dict[str, Any]:
         """One stat dict for ``os_pid`` (its values None when it is gone)."""
@@ -105,6 +117,7 @@ class Sampler:
         stat["mem"] = round(100 * rss / self._total_memory, 2)
         stat["ctime"] = round(cpu_seconds, 2)
         stat["nice"] = int(fields[16])
+        stat["create_time"] = round(self._boot_time + start / self._ticks, 2)
         stat["username"], stat["cmdline"] = self._static_of(os_pid, start, now)
         return stat
 
@@ -154,6 +167,7 @@ class Sampler:
                 if times is not None:
                     stat["ctime"] = round(times.user + times.system, 2)
                 stat["username"] = _try(handle.username)
+                stat["create_time"] = _try(handle.create_time)
                 stat["nice"] = _try(handle.nice)
                 cmdline = _try(handle.cmdline)
                 stat["cmdline"] = os.path.basename(cmdline[0]) if cmdline else _try(handle.name)

@@ -1,0 +1,184 @@
+"""load, unload, reload, apps, run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from gaffer.cli.commands import YES, arg, command
+from gaffer.cli.context import Context, UsageError
+from gaffer.cli.procfile import parse_concurrency
+from gaffer.errors import Conflict, NotFound
+
+CONCURRENCY = arg(
+    "-c",
+    "--concurrency",
+    action="append",
+    default=[],
+    metavar="JOB=N",
+    help="processes per job: -c web=2 -c worker=3 (or web=2,worker=3)",
+)
+
+
+def read_json_jobs(path: str) -> list[dict[str, Any]]:
+    """Jobs of a JSON file ('-' for stdin): one job object, a list, or {"jobs": [...]}."""
+    try:
+        text = sys.stdin.read() if path == "-" else open(path).read()  # noqa: SIM115
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON: {exc}") from None
+    jobs = data.get("jobs", data) if isinstance(data, dict) else data
+    if isinstance(jobs, dict):
+        jobs = [jobs]
+    if not isinstance(jobs, list) or not all(isinstance(job, dict) for job in jobs):
+        raise ValueError(f'{path}: expected a job object, a list of them, or {{"jobs": [...]}}')
+    for index, job in enumerate(jobs):
+        if "name" not in job or "cmd" not in job:
+            raise ValueError(f"{path}: job {index} needs a name and a cmd")
+    return jobs
+
+
+@command(
+    "load",
+    arg("file", nargs="?", help="a JSON file of jobs ('-' for stdin); default: the Procfile"),
+    CONCURRENCY,
+    arg("--nostart", action="store_true", help="load without starting"),
+)
+async def load(context: Context) -> int:
+    """Load jobs into gafferd, from a JSON file or from the Procfile.
+
+    From the Procfile: every entry, in the session of the app, one port per instance,
+    output captured."""
+    server = context.server()
+    if context.args.file:
+        default_session = context.args.app or "default"
+        jobs = [
+            (
+                job.get("session") or default_session,
+                {k: v for k, v in job.items() if k != "session"},
+            )
+            for job in read_json_jobs(context.args.file)
+        ]
+    else:
+        app = context.app()
+        jobs = [(app.name, job) for job in app.jobs(parse_concurrency(context.args.concurrency))]
+    failed = 0
+    loaded = []
+    for session, job in jobs:
+        start = job.pop("start", not context.args.nostart)
+        try:
+            handle = await server.load(
+                job, sessionid=None if "." in job["name"] else session, start=start
+            )
+        except Conflict:
+            failed += 1
+            name = job["name"] if "." in job["name"] else f"{session}.{job['name']}"
+            print(f"gaffer: {name} is already loaded", file=sys.stderr)
+            continue
+        loaded.append(handle.id)
+        if not context.out.json:
+            context.out.write(f"{handle.id} loaded{'' if start else ' (not started)'}")
+    if context.out.json:
+        context.out.data({"loaded": loaded, "failed": failed})
+    return 1 if failed else 0
+
+
+async def _jobs_of(context: Context, what: str) -> list[str]:
+    server = context.server()
+    if context.args.from_file:
+        return [
+            job["name"] if "." in job["name"] else context.job_id(job["name"])
+            for job in read_json_jobs(context.args.from_file)
+        ]
+    if context.args.jobs:
+        return [context.job_id(name) for name in context.args.jobs]
+    app = context.app_name()
+    try:
+        jobs = await server.jobs(app)
+    except NotFound:
+        raise UsageError(f"no job in {app!r}") from None
+    if not context.confirm(f"{what.capitalize()} every job of {app} ({len(jobs)})?"):
+        return []
+    return jobs
+
+
+TARGETS = (
+    arg("jobs", nargs="*", metavar="JOB"),
+    arg("--from-file", metavar="FILE", help="the jobs named in a JSON file"),
+    YES,
+)
+
+
+@command("unload", *TARGETS)
+async def unload(context: Context) -> int:
+    """Unload jobs, stopping their processes.
+
+    Those named, those of a JSON file, or every job of the app."""
+    for job_id in await _jobs_of(context, "unload"):
+        await context.server().job(job_id).unload()
+        context.out.write(f"{job_id} unloaded")
+    return 0
+
+
+@command("reload", *TARGETS)
+async def reload(context: Context) -> int:
+    """Reload jobs: new processes for all of them (new pids)."""
+    for job_id in await _jobs_of(context, "reload"):
+        await context.server().job(job_id).reload()
+        context.out.write(f"{job_id} reloaded")
+    return 0
+
+
+@command("apps")
+async def apps(context: Context) -> int:
+    """List the apps (sessions) and their jobs."""
+    server = context.server()
+    sessions = {sid: await server.jobs(sid) for sid in await server.sessions()}
+    if context.out.json:
+        context.out.data(sessions)
+    elif not sessions:
+        context.out.write("no app")
+    else:
+        for sid, jobs in sessions.items():
+            context.out.write(
+                f"{context.out.color(sid)}: {', '.join(j.split('.', 1)[1] for j in jobs)}"
+            )
+    return 0
+
+
+@command(
+    "run",
+    arg("job", help="a loaded job"),
+    arg(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for this run (repeatable)",
+    ),
+    arg("--graceful-timeout", type=float, metavar="SECONDS"),
+)
+async def run(context: Context) -> int:
+    """Run one more process of a loaded job, once (never restarted); print its pid.
+
+    Its environment: the job's, then .env and -e files, then the -p values."""
+    env: dict[str, str] = {}
+    if context.procfile_path(required=False) is not None:
+        env.update(context.app().env)
+    for param in context.args.param:
+        name, sep, value = param.partition("=")
+        if not sep or not name:
+            raise UsageError(f"bad parameter {param!r}: expected NAME=VALUE")
+        env[name] = value
+    job_id = context.job_id(context.args.job)
+    pid = await context.server().job(job_id).commit(context.args.graceful_timeout, env)
+    if context.out.json:
+        context.out.data({"job": job_id, "pid": pid})
+    else:
+        context.out.write(f"{job_id}: process {pid} started")
+    return 0

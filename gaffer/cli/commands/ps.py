@@ -1,0 +1,203 @@
+"""ps, ps:info, ps:scale, ps:start, ps:stop, ps:kill."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from gaffer.cli.commands import YES, arg, command
+from gaffer.cli.context import Context, UsageError
+from gaffer.cli.render import percent, size, uptime
+from gaffer.errors import NotFound
+
+HEADERS = ("JOB", "PID", "OS PID", "STATE", "UPTIME", "CPU", "MEM", "RSS")
+
+
+async def job_rows(context: Context, jobs: list[str]) -> list[dict[str, Any]]:
+    """One row per process of ``jobs`` (one per job without processes)."""
+    server = context.server()
+    rows = []
+    for job_id in jobs:
+        job = server.job(job_id)
+        try:
+            stats = await job.stats()
+            info = await job.info()
+        except NotFound:
+            continue  # unloaded meanwhile
+        if not stats["stats"]:
+            rows.append(
+                {
+                    "job": job_id,
+                    "pid": None,
+                    "os_pid": None,
+                    "state": "stopped" if info["stopped"] else "idle",
+                    "create_time": None,
+                    "cpu": None,
+                    "mem": None,
+                    "rss": None,
+                }
+            )
+        for stat in stats["stats"]:
+            rows.append(
+                {
+                    "job": job_id,
+                    "pid": stat["pid"],
+                    "os_pid": stat["os_pid"],
+                    "state": "running",
+                    "create_time": stat.get("create_time"),
+                    "cpu": stat["cpu"],
+                    "mem": stat["mem"],
+                    "rss": stat["mem_info1"],
+                }
+            )
+    return rows
+
+
+async def app_jobs(context: Context, app: str | None) -> list[str]:
+    server = context.server()
+    if app is None:
+        return await server.jobs()
+    try:
+        return await server.jobs(app)
+    except NotFound:
+        return []
+
+
+def show_rows(context: Context, rows: list[dict[str, Any]]) -> None:
+    out = context.out
+    if out.json:
+        out.data(rows)
+        return
+    table = [
+        (
+            out.color(row["job"]),
+            row["pid"] or "-",
+            row["os_pid"] or "-",
+            row["state"],
+            uptime(row["create_time"]) if row["pid"] else "-",
+            percent(row["cpu"]),
+            percent(row["mem"]),
+            size(row["rss"]),
+        )
+        for row in rows
+    ]
+    if not table:
+        out.write("no job")
+        return
+    out.table(HEADERS, table)
+
+
+@command(
+    "ps",
+    arg("jobs", nargs="*", metavar="JOB", help="jobs to show (default: all, or those of --app)"),
+)
+async def ps(context: Context) -> int:
+    """List the processes: job, pid, OS pid, state, uptime, CPU and memory.
+
+    Every job of gafferd, those of --app, or the jobs named."""
+    if context.args.jobs:
+        jobs = [context.job_id(name) for name in context.args.jobs]
+    else:
+        jobs = await app_jobs(context, context.args.app)
+    show_rows(context, await job_rows(context, jobs))
+    return 0
+
+
+@command("ps:info", arg("target", help="a pid, or a job"))
+async def ps_info(context: Context) -> int:
+    """Everything about a process (a pid) or a job."""
+    server = context.server()
+    target = context.args.target
+    if target.isdigit():
+        info = await server.process(int(target)).info()
+    else:
+        info = await server.job(context.job_id(target)).info()
+    if context.out.json:
+        context.out.data(info)
+    else:
+        context.out.pairs(info)
+    return 0
+
+
+SCALE = re.compile(r"^(?P<job>[^=+\-]+)(?P<op>[=+\-])(?P<n>\d+)$")
+
+
+@command(
+    "ps:scale",
+    arg(
+        "specs",
+        nargs="+",
+        metavar="JOB=N|JOB+N|JOB-N",
+        help="web=3 sets, worker+2 adds, api-1 removes",
+    ),
+)
+async def ps_scale(context: Context) -> int:
+    """Change how many processes jobs run: web=3 worker+2 api-1."""
+    server = context.server()
+    plan = []
+    for spec in context.args.specs:
+        match = SCALE.match(spec)
+        if not match:
+            raise UsageError(f"bad scale {spec!r}: expected JOB=N, JOB+N or JOB-N")
+        plan.append((context.job_id(match["job"]), match["op"] + match["n"]))
+    results = {}
+    for job_id, operation in plan:
+        results[job_id] = await server.job(job_id).scale(operation)
+        if not context.out.json:
+            context.out.write(f"Scaling {job_id} processes... done, now running {results[job_id]}")
+    if context.out.json:
+        context.out.data(results)
+    return 0
+
+
+async def _targets(context: Context, what: str) -> list[str]:
+    names = context.args.targets
+    if names:
+        return names
+    app = context.app_name()
+    jobs = await app_jobs(context, app)
+    if not jobs:
+        raise UsageError(f"no job in {app!r} to {what}")
+    if not context.confirm(f"{what.capitalize()} every job of {app} ({len(jobs)})?"):
+        return []
+    return jobs
+
+
+@command("ps:start", arg("targets", nargs="*", metavar="JOB"), YES)
+async def ps_start(context: Context) -> int:
+    """Start jobs (all the jobs of the app when none is named)."""
+    server = context.server()
+    for name in await _targets(context, "start"):
+        await server.job(context.job_id(name)).start()
+        context.out.write(f"{context.job_id(name)} started")
+    return 0
+
+
+@command("ps:stop", arg("targets", nargs="*", metavar="JOB|PID"), YES)
+async def ps_stop(context: Context) -> int:
+    """Stop jobs, or single processes by pid (all the app's jobs when none is named).
+
+    A stopped process of a running job is replaced."""
+    server = context.server()
+    for name in await _targets(context, "stop"):
+        if name.isdigit():
+            await server.process(int(name)).stop()
+            context.out.write(f"process {name} stopped")
+        else:
+            await server.job(context.job_id(name)).stop()
+            context.out.write(f"{context.job_id(name)} stopped")
+    return 0
+
+
+@command("ps:kill", arg("target", metavar="JOB|PID"), arg("signal", help="HUP, 9, SIGTERM..."))
+async def ps_kill(context: Context) -> int:
+    """Send a signal to a process (a pid) or to every process of a job."""
+    server = context.server()
+    target, sig = context.args.target, context.args.signal
+    signal_value: int | str = int(sig) if sig.isdigit() else sig
+    if target.isdigit():
+        await server.process(int(target)).kill(signal_value)
+    else:
+        await server.job(context.job_id(target)).kill(signal_value)
+    context.out.write(f"signal {sig} sent to {target}")
+    return 0

@@ -1,0 +1,604 @@
+"""Procfile apps: the Procfile, its ``.env`` files, and their export.
+
+A Procfile lists the process types of an app, one ``name: command`` a line; ``.env``
+files hold its environment. ``App.load`` reads both and ``App.jobs`` turns every entry
+into a gaffer job (a ``ProcessConfig.from_dict`` dict): a shell command run in the app's
+directory with the app's environment, its output captured, and one ``PORT`` per process
+as foreman gives them (``web.1`` 5000, ``web.2`` 5001, ``worker.1`` 5100, ...).
+
+Exports: ``to_ini`` (a gafferd.ini whose jobs are exactly those), ``to_json`` (what
+``gaffer load`` reads) and ``to_systemd`` (a target and one service per process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import ChainMap
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+DEFAULT_BASE_PORT = 5000
+PORT_STEP = 100  # foreman's rule: each process type gets its own hundred ports
+APP_NAME = re.compile(r"^[a-z][a-z0-9_+-]*$")
+DEFAULT_APP = "default"
+PROCESS_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_PROCFILE_LINE = re.compile(r"^([A-Za-z0-9_-]+):(.*)$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME_START = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DQ_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
+REDIRECT_OUTPUT = ("out", "err")
+
+
+class ProcfileError(ValueError):
+    """A problem in a Procfile or an env file; ``str()`` is ``path:line: message``."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        self.path, self.line, self.message = path, line, message
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {message}")
+
+
+# -- Procfile ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProcfileEntry:
+    """One process type: ``name: command`` at ``line``."""
+
+    name: str
+    command: str
+    line: int
+
+
+def parse_procfile(text: str, path: str = "Procfile") -> list[ProcfileEntry]:
+    """The entries of a Procfile, in order. Raises ProcfileError.
+
+    ``name: command`` (name: letters, digits, ``_`` and ``-``; the command is the rest of
+    the line); blank lines and ``#`` comments are skipped; anything else is an error.
+    """
+    entries: list[ProcfileEntry] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _PROCFILE_LINE.match(line)
+        if match is None:
+            raise ProcfileError(
+                path,
+                number,
+                f"expected 'name: command' (a name of letters, digits, '_' and '-'), got {line!r}",
+            )
+        name, command = match.group(1), match.group(2).strip()
+        if not command:
+            raise ProcfileError(path, number, f"process type {name!r} has an empty command")
+        if name in seen:
+            raise ProcfileError(
+                path,
+                number,
+                f"process type {name!r} is already defined at line {seen[name]}",
+            )
+        seen[name] = number
+        entries.append(ProcfileEntry(name, command, number))
+    return entries
+
+
+# -- .env -------------------------------------------------------------------------------
+def parse_env(
+    text: str, path: str = ".env", environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The variables of a dotenv file. Raises ProcfileError.
+
+    * ``KEY=VALUE``, optionally after ``export ``; spaces around ``=`` are allowed; a key
+      is ``[A-Za-z_][A-Za-z0-9_]*``; blank lines and ``#`` lines are skipped; a key set
+      twice keeps its last value.
+    * Unquoted values are stripped; `` #`` (a ``#`` after a space) starts a comment.
+    * ``'single quoted'`` values are literal.
+    * ``"double quoted"`` values know ``\\n``, ``\\t``, ``\\r``, ``\\"``, ``\\\\`` and
+      ``\\$`` (another backslash is kept as it is).
+    * Quoted values may span lines; after the closing quote only a comment may follow.
+    * ``$VAR``, ``${VAR}`` and ``${VAR:-default}`` in unquoted and double-quoted values
+      are replaced by the value of VAR set earlier in the file, else in ``environ``, else
+      by the empty string (or the default). ``$`` before anything else is literal.
+    """
+    environ = {} if environ is None else environ
+    values: dict[str, str] = {}
+    lookup = ChainMap(values, environ)  # type: ignore[arg-type]
+    lines = text.replace("\r\n", "\n").split("\n")
+    index = 0
+    while index < len(lines):
+        number = index + 1
+        line = lines[index].lstrip()
+        index += 1
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith("export") and line[6:7] in (" ", "\t"):
+            line = line[7:].lstrip()
+        key, sep, rest = line.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ProcfileError(path, number, f"expected KEY=VALUE, got {line.rstrip()!r}")
+        if not _ENV_KEY.match(key):
+            raise ProcfileError(
+                path,
+                number,
+                f"bad variable name {key!r}: letters, digits and '_', not starting with a digit",
+            )
+        start = rest.lstrip(" \t")
+        if start[:1] in ("'", '"'):
+            quote = start[0]
+            body = start[1:]
+            while True:
+                end = _closing_quote(body, quote)
+                if end >= 0:
+                    break
+                if index >= len(lines):
+                    raise ProcfileError(
+                        path, number, f"{key}: unterminated {quote} quote (opened here)"
+                    )
+                body += "\n" + lines[index]
+                index += 1
+            after = body[end + 1 :].strip()
+            if after and not after.startswith("#"):
+                raise ProcfileError(
+                    path, number, f"{key}: unexpected {after!r} after the closing {quote} quote"
+                )
+            raw = body[:end]
+            if quote == "'":
+                value = raw
+            else:
+                value = _expand(raw, lookup, True, path, number, key)
+        else:
+            value = _expand(_uncomment(rest).strip(), lookup, False, path, number, key)
+        values[key] = value
+    return dict(values)
+
+
+def _closing_quote(body: str, quote: str) -> int:
+    """Index of the quote closing ``body`` (backslash escapes count in double quotes)."""
+    position = 0
+    while position < len(body):
+        char = body[position]
+        if char == "\\" and quote == '"':
+            position += 2
+            continue
+        if char == quote:
+            return position
+        position += 1
+    return -1
+
+
+def _uncomment(value: str) -> str:
+    """Cut an inline comment: a ``#`` after whitespace."""
+    for position, char in enumerate(value):
+        if char == "#" and position and value[position - 1] in " \t":
+            return value[:position]
+    return value
+
+
+def _expand(
+    raw: str,
+    lookup: Mapping[str, str],
+    double_quoted: bool,
+    path: str,
+    number: int,
+    key: str,
+) -> str:
+    out: list[str] = []
+    position = 0
+    while position < len(raw):
+        char = raw[position]
+        if char == "\\" and double_quoted and position + 1 < len(raw):
+            escaped = _DQ_ESCAPES.get(raw[position + 1])
+            if escaped is not None:
+                out.append(escaped)
+                position += 2
+                continue
+            out.append(char)
+            position += 1
+            continue
+        if char != "$":
+            out.append(char)
+            position += 1
+            continue
+        following = raw[position + 1 : position + 2]
+        if following == "{":
+            end = raw.find("}", position + 2)
+            if end < 0:
+                raise ProcfileError(path, number, f"{key}: unterminated ${{ in {raw!r}")
+            inner = raw[position + 2 : end]
+            name, has_default, default = inner.partition(":-")
+            if not _ENV_KEY.match(name):
+                raise ProcfileError(
+                    path, number, f"{key}: bad variable name {name!r} in ${{{inner}}}"
+                )
+            found = lookup.get(name, "")
+            out.append(found if found or not has_default else default)
+            position = end + 1
+            continue
+        match = _ENV_NAME_START.match(raw, position + 1)
+        if match is None:
+            out.append("$")
+            position += 1
+            continue
+        out.append(lookup.get(match.group(0), ""))
+        position = match.end()
+    return "".join(out)
+
+
+def load_env_files(
+    paths: Iterable[str], environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The variables of several env files, later files overriding earlier ones.
+
+    A file sees the variables of the files before it (they win over ``environ``) for
+    ``$VAR`` expansion. Every file must exist: a missing one is a ProcfileError.
+    """
+    merged: dict[str, str] = {}
+    base = {} if environ is None else environ
+    for path in paths:
+        text = _read(path)
+        merged.update(parse_env(text, path, ChainMap(merged, base)))  # type: ignore[arg-type]
+    return merged
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ProcfileError(path, None, f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ProcfileError(
+            path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+
+
+# -- concurrency ------------------------------------------------------------------------
+def parse_concurrency(specs: Iterable[str]) -> dict[str, int]:
+    """``["web=2", "worker=3"]`` or ``["web=2,worker=3"]`` -> ``{"web": 2, "worker": 3}``.
+
+    A name given twice keeps its last count. Raises ValueError naming the bad spec.
+    """
+    out: dict[str, int] = {}
+    for spec in specs:
+        parts = [part.strip() for part in str(spec).split(",")]
+        if not any(parts):
+            raise ValueError(f"bad concurrency {spec!r}: expected NAME=COUNT[,NAME=COUNT...]")
+        for part in parts:
+            if not part:
+                continue
+            name, sep, count = (piece.strip() for piece in part.partition("="))
+            if not sep or not PROCESS_NAME.match(name):
+                raise ValueError(
+                    f"bad concurrency {part!r}: expected NAME=COUNT, NAME being a "
+                    f"Procfile process type"
+                )
+            if not count.isdigit():
+                raise ValueError(f"bad concurrency {part!r}: the count must be an integer >= 0")
+            out[name] = int(count)
+    return out
+
+
+# -- the app ----------------------------------------------------------------------------
+def normalize_app_name(text: str) -> str:
+    """A valid app (session) name from a directory name: lower case, other characters
+    than ``a-z0-9_+-`` replaced by ``-``, ``app-`` before a leading non-letter."""
+    name = "".join(
+        char if char in "abcdefghijklmnopqrstuvwxyz0123456789_+-" else "-" for char in text.lower()
+    )
+    if not name:
+        return DEFAULT_APP
+    if not "a" <= name[0] <= "z":
+        name = "app-" + name
+    return name
+
+
+def check_app_name(name: str) -> str:
+    if not isinstance(name, str) or not APP_NAME.match(name):
+        raise ValueError(
+            f"bad app name {name!r}: it must match {APP_NAME.pattern} "
+            f"(lower-case letters, digits, '_', '+', '-', starting with a letter)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class App:
+    """A Procfile app: its directory, name, entries and environment."""
+
+    root: str
+    name: str
+    entries: tuple[ProcfileEntry, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    procfile: str | None = None  # the file it was read from (for export comments)
+
+    def __post_init__(self) -> None:
+        check_app_name(self.name)
+        object.__setattr__(self, "root", os.path.abspath(self.root))
+        object.__setattr__(self, "entries", tuple(self.entries))
+        object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+        names = [entry.name for entry in self.entries]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate process types in {names}")
+
+    @classmethod
+    def load(
+        cls,
+        procfile_path: str,
+        env_files: list[str] | None = None,
+        name: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> App:
+        """Read a Procfile, the ``.env`` next to it (if there is one), then ``env_files``
+        (which must exist). ``environ`` serves ``$VAR`` expansion in the env files.
+        Raises ProcfileError (files) or ValueError (the name)."""
+        path = os.path.abspath(procfile_path)
+        root = os.path.dirname(path)
+        entries = parse_procfile(_read(procfile_path), procfile_path)
+        paths = []
+        default_env = os.path.join(root, ".env")
+        if os.path.isfile(default_env):
+            paths.append(default_env)
+        paths.extend(env_files or ())
+        env = load_env_files(paths, environ)
+        if name is None:
+            name = normalize_app_name(os.path.basename(root))
+        return cls(root, check_app_name(name), tuple(entries), env, path)
+
+    @property
+    def names(self) -> list[str]:
+        return [entry.name for entry in self.entries]
+
+    def base_port(self, base_port: int | None = None) -> int:
+        """``base_port``, else ``PORT`` from the app's env, else 5000."""
+        if base_port is None:
+            text = self.env.get("PORT")
+            if text is None:
+                return DEFAULT_BASE_PORT
+            try:
+                base_port = int(text.strip())
+            except ValueError:
+                raise ValueError(f"PORT={text!r} in the app's env is not a port number") from None
+        if isinstance(base_port, bool) or not isinstance(base_port, int):
+            raise ValueError(f"bad base port {base_port!r}: expected an integer")
+        if not 1 <= base_port <= 65535:
+            raise ValueError(f"bad base port {base_port}: expected 1 to 65535")
+        return base_port
+
+    def jobs(
+        self,
+        concurrency: Mapping[str, int] | None = None,
+        base_port: int | None = None,
+        only: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """One job config dict per entry (``ProcessConfig.from_dict`` takes it).
+
+        ``concurrency`` gives the number of processes of each type (default 1; 0 keeps the
+        job, stopped); ``only`` restricts to those entries. The entry at index ``i`` gets
+        ``priority = i`` and ``port = base + 100 * i``. Raises ValueError for an unknown
+        process type in ``concurrency`` or ``only``, or a port beyond 65535.
+        """
+        concurrency = dict(concurrency or {})
+        known = set(self.names)
+        for label, names in (("concurrency", concurrency), ("only", only or ())):
+            unknown = [name for name in names if name not in known]
+            if unknown:
+                raise ValueError(
+                    f"{label}: no process type {', '.join(map(repr, unknown))} in the "
+                    f"Procfile (it has {', '.join(self.names) or 'none'})"
+                )
+        for name, count in concurrency.items():
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError(f"concurrency of {name!r}: expected an integer >= 0")
+        base = self.base_port(base_port)
+        wanted = set(only) if only is not None else known
+        jobs = []
+        for index, entry in enumerate(self.entries):
+            if entry.name not in wanted:
+                continue
+            numprocesses = concurrency.get(entry.name, 1)
+            port = base + PORT_STEP * index
+            last = port + max(numprocesses - 1, 0)
+            if last > 65535:
+                raise ValueError(
+                    f"{entry.name}: ports {port}..{last} go beyond 65535 (base port {base})"
+                )
+            jobs.append(
+                {
+                    "name": entry.name,
+                    "cmd": entry.command,
+                    "shell": True,
+                    "env": dict(self.env),
+                    "os_env": True,
+                    "cwd": self.root,
+                    "numprocesses": numprocesses,
+                    "redirect_output": list(REDIRECT_OUTPUT),
+                    "priority": index,
+                    "port": port,
+                }
+            )
+        return jobs
+
+    @property
+    def source(self) -> str:
+        return self.procfile or os.path.join(self.root, "Procfile")
+
+
+# -- export: gafferd ini ----------------------------------------------------------------
+_INI_ORDER = (
+    "cmd",
+    "shell",
+    "os_env",
+    "cwd",
+    "numprocesses",
+    "redirect_output",
+    "priority",
+    "port",
+)
+
+
+def to_ini(
+    app: App, concurrency: Mapping[str, int] | None = None, base_port: int | None = None
+) -> str:
+    """A gafferd.ini holding the app's jobs as ``[job:<app>.<name>]`` (session = app)
+    and their environment as ``[env:<app>.<name>]``.
+
+    gafferd's ini format has no quoting: a value is the rest of the line, stripped, and
+    `` ;`` starts a comment. A value that cannot come back unchanged (a line break,
+    leading or trailing whitespace, a ``;`` after whitespace) is a ValueError naming it.
+    """
+    jobs = app.jobs(concurrency, base_port)
+    lines = [
+        f"# gafferd configuration of app {app.name}",
+        f"# exported by gaffer from {_printable(app.source)}",
+    ]
+    for job in jobs:
+        section = f"{app.name}.{job['name']}"
+        lines += ["", f"[job:{section}]"]
+        for key in _INI_ORDER:
+            lines.append(_ini_entry(key, _ini_text(job[key]), f"[job:{section}] {key}"))
+        if job["env"]:
+            lines += ["", f"[env:{section}]"]
+            for variable, value in job["env"].items():
+                lines.append(_ini_entry(variable, value, f"variable {variable}"))
+    return "\n".join(lines) + "\n"
+
+
+def _ini_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return " ".join(value)
+    return str(value)
+
+
+def _ini_entry(key: str, value: str, what: str) -> str:
+    problem = None
+    if value and value.splitlines() != [value]:
+        problem = "holds a line break"
+    elif value != value.strip():
+        problem = "starts or ends with whitespace, which the ini format strips"
+    elif any(
+        char == ";" and index and value[index - 1].isspace() for index, char in enumerate(value)
+    ):
+        problem = "holds ';' after whitespace, which the ini format reads as a comment"
+    if problem:
+        raise ValueError(f"cannot export {what} = {value!r} to ini: it {problem}")
+    if not value:
+        return f"{key} ="
+    if value.startswith(";"):
+        return f"{key} ={value}"  # "key = ;x" would be a comment
+    return f"{key} = {value}"
+
+
+def _printable(text: str) -> str:
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+# -- export: JSON -----------------------------------------------------------------------
+def to_json(
+    app: App, concurrency: Mapping[str, int] | None = None, base_port: int | None = None
+) -> str:
+    """``{"name": app, "jobs": [job dicts]}``, as ``gaffer load`` reads it."""
+    data = {"name": app.name, "jobs": app.jobs(concurrency, base_port)}
+    return json.dumps(data, indent=2) + "\n"
+
+
+# -- export: systemd --------------------------------------------------------------------
+_UNIT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.-")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
+
+
+def to_systemd(
+    app: App,
+    concurrency: Mapping[str, int] | None = None,
+    base_port: int | None = None,
+    user: str | None = None,
+) -> dict[str, str]:
+    """Unit files by file name: ``<app>.target`` and ``<app>-<name>-<n>.service`` for
+    each process n (1-based) of each entry, with its own ``PORT``."""
+    if user is not None and not _USER.match(user):
+        raise ValueError(f"bad user name {user!r}")
+    if any(not char.isprintable() for char in app.root):
+        raise ValueError(f"cannot export a WorkingDirectory with control characters: {app.root!r}")
+    unit_app = _unit_escape(app.name)
+    target = f"{unit_app}.target"
+    files: dict[str, str] = {}
+    services: list[str] = []
+    header = f"# exported by gaffer from {_printable(app.source)}"
+    for job in app.jobs(concurrency, base_port):
+        for number in range(1, job["numprocesses"] + 1):
+            unit = f"{unit_app}-{_unit_escape(job['name'])}-{number}.service"
+            services.append(unit)
+            env = {key: value for key, value in job["env"].items() if key != "PORT"}
+            env["PORT"] = str(job["port"] + number - 1)
+            description = f"{app.name} {job['name']}.{number}"
+            lines = [
+                header,
+                "[Unit]",
+                f"Description={_specifiers(description)}",
+                f"PartOf={target}",
+                "",
+                "[Service]",
+            ]
+            if user is not None:
+                lines.append(f"User={user}")
+            lines.append(f"WorkingDirectory={_specifiers(job['cwd'])}")
+            for key, value in env.items():
+                lines.append("Environment=" + _systemd_quote(f"{key}={value}", '"'))
+            lines += [
+                f"ExecStart=/bin/sh -c {_systemd_command(job['cmd'])}",
+                "Restart=always",
+                "KillMode=mixed",
+                "",
+            ]
+            files[unit] = "\n".join(lines)
+    target_lines = [
+        header,
+        "[Unit]",
+        f"Description={_specifiers(app.name)} (Procfile app)",
+        *(f"Wants={unit}" for unit in services),
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ]
+    return {target: "\n".join(target_lines), **files}
+
+
+def _unit_escape(text: str) -> str:
+    """Characters a unit name cannot hold become ``\\xNN``, as systemd-escape does."""
+    return "".join(char if char in _UNIT_CHARS else f"\\x{ord(char):02x}" for char in text)
+
+
+def _specifiers(text: str) -> str:
+    return text.replace("%", "%%")
+
+
+def _systemd_quote(text: str, quote: str) -> str:
+    """One quoted word for a unit file: C escapes inside quotes (systemd.syntax(5)),
+    ``%`` doubled against specifier expansion."""
+    out = []
+    for char in text:
+        if char in ("\\", quote):
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02x}")
+        elif char == "%":
+            out.append("%%")
+        else:
+            out.append(char)
+    return quote + "".join(out) + quote
+
+
+def _systemd_command(command: str) -> str:
+    """The shell line as one single-quoted ExecStart word; ``$`` doubled, as systemd
+    would otherwise substitute ``$VAR`` itself (the shell must see it)."""
+    return _systemd_quote(command.replace("$", "$$"), "'")
