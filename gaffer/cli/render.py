@@ -69,7 +69,11 @@ class Output:
         while shown > 2 and sum(widths[:shown]) + 2 * (shown - 1) > limit:
             shown -= 1
         self.write(
-            self.bold("  ".join(h.ljust(w) for h, w in zip(headers[:shown], widths, strict=False)))
+            self.bold(
+                "  ".join(
+                    h.ljust(w) for h, w in zip(headers[:shown], widths, strict=False)
+                ).rstrip()
+            )
         )
         for row in cells:
             self.write(
