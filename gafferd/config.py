@@ -102,6 +102,7 @@ JOB_KEYS: dict[str, Callable[[str, str], Any]] = {
     "logfile_backups": _int,
     "logfile_buffer_bytes": to_size,
     "log_timestamps": _bool,
+    "port": _int,
     "start": _bool,  # not a ProcessConfig option: load the job started or not
 }
 JOB_DEFAULTS = {"os_env": True}  # gafferd's jobs start from its environment, as in 0.5
