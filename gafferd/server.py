@@ -77,7 +77,11 @@ class Gafferd:
     # -- start and stop --------------------------------------------------------------------
     def run(self) -> int:
         raise_fd_limit()
-        manager = self.manager = Manager(loop_kind=self.effective.loop)
+        manager = self.manager = Manager(
+            loop_kind=self.effective.loop,
+            guard=self.effective.guard,
+            subreaper=self.effective.subreaper,
+        )
         loop = manager.loop
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.stop, sig)

@@ -246,6 +246,20 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--loop",
         metavar="LOOP",
     ),
+    Setting(
+        "guard",
+        to_bool,
+        True,
+        "Start a guard process that stops the jobs' processes if gafferd is killed "
+        "(SIGKILL, out of memory); detached jobs excepted.",
+    ),
+    Setting(
+        "subreaper",
+        to_bool,
+        True,
+        "Become the child subreaper of the jobs: their orphaned descendants are reaped "
+        "by gafferd and stopped with it (Linux).",
+    ),
     Setting("webhook_timeout", to_seconds, 5.0, "Seconds a webhook POST may take.", reload=True),
     Setting(
         "webhook_retries",

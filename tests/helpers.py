@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
+import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 CHILD = Path(__file__).parent / "fixtures" / "child.py"
+ROOT = CHILD.parents[2]
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -125,3 +129,18 @@ def read_file(path: Path) -> str:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def run_script(body: str, timeout: float = 60) -> dict:
+    """Run ``body`` in a fresh Python (it may change process-wide limits); it prints JSON."""
+    script = textwrap.dedent(f"""
+        import asyncio, json, os, resource, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from gaffer import Manager, ProcessConfig
+        from tests.helpers import EventRecorder, child_cmd, wait_until
+    """) + textwrap.dedent(body)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])

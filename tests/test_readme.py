@@ -39,7 +39,7 @@ def test_readme_example_runs(index, tmp_path):
     else:
         lines = result.stdout.splitlines()
         # output comes in chunks as the child writes them (one or two here)
-        chunks = [ast.literal_eval(line[len("out "):]) for line in lines[:-1]]
+        chunks = [ast.literal_eval(line[len("out ") :]) for line in lines[:-1]]
         assert all(line.startswith("out b") for line in lines[:-1])
         assert b"".join(chunks) == b"42\n"
         assert lines[-1] == "process 1 exited"

@@ -80,6 +80,11 @@ class ChildWatcher:
         self._loop = loop
         self._use_pidfd = HAS_PIDFD if use_pidfd is None else use_pidfd
         self._handles: dict[int, ChildHandle] = {}
+        self._forgotten: set[int] = set()  # reaped by a background thread
+
+    def knows(self, pid: int) -> bool:
+        """Is ``pid`` a child this watcher (or one of its threads) will reap?"""
+        return pid in self._handles or pid in self._forgotten
 
     def __len__(self) -> int:
         return len(self._handles)
@@ -145,7 +150,19 @@ class ChildWatcher:
             self._loop.remove_reader(handle._pidfd)
             os.close(handle._pidfd)
             handle._pidfd = -1
-            _adopt_orphan(pid)
+            self._reap_in_thread(pid)
+
+    def _reap_in_thread(self, pid: int) -> None:
+        self._forgotten.add(pid)
+
+        def wait() -> None:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            self._forgotten.discard(pid)
+
+        threading.Thread(target=wait, name=f"gaffer-detached-{pid}", daemon=True).start()
 
     def close(self) -> None:
         for pid in list(self._handles):
@@ -157,13 +174,3 @@ def _reap(pid: int) -> int | None:
         return os.waitpid(pid, 0)[1]
     except ChildProcessError:
         return None
-
-
-def _adopt_orphan(pid: int) -> None:
-    def wait() -> None:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-
-    threading.Thread(target=wait, name=f"gaffer-detached-{pid}", daemon=True).start()

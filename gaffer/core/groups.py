@@ -15,32 +15,20 @@ import concurrent.futures
 import os
 from collections.abc import Callable
 
+from gaffer.core.procfs import all_pids, proc_stat
+
 POLL_INTERVAL = 0.05
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    # the command name may hold spaces and parentheses: fields start after the last ")"
-    return data[data.rfind(b")") + 2 :].decode().split()
 
 
 def live_groups(pgids: set[int]) -> set[int]:
     """Which of ``pgids`` still hold a live (non-zombie) process: one scan of /proc."""
     alive: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
-        if fields and fields[0] not in ("Z", "X"):
-            pgid = int(fields[2])
-            if pgid in pgids:
-                alive.add(pgid)
-                if len(alive) == len(pgids):
-                    break
+    for pid in all_pids():
+        stat = proc_stat(pid)
+        if stat and not stat.exited and stat.pgid in pgids:
+            alive.add(stat.pgid)
+            if len(alive) == len(pgids):
+                break
     return alive
 
 

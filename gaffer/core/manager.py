@@ -28,6 +28,7 @@ from gaffer.core.config import ProcessConfig
 from gaffer.core.events import EventEmitter
 from gaffer.core.flapping import Verdict
 from gaffer.core.groups import GroupWatch
+from gaffer.core.guard import Guard
 from gaffer.core.job import Job
 from gaffer.core.logfile import LogSink, SinkRegistry
 from gaffer.core.loop import new_event_loop
@@ -40,6 +41,7 @@ from gaffer.core.names import (
     split_job_id,
     validate_session,
 )
+from gaffer.core.orphans import OrphanReaper, become_subreaper
 from gaffer.core.process import Process
 from gaffer.core.stats import Sampler, descendants, descendants_map, summarize
 from gaffer.errors import (
@@ -104,7 +106,12 @@ class Manager:
     """Keeps jobs of processes alive. See the module docstring and docs/embedding.md."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop | None = None, loop_kind: str | None = None
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        loop_kind: str | None = None,
+        *,
+        guard: bool = False,
+        subreaper: bool = False,
     ) -> None:
         if loop is None:
             try:
@@ -130,6 +137,12 @@ class Manager:
         self._stop_callbacks: list[Callback] = []
         self._stopped: asyncio.Future[None] | None = None
         self._run_forever = False
+        # the last defences against leaks (gafferd turns them on; see guard.py, orphans.py)
+        self._use_guard = guard
+        self._use_subreaper = subreaper
+        self._guard: Guard | None = None
+        self._orphans: OrphanReaper | None = None
+        self._detached_sessions: set[int] = set()
 
     def _bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -156,6 +169,10 @@ class Manager:
         """Start the applications in order, then every job loaded with ``start=True``."""
         if self.started:
             raise RuntimeError("manager already started")
+        if self._use_guard:
+            self._guard = Guard(self.loop, self._watcher)
+        if self._use_subreaper:
+            self._start_subreaper()
         self._stopped = None
         self.started = True
         for app in [*(apps or ()), *(applications or ())]:
@@ -164,6 +181,26 @@ class Manager:
         for job in sorted(self._jobs.values(), key=lambda job: job.priority):
             if not job.stopped:
                 self._manage(job)
+
+    def _start_subreaper(self) -> None:
+        if not become_subreaper():
+            logger.warning(
+                "this system cannot make gaffer a child subreaper: orphaned descendants "
+                "of jobs go to init and are not stopped with gaffer"
+            )
+            return
+        self._orphans = OrphanReaper(
+            self.loop,
+            is_managed=self._is_own_child,
+            is_kept_session=self._detached_sessions.__contains__,
+            guard=self._guard,
+        )
+        self._orphans.start()
+
+    def _is_own_child(self, os_pid: int) -> bool:
+        """A child the watcher reaps (a managed process, the guard, a detached process
+        left running): not an orphan."""
+        return self._watcher.knows(os_pid)
 
     def run(self) -> None:
         """Run the loop until ``stop()`` (from any thread) has stopped everything."""
@@ -268,6 +305,14 @@ class Manager:
         pending = [proc.wait_gone() for proc in list(self._stopping_procs.values())]
         if pending:
             await asyncio.gather(*pending)
+        if self._orphans is not None:
+            # an orphan came from one of the jobs: it gets the longest grace among them
+            grace = max((job.config.graceful_timeout for job in self._jobs.values()), default=None)
+            await self._orphans.close(grace)
+            self._orphans = None
+        if self._guard is not None:
+            await self._guard.close()
+            self._guard = None
         self._groups.close()
         self._sinks.close()
         await self.flush_logs(LOG_FLUSH_TIMEOUT)
@@ -843,6 +888,7 @@ class Manager:
             once=once,
             graceful_timeout=graceful_timeout,
             on_exit=self._on_exit,
+            on_gone=self._on_gone,
             sampler=self._sampler,
             group_watch=self._groups,
             stats_monitor=self._monitor,
@@ -855,6 +901,10 @@ class Manager:
         )
         proc.slot = slot
         proc.spawn()
+        if proc.config.detach:
+            self._detached_sessions.add(proc.os_pid)  # its orphans are left running too
+        elif self._guard is not None:
+            self._guard.add(proc.os_pid)
         proc.held_sinks = [sink for sink in sinks if sink is not None]
         for sink in proc.held_sinks:
             self._sinks.retain(sink)
@@ -958,12 +1008,8 @@ class Manager:
         self._publish("exit", msg)
         self._publish(f"job.{proc.name}.exit", dict(msg))
         self._publish(f"proc.{proc.pid}.exit", dict(msg))
-        if proc.gone:
-            self._stopping_procs.pop(proc.pid, None)
-        elif proc.pid not in self._stopping_procs:
-            self._stopping_procs[proc.pid] = proc  # its group lingers: wait for it on stop
         if not proc.gone:
-            self.loop.create_task(self._forget_when_gone(proc))
+            self._stopping_procs[proc.pid] = proc  # its group lingers: wait for it on stop
         if (
             job is None
             or not was_running
@@ -977,9 +1023,11 @@ class Manager:
             return
         self._manage(job)
 
-    async def _forget_when_gone(self, proc: Process) -> None:
-        await proc.wait_gone()
+    def _on_gone(self, proc: Process) -> None:
+        """The process, its group and its escaped descendants are all gone."""
         self._stopping_procs.pop(proc.pid, None)
+        if self._guard is not None and not proc.config.detach and proc.os_pid is not None:
+            self._guard.remove(proc.os_pid)
 
 
 def _as_config(config: ProcessConfig | Mapping[str, Any]) -> ProcessConfig:

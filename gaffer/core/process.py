@@ -7,12 +7,15 @@ stopped the same way (unless the job is detached): a crashed process never leave
 behind for its replacement to fight with.
 
 The process knows nothing of jobs or of the manager: it reports its exit through the
-``on_exit`` callback, after the last of its output has been delivered.
+``on_exit`` callback, after the last of its output has been delivered, and the end of its
+group and of its escaped descendants through ``on_gone`` (which may come first, when
+nothing outlived the leader).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -27,7 +30,9 @@ from gaffer.core.groups import GroupWatch, group_exists
 from gaffer.core.logfile import Writer
 from gaffer.core.monitor import StatsMonitor
 from gaffer.core.names import parse_signal
+from gaffer.core.orphans import DETACHED_MARK
 from gaffer.core.pipes import PipeReader, PipeWriter, capture_pipe, release_capture_pipes
+from gaffer.core.procfs import descendants_of, pidfd_or_none, proc_stat
 from gaffer.core.spawn import Command, build_command, build_env, spawn
 from gaffer.core.stats import Sampler, descendants, descendants_map
 from gaffer.errors import SpawnError, StreamNotFound, StreamNotRedirected
@@ -108,6 +113,7 @@ class Process:
         once: bool = False,
         graceful_timeout: float | None = None,
         on_exit: ExitListener | None = None,
+        on_gone: Callable[[Process], None] | None = None,
         sampler: Sampler | None = None,
         stats_monitor: StatsMonitor | None = None,
         log_writers: tuple[Writer | None, Writer | None] = (None, None),
@@ -137,6 +143,8 @@ class Process:
         self.stopping = False
         self.streams: dict[str, Stream] = {}
         self._on_exit = on_exit
+        self._on_gone = on_gone
+        self._gone_reported = False
         self._handle: ChildHandle | None = None
         self._readers: list[PipeReader] = []
         self._stdin: PipeWriter | None = None
@@ -151,11 +159,15 @@ class Process:
         self._kill_timer: asyncio.TimerHandle | None = None
         self._gone: asyncio.Future[None] | None = None
         self._group_alive = False
+        # descendants that left the group, found at stop: pid -> pidfd (None: no pidfds)
+        self._escaped: dict[int, int | None] = {}
 
     # -- spawn ---------------------------------------------------------------------------
     def spawn(self) -> None:
         """Start the OS process. Raises SpawnError, leaving nothing open behind."""
         command = self._prepared or build_command(self.config, self.env)
+        if self.config.detach:  # its orphans carry the mark: they are left running too
+            command = dataclasses.replace(command, env={**command.env, DETACHED_MARK: self.name})
         opened: list[int] = []  # every descriptor made here, ours and the child's
         sockets: list[tuple[str, int, socket.socket, socket.socket]] = []
         try:
@@ -356,8 +368,51 @@ class Process:
         self.stopping = True
         if not self.active:
             return
+        self._find_escaped()
         self._signal_group(signal.SIGTERM)
+        self._signal_escaped(signal.SIGTERM)
         self._kill_timer = self.loop.call_later(self.graceful_timeout, self._kill_group)
+
+    def _find_escaped(self) -> None:
+        """Descendants that left the group (``setsid``, ``setpgid``) are out of reach of
+        the group's signals: find them now, while they still descend from the leader (its
+        subtree only, not all of /proc), to signal them one by one and wait for them."""
+        for pid in descendants_of(self.os_pid):
+            stat = proc_stat(pid)
+            if stat is None or stat.exited or stat.pgid == self.os_pid or pid in self._escaped:
+                continue
+            pidfd = pidfd_or_none(pid)
+            self._escaped[pid] = pidfd
+            if pidfd is not None:
+                self.loop.add_reader(pidfd, self._escaped_exited, pid)
+        if self._escaped:
+            logger.info(
+                "%s pid=%s os_pid=%s: %d descendants left its group; they are stopped too",
+                self.name,
+                self.pid,
+                self.os_pid,
+                len(self._escaped),
+            )
+
+    def _signal_escaped(self, sig: int) -> None:
+        for pid, pidfd in self._escaped.items():
+            try:
+                if pidfd is not None:
+                    signal.pidfd_send_signal(pidfd, sig)
+                else:
+                    os.kill(pid, sig)
+            except OSError:
+                pass
+
+    def _escaped_exited(self, pid: int) -> None:
+        self._drop_escaped(pid)
+        self._check_gone()
+
+    def _drop_escaped(self, pid: int) -> None:
+        pidfd = self._escaped.pop(pid, None)
+        if pidfd is not None:
+            self.loop.remove_reader(pidfd)
+            os.close(pidfd)
 
     def _signal_group(self, sig: int) -> bool:
         try:
@@ -371,7 +426,7 @@ class Process:
 
     def _kill_group(self) -> None:
         self._kill_timer = None
-        if self.active or self._group_alive:
+        if self.active or self._group_alive or self._escaped:
             logger.info(
                 "%s pid=%s os_pid=%s did not stop within %.1fs: SIGKILL",
                 self.name,
@@ -380,8 +435,12 @@ class Process:
                 self.graceful_timeout,
             )
         self._signal_group(signal.SIGKILL)
+        self._signal_escaped(signal.SIGKILL)
         if self.active and self._handle is not None:
             self._handle.send_signal(signal.SIGKILL)
+        for pid in [pid for pid, pidfd in self._escaped.items() if pidfd is None]:
+            self._drop_escaped(pid)  # no way to wait for them: SIGKILL is the last word
+        self._check_gone()
 
     # -- exit ----------------------------------------------------------------------------
     def _exited(self, exit_status: int, term_signal: int) -> None:
@@ -410,16 +469,32 @@ class Process:
 
     def _end_group_watch(self) -> None:
         self._group_alive = False
+        self._check_gone()
+
+    def _check_gone(self) -> None:
+        if self._gone_reported or not self.gone:
+            return
+        self._gone_reported = True
         if self._kill_timer is not None:
             self._kill_timer.cancel()
             self._kill_timer = None
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
+        if self._on_gone is not None:
+            try:
+                self._on_gone(self)
+            except Exception:
+                logger.exception("gone callback failed for %s", self)
 
     @property
     def gone(self) -> bool:
         """True once the process has exited and nothing is left in its group."""
-        return self._handle is not None and not self.active and not self._group_alive
+        return (
+            self._handle is not None
+            and not self.active
+            and not self._group_alive
+            and not self._escaped
+        )
 
     async def wait_gone(self) -> None:
         if self._handle is None or self.gone:
@@ -433,6 +508,8 @@ class Process:
         handed to a background thread) and close our ends of its pipes."""
         if self.os_pid is not None:
             self._watcher.forget(self.os_pid)
+        for pid in list(self._escaped):
+            self._drop_escaped(pid)
         self._close_io(drain=False)
 
     def _close_io(self, drain: bool) -> None:

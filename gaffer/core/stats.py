@@ -26,6 +26,8 @@ from typing import Any
 
 import psutil
 
+from gaffer.core.procfs import HAS_PROC, all_pids, stat_fields
+
 STAT_KEYS = (
     "cpu",
     "mem",
@@ -37,18 +39,7 @@ STAT_KEYS = (
     "cmdline",
     "create_time",
 )
-HAS_PROC = os.path.exists("/proc/self/stat")
 STATIC_REFRESH = 10.0  # seconds between re-reads of user name and command line
-
-
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """The fields of /proc/<pid>/stat after the command name (which may hold spaces)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    return data[data.rfind(b")") + 2 :].split()
 
 
 class Sampler:
@@ -98,7 +89,7 @@ class Sampler:
     def _read_proc(self, os_pid: int) -> dict[str, Any]:
         stat: dict[str, Any] = dict.fromkeys(STAT_KEYS)
         stat["os_pid"] = os_pid
-        fields = _stat_fields(os_pid)
+        fields = stat_fields(os_pid)
         if fields is None or len(fields) < 22:
             self._previous.pop(os_pid, None)
             return stat
@@ -192,14 +183,12 @@ def descendants_map() -> dict[int, list[int]]:
             if ppid:
                 children.setdefault(ppid, []).append(proc.pid)
         return children
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
+    for pid in all_pids():
+        fields = stat_fields(pid)
         if fields and len(fields) > 1:
             ppid = int(fields[1])
             if ppid:
-                children.setdefault(ppid, []).append(int(entry))
+                children.setdefault(ppid, []).append(pid)
     return children
 
 

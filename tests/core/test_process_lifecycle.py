@@ -385,15 +385,23 @@ async def test_port_gives_each_process_its_own_port_and_a_replacement_the_same()
             output[msg["pid"]] = output.get(msg["pid"], b"") + msg["data"]
 
         manager.monitor_io(listener, "web")
-        manager.load(ProcessConfig("web", child_cmd("env", "PORT"), args=["--on", "$PORT"],
-                                   port=7000, numprocesses=3, redirect_output=["out"]))
-        await wait_until(lambda: len(output) == 3 and all(v.count(b"\n") == 3
-                                                           for v in output.values()))
+        manager.load(
+            ProcessConfig(
+                "web",
+                child_cmd("env", "PORT"),
+                args=["--on", "$PORT"],
+                port=7000,
+                numprocesses=3,
+                redirect_output=["out"],
+            )
+        )
+        await wait_until(
+            lambda: len(output) == 3 and all(v.count(b"\n") == 3 for v in output.values())
+        )
         # the env mode prints one line per argument: PORT's comes first
         ports = {pid: data.decode().splitlines()[0] for pid, data in output.items()}
         assert sorted(ports.values()) == ["PORT=7000", "PORT=7001", "PORT=7002"]
-        assert [manager.get_process(pid).args[-1] for pid in (1, 2, 3)] == \
-            ["7000", "7001", "7002"]
+        assert [manager.get_process(pid).args[-1] for pid in (1, 2, 3)] == ["7000", "7001", "7002"]
         manager.kill(2, signal.SIGKILL)
         await events.wait("spawn", pid=4)
         await wait_until(lambda: output.get(4, b"").count(b"\n") == 3, what="the replacement")

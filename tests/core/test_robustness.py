@@ -4,11 +4,7 @@ processes, calls from other threads and loops, spawn failures beside healthy pro
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
@@ -16,24 +12,14 @@ import pytest
 
 from gaffer import FlappingInfo, Manager, ProcessConfig
 from gaffer.errors import ManagerStopped
-from tests.helpers import CHILD, EventRecorder, child_cmd, pid_exists, wait_until, wait_until_sync
-
-ROOT = CHILD.parents[2]
-
-
-def run_script(body: str) -> dict:
-    """Run ``body`` in a fresh Python (it may change process-wide limits); it prints JSON."""
-    script = textwrap.dedent(f"""
-        import asyncio, json, os, resource, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        from gaffer import Manager, ProcessConfig
-        from tests.helpers import EventRecorder, child_cmd, wait_until
-    """) + textwrap.dedent(body)
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+from tests.helpers import (
+    EventRecorder,
+    child_cmd,
+    pid_exists,
+    run_script,
+    wait_until,
+    wait_until_sync,
+)
 
 
 def test_running_out_of_descriptors_is_a_spawn_error_and_the_job_recovers():

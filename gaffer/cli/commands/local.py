@@ -48,7 +48,7 @@ async def dev_start(context: Context) -> int:
         base_port=context.args.port,
         only=context.args.jobs or None,
     )
-    manager = Manager()
+    manager = Manager(guard=True, subreaper=True)  # nothing outlives a killed `gaffer`
     console = ConsoleOutput(colors=False if context.args.no_color else None)
     manager.start(apps=[console])
     try:
@@ -79,7 +79,7 @@ async def dev_run(context: Context) -> int:
         cwd = context.app().root
     command_line = shlex.join(context.args.cmd)
     name = os.path.basename(context.args.cmd[0]) or "run"
-    manager = Manager()
+    manager = Manager(guard=True, subreaper=True)
     manager.start(apps=[ConsoleOutput(colors=False if context.args.no_color else None)])
     statuses: list[int] = []
     done = asyncio.get_running_loop().create_future()
