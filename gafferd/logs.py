@@ -1,5 +1,10 @@
 """gafferd's own log: to stderr, a file or syslog, written by a thread so that a slow
-terminal or disk never blocks the loop; reopened on SIGUSR1 for logrotate."""
+terminal or disk never blocks the loop; reopened on SIGUSR1 for logrotate.
+
+A log that cannot be written (disk full, file size limit, syslog gone) never stops
+gafferd: the lines are counted and dropped, one notice a minute goes to stderr instead
+of a traceback per line, and once the log can be written again it says how many lines
+were lost."""
 
 from __future__ import annotations
 
@@ -8,8 +13,78 @@ import logging.handlers
 import os
 import queue
 import sys
+import time
 
 FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+NOTICE_INTERVAL = 60.0  # seconds between two notices on stderr that lines are dropped
+
+
+class DropCounting(logging.Handler):
+    """A handler that counts the lines it fails to write instead of printing tracebacks.
+    Mixed in before a concrete handler; used by the listener thread only."""
+
+    dropped = 0
+    _failed = False
+    _counting = True
+    _last_notice = float("-inf")
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if self.dropped:
+            lost = self.dropped
+            if not self._try_emit(self._lost_record(lost)):
+                self.dropped += 1  # still failing: this line is lost as well
+                return False
+            self.dropped -= lost
+        return bool(super().handle(record))
+
+    def _try_emit(self, record: logging.LogRecord) -> bool:
+        self._failed, self._counting = False, False
+        try:
+            super().handle(record)
+        finally:
+            self._counting = True
+        return not self._failed
+
+    @staticmethod
+    def _lost_record(lost: int) -> logging.LogRecord:
+        return logging.LogRecord(
+            "gafferd",
+            logging.WARNING,
+            __file__,
+            0,
+            "%d log lines were lost: the log could not be written",
+            (lost,),
+            None,
+        )
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._failed = True
+        if self._counting:
+            self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_notice < NOTICE_INTERVAL:
+            return
+        self._last_notice = now
+        try:
+            sys.stderr.write(
+                f"gafferd: cannot write its log ({sys.exc_info()[1]}); dropping log lines, "
+                "next notice in a minute\n"
+            )
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # stderr is as unwritable as the log: nothing more to try
+
+
+class _StreamHandler(DropCounting, logging.StreamHandler):
+    pass
+
+
+class _FileHandler(DropCounting, logging.FileHandler):
+    pass
+
+
+class _SysLogHandler(DropCounting, logging.handlers.SysLogHandler):
+    pass
 
 
 class DaemonLog:
@@ -35,25 +110,31 @@ class DaemonLog:
         if isinstance(self._handler, logging.FileHandler):
             self._handler.acquire()
             try:
-                self._handler.close()
+                try:
+                    self._handler.close()
+                except OSError:
+                    pass  # unflushed lines of a full disk: counted as dropped already
                 self._handler.stream = self._handler._open()
             finally:
                 self._handler.release()
 
     def close(self) -> None:
         self._listener.stop()
-        self._handler.close()
+        try:
+            self._handler.close()
+        except OSError:
+            pass  # the last lines could not be flushed: they were counted already
 
 
 def _handler(target: str) -> logging.Handler:
     if target in ("-", ""):
-        return logging.StreamHandler(sys.stderr)
+        return _StreamHandler(sys.stderr)
     if target == "syslog":
         address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
-        handler = logging.handlers.SysLogHandler(address=address)
+        handler = _SysLogHandler(address=address)
         handler.ident = "gafferd: "
         return handler
     directory = os.path.dirname(target)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    return logging.FileHandler(target, encoding="utf-8")
+    return _FileHandler(target, encoding="utf-8")

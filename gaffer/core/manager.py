@@ -793,10 +793,10 @@ class Manager:
     def _on_log_drop(self, sink: LogSink, dropped_bytes: int, dropped_chunks: int) -> None:
         target = sink.target.path or sink.target.key
         logger.warning(
-            "log %s of %s could not keep up: %d bytes of output dropped",
-            target,
-            ", ".join(sorted(sink.jobs)),
+            "%d bytes of output of %s dropped: log %s could not take them",
             dropped_bytes,
+            ", ".join(sorted(sink.jobs)),
+            target,
         )
         for name in sorted(sink.jobs):
             msg = {

@@ -44,6 +44,7 @@ class Gafferd:
         ini: str = "",
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.dir = directory
         self.socket = str(directory / "gafferd.sock")
@@ -53,6 +54,7 @@ class Gafferd:
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.env.pop("GAFFERD_CONFIG", None)
         self.args = args
+        self.prefix = prefix  # a wrapper command that execs gafferd (limits, ...)
         self.proc: subprocess.Popen[bytes] | None = None
         self._stdout = directory / "gafferd.stdout"
 
@@ -67,6 +69,7 @@ class Gafferd:
 
     def command(self, *extra: str) -> list[str]:
         return [
+            *self.prefix,
             sys.executable,
             "-m",
             "gafferd",
