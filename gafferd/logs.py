@@ -137,4 +137,5 @@ def _handler(target: str) -> logging.Handler:
     directory = os.path.dirname(target)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    return _FileHandler(target, encoding="utf-8")
+    # backslashreplace: a lone surrogate in a message must not cost the whole line
+    return _FileHandler(target, encoding="utf-8", errors="backslashreplace")

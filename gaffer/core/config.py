@@ -208,15 +208,18 @@ def _check_name(name: object) -> str:
         raise InvalidOption(
             "name", f"option 'name': {name!r} may not contain spaces or '/', nor start with '.'"
         )
+    if not name.isprintable():  # control characters, lone surrogates: no URL, no log line
+        raise InvalidOption("name", f"option 'name': {name!r} holds unprintable characters")
     return name
 
 
 def _check_cmd(cmd: object) -> str:
-    if not isinstance(cmd, str) or not cmd.strip() or "\0" in cmd:
-        raise InvalidOption(
-            "cmd", f"option 'cmd': expected a non-empty string without NUL, got {cmd!r}"
-        )
-    return cmd
+    if not isinstance(cmd, str) or not cmd.strip():
+        raise InvalidOption("cmd", f"option 'cmd': expected a non-empty string, got {cmd!r}")
+    try:
+        return os_string(cmd)
+    except ValueError as exc:
+        raise InvalidOption("cmd", f"option 'cmd': {exc}") from None
 
 
 def _bool(value: Any) -> bool:
@@ -225,10 +228,16 @@ def _bool(value: Any) -> bool:
     raise TypeError(f"expected true or false, got {value!r}")
 
 
-def _no_nul(text: str) -> str:
-    """The OS takes C strings: a NUL byte could never reach the process."""
+def os_string(text: str) -> str:
+    """What the OS can take: C strings (a NUL byte could never reach the process) that
+    encode to bytes (a lone surrogate such as "\\ud800" does not; "\\udc80", Python's
+    stand-in for an undecodable byte of a file name, does)."""
     if "\0" in text:
         raise ValueError(f"{text!r} holds a NUL byte")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        raise ValueError(f"{text!r} holds a lone surrogate, which no OS string can") from None
     return text
 
 
@@ -237,7 +246,7 @@ def _args(value: Any) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         try:
-            return tuple(_no_nul(word) for word in shlex.split(value))
+            return tuple(os_string(word) for word in shlex.split(value))
         except ValueError as exc:
             raise ValueError(f"cannot split {value!r}: {exc}") from None
     if isinstance(value, list | tuple):
@@ -245,7 +254,7 @@ def _args(value: Any) -> tuple[str, ...]:
         for item in value:
             if isinstance(item, bool) or not isinstance(item, str | int | float):
                 raise TypeError(f"expected strings, got {item!r}")
-            out.append(_no_nul(str(item)))
+            out.append(os_string(str(item)))
         return tuple(out)
     raise TypeError(f"expected a list or a string, got {value!r}")
 
@@ -257,11 +266,12 @@ def _env(value: Any) -> Mapping[str, str]:
         raise TypeError(f"expected a dict of strings, got {value!r}")
     out = {}
     for key, item in value.items():
-        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+        if not isinstance(key, str) or not key or "=" in key:
             raise ValueError(f"bad variable name {key!r}")
+        os_string(key)
         if isinstance(item, bool) or not isinstance(item, str | int | float):
             raise TypeError(f"variable {key!r}: expected a string, got {item!r}")
-        out[key] = _no_nul(str(item))
+        out[key] = os_string(str(item))
     return _FrozenDict(out)
 
 
@@ -275,7 +285,7 @@ def _user_or_group(value: Any) -> int | str | None:
             raise ValueError(f"expected a number >= 0, got {value}")
         return value
     if isinstance(value, str) and value.strip():
-        text = _no_nul(value.strip())
+        text = os_string(value.strip())
         return int(text) if text.isdigit() else text
     raise TypeError(f"expected a name or a number, got {value!r}")
 
@@ -286,7 +296,7 @@ def _cwd(value: Any) -> str | None:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if isinstance(value, str) and value:
-        return _no_nul(value)
+        return os_string(value)
     raise TypeError(f"expected a path, got {value!r}")
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from gaffer.core.childwatch import ChildWatcher
-from gaffer.core.config import ProcessConfig
+from gaffer.core.config import ProcessConfig, os_string
 from gaffer.core.events import EventEmitter
 from gaffer.core.flapping import Verdict
 from gaffer.core.groups import GroupWatch
@@ -1048,6 +1048,11 @@ def _check_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
     for key, value in env.items():
         if not isinstance(key, str) or not key or "=" in key or not isinstance(value, str):
             raise InvalidArgument(f"env: bad variable {key!r}={value!r}")
+        try:
+            os_string(key)
+            os_string(value)
+        except ValueError as exc:
+            raise InvalidArgument(f"env: {exc}") from None
     return dict(env)
 
 

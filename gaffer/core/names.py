@@ -57,6 +57,8 @@ def parse_signal(sig: int | str) -> int:
     if isinstance(sig, str):
         text = sig.strip().upper()
         if _is_number(text):
+            if len(text) > MAX_DIGITS:
+                raise InvalidArgument(f"bad signal number {sig[:30]!r}...", reason="bad_signal")
             return parse_signal(int(text))
         if not text.startswith("SIG"):
             text = "SIG" + text
@@ -91,6 +93,8 @@ def apply_scale(current: int, n: int | str) -> int:
             raise InvalidArgument(
                 f"bad scale {n!r}: expected N, +N, -N or =N", reason="bad_operation"
             )
+        if len(digits.strip()) > MAX_DIGITS:
+            raise InvalidArgument(f"bad scale {n[:30]!r}...: too large", reason="bad_operation")
         value = int(digits)
         target = {"+": current + value, "-": current - value, "=": value}[op]
     else:
@@ -98,6 +102,9 @@ def apply_scale(current: int, n: int | str) -> int:
             f"bad scale {n!r}: expected an int or a string", reason="bad_operation"
         )
     return max(target, 0)
+
+
+MAX_DIGITS = 18  # more is no process count, signal or pid (and int() refuses > 4,300)
 
 
 def _is_number(text: str) -> bool:

@@ -782,6 +782,29 @@ def test_a_websocket_route_without_an_upgrade_is_a_json_error(daemon, pids, path
     assert snapshot(daemon) == before
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/jobs",
+        "/jobs/default",
+        "/jobs/default/sleeper",
+        "/jobs/default/sleeper/signal",
+        "/{sleeper}",
+        "/{sleeper}/stats",
+        "/streams/{echo}/stdin",
+        "/users/admin",
+    ],
+)
+def test_a_cors_pre_flight_is_a_204_on_every_route(daemon, pids, path):
+    """OPTIONS (base.py: "CORS pre-flight: 204") on a route with path parameters too."""
+    before = snapshot(daemon)
+    offsets = log_offsets(daemon)
+    status, answer = daemon.request("OPTIONS", path.format(**pids))
+    assert_no_traceback(daemon, offsets, f"OPTIONS {path}: {status} {answer!r}")
+    assert status == 204, (status, answer)
+    assert snapshot(daemon) == before
+
+
 def test_a_405_says_why_in_its_reason(daemon):
     """Every error has a reason for a person; the 405 of a route says so too."""
     check(daemon, "DELETE", "/jobs", status=405, code="method_not_allowed")

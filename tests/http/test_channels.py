@@ -759,10 +759,12 @@ async def test_openapi_lists_the_websocket_routes():
             assert "WebSocket" in operation["description"], template
             assert "101" in operation["responses"]
         assert paths["/{pid}/channel"]["get"]["parameters"][1]["name"] == "mode"
-        # and a plain GET (no upgrade) is refused
+        # and a plain GET (no upgrade) is refused, with the API's JSON error
         with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
             await http.fetch(f"http://{server.address}/channel")
-        assert refused.value.code == 400
+        assert refused.value.code == 426
+        assert refused.value.response.headers["Upgrade"] == "websocket"
+        assert json.loads(refused.value.response.body)["error"] == "upgrade_required"
 
 
 # -- /channel topics -------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 import tornado.web
 
 from gaffer.core.config import InvalidOption
+from gaffer.core.names import MAX_DIGITS
 from gaffer.errors import ProcessError
 from gaffer.http.auth import LOCAL, Permissions, redact_env
 from gaffer.http.schema import SCHEMAS, SchemaError, validate
@@ -179,6 +180,7 @@ class BaseHandler(tornado.web.RequestHandler):
                 data = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from None
+            _check_unicode(data)
         try:
             validate(data, SCHEMAS[schema])
         except SchemaError as exc:
@@ -213,7 +215,9 @@ class BaseHandler(tornado.web.RequestHandler):
             headers = getattr(exc_info[1], "headers", None)
         else:
             status, code, reason = status_code, _CODES.get(status_code, "error"), self._reason
-        self.send_error_json(status, code, reason, headers)
+        if status == 405:
+            reason = f"{self.request.method} is not allowed on {self.request.path}"
+        self.send_error_json(status, code, reason or self._reason, headers)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, tornado.web.HTTPError | ProcessError | InvalidOption):
@@ -232,7 +236,7 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_header("Access-Control-Allow-Headers", "Content-Type, X-Api-Key")
             self.set_header("Access-Control-Max-Age", "86400")
 
-    def options(self, *args: Any) -> None:
+    def options(self, *args: Any, **kwargs: Any) -> None:
         """CORS pre-flight: 204 (the headers say what is allowed, if anything)."""
         self.set_status(204)
         self.finish()
@@ -269,8 +273,29 @@ def access_log(handler: tornado.web.RequestHandler) -> None:
         )
 
 
-def as_int(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ApiError(400, "bad_request", f"{what} must be a number, got {text!r}") from None
+def as_pid(text: str) -> int:
+    """A pid from a path: any run of digits (a long one names no process: 404)."""
+    if not (text.isascii() and text.isdigit()):
+        raise ApiError(400, "bad_request", f"the pid must be a number, got {text!r}")
+    if len(text) > MAX_DIGITS:
+        raise ApiError(404, "not_found", f"no process with pid {text[:20]}...")
+    return int(text)
+
+
+def _check_unicode(data: Any, where: str = "the body") -> None:
+    """JSON may escape lone surrogates ("\\ud800"), which are no text: no file name,
+    environment, URL or log line can hold them. Refused wherever they are."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(
+                400, "bad_request", f"{where} holds a lone surrogate, which is not text"
+            ) from None
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            _check_unicode(key, where)
+            _check_unicode(value, f"{where}[{key!r}]")
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            _check_unicode(value, f"{where}[{index}]")

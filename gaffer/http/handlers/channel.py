@@ -100,6 +100,13 @@ class WebSocketBase(tornado.websocket.WebSocketHandler):
     async def prepare(self) -> None:
         """A key in the X-Api-Key header is checked now (a wrong one: 403, no upgrade).
         Without one, the client may still send ``AUTH:<key>`` first."""
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            raise ApiError(
+                426,
+                "upgrade_required",
+                f"{self.request.path} is a WebSocket: connect with 'Upgrade: websocket'",
+                headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+            )
         auth = self.settings.get("auth")
         if auth is None:
             self.identified = True
@@ -134,6 +141,8 @@ class WebSocketBase(tornado.websocket.WebSocketHandler):
         exc_info = kwargs.get("exc_info")
         if exc_info is not None:
             status, code, reason = error_status(exc_info[1])
+            for name, value in (getattr(exc_info[1], "headers", None) or {}).items():
+                self.set_header(name, value)
         else:
             status, code, reason = status_code, "error", self._reason
         self.set_status(status)
@@ -189,7 +198,7 @@ class ChannelHandler(WebSocketBase):
             "STREAM:<pid>[.<label>] topics, CMD of the RPC commands)",
             permission="read on what a topic shows; per command (controller.py); a key in "
             "X-Api-Key or an AUTH:<key> first message when keys are required",
-            statuses=(101, 400, 403),
+            statuses=(101, 400, 403, 426),
         )
     }
 

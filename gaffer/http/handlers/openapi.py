@@ -20,6 +20,7 @@ _STATUS_TEXT = {
     404: "Unknown",
     409: "Conflict",
     413: "Body too large",
+    426: "Not a WebSocket upgrade",
     500: "Internal error",
 }
 _WEBSOCKETS = {"/channel", "/{pid}/channel", "/{pid}/channel/{stream}"}

@@ -39,7 +39,7 @@ from gaffer.http.frames import (
     encode_frame,
     new_id,
 )
-from gaffer.http.handlers.base import ApiError, Op
+from gaffer.http.handlers.base import ApiError, Op, as_pid
 from gaffer.http.handlers.channel import POLICY_VIOLATION, WebSocketBase
 
 logger = logging.getLogger("gaffer.http")
@@ -61,7 +61,7 @@ class PidChannelHandler(WebSocketBase):
             "'V1 <message|response|error> <id>\\0<body>'; it closes when the process exits",
             permission="read on its job to read, write to write; a key in X-Api-Key or an "
             "AUTH:<key> first frame when keys are required",
-            statuses=(101, 400, 403),
+            statuses=(101, 400, 403, 426),
             params={"mode": "1 readable, 2 writable, 3 both (default)"},
         )
     }
@@ -77,8 +77,13 @@ class PidChannelHandler(WebSocketBase):
         self.first = True
 
     # -- life ------------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        await super().prepare()
+        pid = self.path_kwargs.get("pid") or (self.path_args[0] if self.path_args else "")
+        as_pid(pid)  # a pid no int can hold: 404 before the upgrade
+
     async def open(self, pid: str, stream: str | None = None) -> None:
-        self.pid, self.stream_name = int(pid), stream
+        self.pid, self.stream_name = int(pid), stream  # checked by prepare
         self.start_writer(Outbox(self._send, self._gap))
         if self.identified:
             self.setup()

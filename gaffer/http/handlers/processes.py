@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from gaffer.http.handlers.base import BaseHandler, Op, as_int
+from gaffer.http.handlers.base import BaseHandler, Op, as_pid
 
 
 def process_of(handler: BaseHandler, pid: str, right: str) -> Any:
     """The process once the key may ``right`` its job (404 for an unknown pid)."""
-    proc = handler.manager.get_process(as_int(pid, "the pid"))
+    proc = handler.manager.get_process(as_pid(pid))
     handler.require(right, proc.name)
     return proc
 

@@ -23,7 +23,7 @@ from typing import Any
 import tornado.iostream
 
 from gaffer.core.events import EventStream
-from gaffer.http.handlers.base import ApiError, BaseHandler, Op, as_int
+from gaffer.http.handlers.base import ApiError, BaseHandler, Op, as_pid
 from gaffer.http.handlers.jobs import job_id
 from gaffer.http.handlers.processes import process_of
 
@@ -356,5 +356,5 @@ class StdinHandler(BaseHandler):
 
     def post(self, pid: str) -> None:
         proc = process_of(self, pid, "write")
-        self.manager.send(as_int(pid, "the pid"), self.body)
+        self.manager.send(as_pid(pid), self.body)
         self.write_json({"ok": True, "pid": proc.pid, "bytes": len(self.body)})
