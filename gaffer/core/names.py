@@ -50,10 +50,9 @@ def parse_signal(sig: int | str) -> int:
     if isinstance(sig, bool):
         raise InvalidArgument(f"bad signal {sig!r}", reason="bad_signal")
     if isinstance(sig, int):
-        try:
-            return int(signal.Signals(sig))
-        except ValueError:
-            raise InvalidArgument(f"bad signal number {sig}", reason="bad_signal") from None
+        if 1 <= sig < signal.NSIG:  # real-time signals have numbers but no Signals member
+            return sig
+        raise InvalidArgument(f"bad signal number {sig}", reason="bad_signal")
     if isinstance(sig, str):
         text = sig.strip().upper()
         if _is_number(text):
@@ -62,11 +61,26 @@ def parse_signal(sig: int | str) -> int:
             return parse_signal(int(text))
         if not text.startswith("SIG"):
             text = "SIG" + text
+        realtime = _realtime(text)
+        if realtime is not None:
+            return realtime
         try:
             return int(signal.Signals[text])
         except KeyError:
             raise InvalidArgument(f"unknown signal {sig!r}", reason="bad_signal") from None
     raise InvalidArgument(f"bad signal {sig!r}: an int or a name", reason="bad_signal")
+
+
+def _realtime(text: str) -> int | None:
+    """``SIGRTMIN+3``, ``SIGRTMAX-1``: real-time signals, by offset (Linux)."""
+    for base_name, sign in (("SIGRTMIN", "+"), ("SIGRTMAX", "-")):
+        if hasattr(signal, base_name) and text.startswith(base_name + sign):
+            offset = text[len(base_name) + 1 :]
+            if _is_number(offset) and len(offset) <= 2:
+                number = getattr(signal, base_name) + int(offset) * (1 if sign == "+" else -1)
+                if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+                    return number
+    return None
 
 
 def signal_name(signum: int) -> str:

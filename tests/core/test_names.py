@@ -99,6 +99,28 @@ def test_parse_signal_rejects_bad_signals(sig):
     assert info.value.errno == 400
 
 
+@pytest.mark.parametrize(
+    ("sig", "expected"),
+    [
+        (signal.SIGRTMIN, signal.SIGRTMIN),
+        (str(signal.SIGRTMIN + 2), signal.SIGRTMIN + 2),
+        ("RTMIN", signal.SIGRTMIN),
+        ("rtmin+3", signal.SIGRTMIN + 3),
+        ("SIGRTMAX-1", signal.SIGRTMAX - 1),
+        (signal.SIGRTMAX, signal.SIGRTMAX),
+    ],
+)
+def test_parse_signal_takes_real_time_signals_by_number_and_offset(sig, expected):
+    assert parse_signal(sig) == expected
+
+
+@pytest.mark.parametrize("sig", ["RTMIN+99", "RTMAX+1", "RTMIN-1", "RTMIN+", signal.NSIG])
+def test_parse_signal_refuses_real_time_signals_out_of_range(sig):
+    with pytest.raises(InvalidArgument) as info:
+        parse_signal(sig)
+    assert info.value.reason == "bad_signal"
+
+
 def test_parse_signal_rejects_non_ascii_digits_as_invalid_argument():
     # "²".isdigit() is true but int("²") fails: it must still be a bad_signal error.
     with pytest.raises(InvalidArgument) as info:
