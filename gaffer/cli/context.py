@@ -77,6 +77,15 @@ class Context:
             return self.app().name
         return APP_DEFAULT
 
+    def concurrency(self) -> dict[str, int]:
+        """The ``-c web=2`` options; a malformed one is a usage error (exit 2)."""
+        from gaffer.cli.procfile import parse_concurrency
+
+        try:
+            return parse_concurrency(self.args.concurrency)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
     def job_id(self, name: str) -> str:
         """``web`` is a job of the app; ``session.name`` is taken as it is."""
         return name if "." in name else f"{self.app_name()}.{name}"

@@ -59,12 +59,13 @@ class Output:
         self, headers: Sequence[str], rows: Sequence[Sequence[Any]], width: int | None = None
     ) -> None:
         """A table fitting the terminal: columns are dropped from the right when it is
-        too narrow (the first two always stay)."""
+        too narrow (the first two always stay). Piped into another program (no terminal,
+        no COLUMNS), every column is kept."""
         cells = [[str(cell) for cell in row] for row in rows]
         widths = [
             max([len(headers[i])] + [len(row[i]) for row in cells]) for i in range(len(headers))
         ]
-        limit = width or terminal_width()
+        limit = width or terminal_width(self.stream)
         shown = len(headers)
         while shown > 2 and sum(widths[:shown]) + 2 * (shown - 1) > limit:
             shown -= 1
@@ -88,7 +89,14 @@ class Output:
             self.write(f"{key.ljust(width)}  {value}")
 
 
-def terminal_width() -> int:
+def terminal_width(stream: IO[str] | None = None) -> float:
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    try:
+        if stream is not None and not stream.isatty():
+            return float("inf")  # a pipe or a file: a script wants every column
+    except (AttributeError, ValueError):
+        pass
     return shutil.get_terminal_size((100, 24)).columns
 
 

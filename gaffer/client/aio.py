@@ -11,6 +11,8 @@ users), mirroring the original gaffer client (reference section 5.6).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -157,11 +159,15 @@ class AsyncServer:
             if pattern in (".", "")
             else "/" + "/".join(_q(part) for part in pattern.split(".")[:3])
         )
-        async for line in self._lines(path + "?feed=continuous&heartbeat=30"):
-            yield json.loads(line)
+        # aclosing: a consumer that stops early closes the feed now, not at some garbage
+        # collection on a loop that may never run again (the blocking client's)
+        async with contextlib.aclosing(
+            self._lines(path + "?feed=continuous&heartbeat=30")
+        ) as lines:
+            async for line in lines:
+                yield json.loads(line)
 
     async def _lines(self, path: str) -> AsyncIterator[bytes]:
-        import asyncio
 
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         buffer = b""
@@ -189,7 +195,7 @@ class AsyncServer:
                 yield line
             await task  # raises what the request raised
         finally:
-            task.cancel()
+            await _cancelled(task)
 
     async def socket(self) -> Any:
         """The /channel WebSocket: subscriptions and commands (gaffer.client.channel)."""
@@ -283,10 +289,10 @@ class AsyncJob:
 
     async def stats_feed(self) -> AsyncIterator[dict[str, Any]]:
         """Stats of the job's processes, every 0.1 s."""
-        async for line in self.server._lines(
-            f"/stats/{_q(self.sessionid)}/{_q(self.name)}?feed=continuous"
-        ):
-            yield json.loads(line)
+        path = f"/stats/{_q(self.sessionid)}/{_q(self.name)}?feed=continuous"
+        async with contextlib.aclosing(self.server._lines(path)) as lines:
+            async for line in lines:
+                yield json.loads(line)
 
 
 class AsyncProcess:
@@ -318,7 +324,6 @@ class AsyncProcess:
 
     async def output(self, label: str = ".") -> AsyncIterator[bytes]:
         """The process's output of ``label`` as it comes, until it exits."""
-        import asyncio
 
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
@@ -336,7 +341,7 @@ class AsyncProcess:
                 yield chunk
             await task
         finally:
-            task.cancel()
+            await _cancelled(task)
 
     async def channel(self, mode: int = 3, stream: str | None = None) -> Any:
         """The process's IO channel (gaffer.client.channel.IOChannel)."""
@@ -417,3 +422,11 @@ class AsyncUsers:
 
     async def delete_user(self, username: str) -> None:
         await self.server.request("DELETE", f"/users/{_q(username)}")
+
+
+async def _cancelled(task: asyncio.Future[Any]) -> None:
+    """Stop a request task and wait until it has closed its connection: a consumer that
+    leaves a feed early must not leave a socket behind."""
+    if not task.done():
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from gaffer.client import aio
 class _Runner:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self._iterators: weakref.WeakSet[Iterator[Any]] = weakref.WeakSet()
 
     def run(self, awaitable: Any) -> Any:
         try:
@@ -40,6 +42,11 @@ class _Runner:
         )
 
     def iterate(self, agen: Any) -> Iterator[Any]:
+        iterator = self._iterate(agen)
+        self._iterators.add(iterator)  # closed by close() if still open then
+        return iterator
+
+    def _iterate(self, agen: Any) -> Iterator[Any]:
         try:
             while True:
                 try:
@@ -47,9 +54,12 @@ class _Runner:
                 except StopAsyncIteration:
                     return
         finally:
-            self.run(agen.aclose())
+            if not self.loop.is_closed():
+                self.run(agen.aclose())
 
     def close(self) -> None:
+        for iterator in list(self._iterators):
+            iterator.close()
         if not self.loop.is_closed():
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()

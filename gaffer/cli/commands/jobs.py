@@ -8,7 +8,6 @@ from typing import Any
 
 from gaffer.cli.commands import YES, arg, command
 from gaffer.cli.context import Context, UsageError
-from gaffer.cli.procfile import parse_concurrency
 from gaffer.errors import Conflict, NotFound
 
 CONCURRENCY = arg(
@@ -21,8 +20,10 @@ CONCURRENCY = arg(
 )
 
 
-def read_json_jobs(path: str) -> list[dict[str, Any]]:
-    """Jobs of a JSON file ('-' for stdin): one job object, a list, or {"jobs": [...]}."""
+def read_json_jobs(path: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """Jobs of a JSON file ('-' for stdin): one job object, a list, or {"jobs": [...]}
+    (with ``"name"``, the app they belong to, as ``gaffer export --format json`` writes
+    it). Returns (that app or None, the jobs)."""
     try:
         text = sys.stdin.read() if path == "-" else open(path).read()  # noqa: SIM115
     except OSError as exc:
@@ -31,6 +32,11 @@ def read_json_jobs(path: str) -> list[dict[str, Any]]:
         data = json.loads(text)
     except ValueError as exc:
         raise ValueError(f"{path}: not JSON: {exc}") from None
+    session = None
+    if isinstance(data, dict) and "jobs" in data:
+        session = data.get("name")
+        if session is not None and (not isinstance(session, str) or not session.strip()):
+            raise ValueError(f"{path}: the app's name must be a non-empty string")
     jobs = data.get("jobs", data) if isinstance(data, dict) else data
     if isinstance(jobs, dict):
         jobs = [jobs]
@@ -39,7 +45,7 @@ def read_json_jobs(path: str) -> list[dict[str, Any]]:
     for index, job in enumerate(jobs):
         if "name" not in job or "cmd" not in job:
             raise ValueError(f"{path}: job {index} needs a name and a cmd")
-    return jobs
+    return session, jobs
 
 
 @command(
@@ -55,17 +61,18 @@ async def load(context: Context) -> int:
     output captured."""
     server = context.server()
     if context.args.file:
-        default_session = context.args.app or "default"
+        file_session, file_jobs = read_json_jobs(context.args.file)
+        default_session = context.args.app or file_session or "default"
         jobs = [
             (
                 job.get("session") or default_session,
                 {k: v for k, v in job.items() if k != "session"},
             )
-            for job in read_json_jobs(context.args.file)
+            for job in file_jobs
         ]
     else:
         app = context.app()
-        jobs = [(app.name, job) for job in app.jobs(parse_concurrency(context.args.concurrency))]
+        jobs = [(app.name, job) for job in app.jobs(context.concurrency())]
     failed = 0
     loaded = []
     for session, job in jobs:
@@ -90,10 +97,13 @@ async def load(context: Context) -> int:
 async def _jobs_of(context: Context, what: str) -> list[str]:
     server = context.server()
     if context.args.from_file:
-        return [
-            job["name"] if "." in job["name"] else context.job_id(job["name"])
-            for job in read_json_jobs(context.args.from_file)
-        ]
+        file_session, file_jobs = read_json_jobs(context.args.from_file)
+        session = context.args.app or file_session
+        ids = []
+        for job in file_jobs:
+            name, job_session = job["name"], job.get("session") or session
+            ids.append(f"{job_session}.{name}" if job_session and "." not in name else name)
+        return [name if "." in name else context.job_id(name) for name in ids]
     if context.args.jobs:
         return [context.job_id(name) for name in context.args.jobs]
     app = context.app_name()

@@ -12,7 +12,7 @@ import sys
 from gaffer.cli.commands import arg, command
 from gaffer.cli.commands.jobs import CONCURRENCY
 from gaffer.cli.context import Context, UsageError
-from gaffer.cli.procfile import parse_concurrency, to_ini, to_json, to_systemd
+from gaffer.cli.procfile import to_ini, to_json, to_systemd
 from gaffer.console import ConsoleOutput
 from gaffer.core.config import ProcessConfig
 from gaffer.core.manager import Manager
@@ -44,7 +44,7 @@ async def dev_start(context: Context) -> int:
     prefixed with the entry and pid."""
     app = context.app()
     jobs = app.jobs(
-        parse_concurrency(context.args.concurrency),
+        context.concurrency(),
         base_port=context.args.port,
         only=context.args.jobs or None,
     )
@@ -134,7 +134,7 @@ async def export(context: Context) -> int:
 
     The ini is what gafferd loads as it is; the JSON is for 'gaffer load'."""
     app = context.app()
-    concurrency = parse_concurrency(context.args.concurrency)
+    concurrency = context.concurrency()
     port = context.args.port
     if context.args.format == "systemd":
         if not context.args.out:

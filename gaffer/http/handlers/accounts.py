@@ -98,7 +98,8 @@ class AuthHandler(AccountsHandler):
             raise ApiError(
                 403,
                 "forbidden",
-                f"user {username!r} has no key: bind one with PUT /users/{username}/key",
+                f"user {username!r} has no key: an admin binds one with "
+                f"'gaffer user:setkey {username} KEY_ID' (PUT /users/{username}/key)",
             )
         parent = self.store.get_key(user.key_id)
         identity = self.settings["auth"]
