@@ -58,9 +58,14 @@ class Guard:
         self.pid = popen.pid
         self._exited = loop.create_future()
         self._handle = watcher.watch(self.pid, self._on_exit)
+        self._loop = loop
         self._writer = PipeWriter(loop, write_fd)
         self._groups: Counter[int] = Counter()
         self._broken = False
+        # lines wait for the end of the loop's iteration: a burst of 1,000 spawns is a few
+        # writes (and wake-ups of the guard), not 1,000
+        self._pending: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
 
     def __contains__(self, pgid: int) -> bool:
         return pgid in self._groups
@@ -82,8 +87,17 @@ class Guard:
     def _send(self, line: bytes) -> None:
         if self._broken:
             return
+        self._pending.append(line)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._broken or not self._pending:
+            return
+        data, self._pending = b"".join(self._pending), []
         try:
-            self._writer.write(line)
+            self._writer.write(data)
         except BrokenPipeError:
             self._broken = True
             logger.error(
@@ -109,6 +123,9 @@ class Guard:
     async def close(self) -> None:
         """After a clean stop: close the pipe and wait for the guard to exit (it is reaped
         by the watcher). Whatever is still registered then is stopped by the guard."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
         if not self._writer.closed:
             self._writer.close_when_flushed()
         try:

@@ -915,7 +915,7 @@ class Manager:
             self._publish("spawn", {"name": job.name, "pid": pid, "os_pid": proc.os_pid})
         else:
             job.spawn_failures = 0
-            job.running.append(proc)
+            job.add_running(proc)
             self._publish_job(job, "spawn", {"name": job.name, "pid": pid, "os_pid": proc.os_pid})
         return proc
 
@@ -983,7 +983,7 @@ class Manager:
             job.running_out.pop(proc.pid, None)
         else:
             try:
-                job.running.remove(proc)
+                job.remove_running(proc)
             except ValueError:
                 pass
         self.running.pop(proc.pid, None)

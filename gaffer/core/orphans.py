@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -52,11 +50,12 @@ def become_subreaper() -> bool:
     cannot (not Linux, or a kernel older than 3.4)."""
     if os.getpid() == 1:
         return True  # init already receives every orphan
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
+    import ctypes  # here: only gafferd asks, once
+
     try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
+        # the program's own symbols include the C library's prctl (find_library would
+        # run ldconfig in a subprocess to learn what is already loaded)
+        libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False

@@ -21,7 +21,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gaffer.core.config import ProcessConfig
 from gaffer.errors import SpawnError
@@ -40,6 +40,12 @@ class Command:
     uid: int | None
     gid: int | None
     groups: tuple[int, ...] | None
+    # encoded once per job, not by Popen at every spawn (70 variables: 70 µs a spawn)
+    env_bytes: dict[bytes, bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        encoded = {os.fsencode(key): os.fsencode(value) for key, value in self.env.items()}
+        object.__setattr__(self, "env_bytes", encoded)
 
 
 def build_env(config: ProcessConfig, *extra: Mapping[str, str] | None) -> dict[str, str]:
@@ -161,7 +167,7 @@ def spawn(
         popen = subprocess.Popen(
             command.argv,
             executable=command.executable,
-            env=dict(command.env),
+            env=command.env_bytes,
             cwd=command.cwd,
             start_new_session=True,
             stdin=subprocess.DEVNULL if stdin is None else stdin,

@@ -24,8 +24,6 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import psutil
-
 from gaffer.core.procfs import HAS_PROC, all_pids, stat_fields
 
 STAT_KEYS = (
@@ -49,12 +47,12 @@ class Sampler:
     def __init__(self) -> None:
         self._previous: dict[int, tuple[int, float, float]] = {}  # pid: start, cpu s, when
         self._static: dict[tuple[int, int], tuple[float, str | None, str | None]] = {}
-        self._handles: dict[int, psutil.Process] = {}
+        self._handles: dict[int, Any] = {}  # psutil.Process, where there is no /proc
         self._users: dict[int, str | None] = {}
         self._ticks = os.sysconf("SC_CLK_TCK") if HAS_PROC else 100
         self._page = os.sysconf("SC_PAGE_SIZE") if HAS_PROC else 4096
-        self._total_memory = psutil.virtual_memory().total
-        self._boot_time = psutil.boot_time()
+        self._total_memory = _total_memory()
+        self._boot_time = _boot_time()
 
     def sample(self, os_pid: int, children: Iterable[int] = ()) -> dict[str, Any]:
         """One stat dict for ``os_pid`` (its values None when it is gone)."""
@@ -142,6 +140,7 @@ class Sampler:
 
     # -- elsewhere ---------------------------------------------------------------------------
     def _read_psutil(self, os_pid: int) -> dict[str, Any]:
+        psutil = _psutil()
         stat: dict[str, Any] = dict.fromkeys(STAT_KEYS)
         stat["os_pid"] = os_pid
         handle = self._handles.get(os_pid)
@@ -168,17 +167,44 @@ class Sampler:
 
 
 def _try(method):
+    psutil = _psutil()
     try:
         return method()
     except (psutil.AccessDenied, psutil.ZombieProcess):
         return None
 
 
+def _psutil() -> Any:
+    """psutil, imported where /proc is missing (or for totals it cannot read): reading
+    /proc directly is faster, and gafferd is a megabyte lighter without it."""
+    import psutil
+
+    return psutil
+
+
+def _total_memory() -> int:
+    if HAS_PROC:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(_psutil().virtual_memory().total)
+
+
+def _boot_time() -> float:
+    if HAS_PROC:
+        try:
+            with open("/proc/stat", "rb") as handle:
+                for line in handle:
+                    if line.startswith(b"btime "):
+                        return float(line.split()[1])
+        except OSError:
+            pass
+    return float(_psutil().boot_time())
+
+
 def descendants_map() -> dict[int, list[int]]:
     """``{ppid: [pids]}`` for every process of the system, from one scan of /proc."""
     children: dict[int, list[int]] = {}
     if not HAS_PROC:
-        for proc in psutil.process_iter(["ppid"]):
+        for proc in _psutil().process_iter(["ppid"]):
             ppid = proc.info.get("ppid")
             if ppid:
                 children.setdefault(ppid, []).append(proc.pid)

@@ -18,7 +18,7 @@ hold up the loop or the other clients.
 from __future__ import annotations
 
 import asyncio
-import uuid
+import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,7 +50,7 @@ class Frame:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 def encode_frame(kind: str, frame_id: str, body: bytes | str = b"") -> bytes:

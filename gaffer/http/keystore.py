@@ -30,12 +30,14 @@ import json
 import os
 import re
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
 
 from gaffer.errors import GafferError, InvalidArgument, ProcessConflict, ProcessNotFound
 from gaffer.http.auth import Forbidden, Permissions, grants_within
@@ -313,6 +315,8 @@ class KeyStore:
     """
 
     def __init__(self, path: str, *, clock: Callable[[], float] = time.time) -> None:
+        import sqlite3  # here: gafferd without keys never loads it
+
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
@@ -389,6 +393,8 @@ class KeyStore:
         not hold rights its parent lacks (:class:`~gaffer.http.auth.Forbidden` otherwise)
         and never outlives it (its expiry is capped to the parent's).
         """
+        import sqlite3  # here: gafferd without keys never loads it
+
         if not isinstance(permissions, Permissions):
             permissions = Permissions.from_dict(permissions)
         if not isinstance(label, str) or len(label) > _MAX_LABEL:
@@ -553,6 +559,8 @@ class KeyStore:
         """Create a user (hashes the password: ~50 ms, call it from a thread). A taken
         username is a ``ProcessConflict`` (reason ``conflict``); an unknown ``key_id`` a
         ``ProcessNotFound``."""
+        import sqlite3  # here: gafferd without keys never loads it
+
         _check_username(username)
         _check_password(password)
         user_type = _check_user_type(user_type)

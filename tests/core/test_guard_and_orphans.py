@@ -43,6 +43,7 @@ async def test_the_guard_stops_registered_groups_when_the_manager_vanishes():
         guard.add(registered.pid)
         guard.add(removed.pid)
         guard.remove(removed.pid)
+        await asyncio.sleep(0)  # registrations are written at the end of the loop's turn
         # what a SIGKILL does to the manager: its end of the pipe closes, nothing else
         guard._writer.close()
         assert await _wait_exit(registered) == -signal.SIGTERM
@@ -75,6 +76,7 @@ async def test_the_guard_sigkills_what_ignores_sigterm_and_counts_registrations(
         guard.add(stubborn.pid)  # twice: one removal leaves it registered
         guard.remove(stubborn.pid)
         assert stubborn.pid in guard
+        await asyncio.sleep(0)
         started = time.monotonic()
         guard._writer.close()
         assert await _wait_exit(stubborn) == -signal.SIGKILL
