@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv run test lint fmt bench clean
+BENCH_VENV ?= .venv-bench
+BENCH_BIN := $(BENCH_VENV)/bin
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
+
+.PHONY: venv run test lint fmt bench bench-venv clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -c 'import sys; sys.exit("gaffer needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -29,8 +33,23 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+# The side-by-side benchmark's own virtualenv: gaffer (editable) next to the peers it is
+# compared with, pinned; they are never installed into $(VENV). circus 0.19.0 runs on the
+# same tornado (>= 6.4) and pyzmq releases as gaffer, so one environment serves all three.
+$(BENCH_STAMP): pyproject.toml setup.py
+	$(PYTHON) -c 'import sys; sys.exit("gaffer needs Python >= 3.11") if sys.version_info < (3, 11) else None'
+	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/python -m pip install --quiet -e . supervisor==4.3.0 circus==0.19.0
+	touch $(BENCH_STAMP)
+
+bench-venv: $(BENCH_STAMP)
+
+# gaffer's own benchmarks with $(VENV), then gafferd, supervisord and circusd side by side
+# (`$(BENCH_BIN)/python -m bench.peers --quick` for a smoke run, `--write-docs` to update
+# docs/performance.md).
+bench: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m bench engine io http
+	$(BENCH_BIN)/python -m bench peers
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) build dist *.egg-info .pytest_cache .ruff_cache

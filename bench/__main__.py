@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import engine, http, io
+from bench import engine, http, io, peers
 
-BENCHMARKS = {"engine": engine.main, "io": io.main, "http": http.main}
+BENCHMARKS = {"engine": engine.main, "io": io.main, "http": http.main, "peers": peers.main}
 
 
 def main(argv: list[str]) -> int:

@@ -49,8 +49,11 @@ def start_gafferd(directory: str, port: int) -> subprocess.Popen[bytes]:
     ini = os.path.join(directory, "gafferd.ini")
     with open(ini, "w") as handle:
         handle.write("\n".join(lines))
-    proc = subprocess.Popen([sys.executable, "-m", "gafferd", "-c", ini],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gafferd", "-c", ini],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -67,8 +70,9 @@ def start_gafferd(directory: str, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("gafferd did not come up with its jobs")
 
 
-def client(port: int, method: str, path: str, body: str | None, seconds: float,
-           out: multiprocessing.Queue) -> None:
+def client(
+    port: int, method: str, path: str, body: str | None, seconds: float, out: multiprocessing.Queue
+) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     headers = {"Content-Type": "application/json"} if body else {}
     latencies = []
@@ -90,8 +94,10 @@ def client(port: int, method: str, path: str, body: str | None, seconds: float,
 
 def load(port: int, method: str, path: str, body: str | None) -> dict[str, float]:
     out: multiprocessing.Queue = multiprocessing.Queue()
-    workers = [multiprocessing.Process(target=client, args=(port, method, path, body, SECONDS,
-                                                            out)) for _ in range(CLIENTS)]
+    workers = [
+        multiprocessing.Process(target=client, args=(port, method, path, body, SECONDS, out))
+        for _ in range(CLIENTS)
+    ]
     for worker in workers:
         worker.start()
     results = [out.get(timeout=SECONDS + 30) for _ in workers]
@@ -99,8 +105,12 @@ def load(port: int, method: str, path: str, body: str | None) -> dict[str, float
         worker.join()
     latencies = sorted(lat for lats, _ in results for lat in lats)
     errors = sum(err for _, err in results)
-    return {"rps": len(latencies) / SECONDS, "p50": statistics.median(latencies) * 1000,
-            "p99": latencies[int(len(latencies) * 0.99)] * 1000, "errors": errors}
+    return {
+        "rps": len(latencies) / SECONDS,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[int(len(latencies) * 0.99)] * 1000,
+        "errors": errors,
+    }
 
 
 def main() -> None:
@@ -111,18 +121,34 @@ def main() -> None:
     try:
         workloads = [
             ("GET /jobs (100 jobs)", "GET", "/jobs", None),
-            ("POST scale =1", "POST", "/jobs/default/job0/numprocesses",
-             json.dumps({"scale": "=1"})),
+            (
+                "POST scale =1",
+                "POST",
+                "/jobs/default/job0/numprocesses",
+                json.dumps({"scale": "=1"}),
+            ),
             ("GET /jobs/default/job0", "GET", "/jobs/default/job0", None),
         ]
         for label, method, path, body in workloads:
             load(port, method, path, body)  # warm-up
             result = load(port, method, path, body)
-            rows.append((label, f"{result['rps']:.0f}", f"{result['p50']:.2f}",
-                         f"{result['p99']:.2f}", str(result["errors"])))
+            rows.append(
+                (
+                    label,
+                    f"{result['rps']:.0f}",
+                    f"{result['p50']:.2f}",
+                    f"{result['p99']:.2f}",
+                    str(result["errors"]),
+                )
+            )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         shutil.rmtree(directory, ignore_errors=True)
-    print(table(f"HTTP API ({CLIENTS} keep-alive clients, {SECONDS:.0f} s each)",
-                ("request", "requests/s", "p50 ms", "p99 ms", "errors"), rows))
+    print(
+        table(
+            f"HTTP API ({CLIENTS} keep-alive clients, {SECONDS:.0f} s each)",
+            ("request", "requests/s", "p50 ms", "p99 ms", "errors"),
+            rows,
+        )
+    )
