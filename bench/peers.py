@@ -29,7 +29,8 @@ when it descends from the daemon, is not a zombie, and its command line is the j
   keeps counting while tmpfs memory stays small.
 * idle: the cold-start daemon with 1,000 ``sleep``, 2 s after all run: its CPU seconds over
   30 s (from /proc/<pid>/task/*/schedstat, in ns; utime + stime of /proc/<pid>/stat when
-  threads came and went) and its RSS (psutil), helper processes (gafferd's guard) added.
+  threads came and went), its RSS (psutil) and PSS (smaps_rollup), helper processes
+  (gafferd's guard) added.
 * control latency: 20 calls from this process listing all 1,000 processes through each
   system's own API: gafferd ``GET /pids`` on its unix socket, supervisord XML-RPC
   ``supervisor.getAllProcessInfo`` on its unix socket, circusd ``list`` of the watcher
@@ -512,6 +513,19 @@ class Run:
                 sizes.append(psutil.Process(pid).memory_full_info().uss)
         return sizes
 
+    def pss(self) -> int:
+        """Proportional set size in bytes of the daemon and its helpers together: each
+        page shared with other processes counts for its share only, so a helper that maps
+        the daemon's interpreter is not charged twice for it."""
+        total = 0
+        for pid in [self.proc.pid, *self.watch.helpers()]:
+            with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        return total
+
     def rss(self) -> list[int]:
         """RSS in bytes of the daemon, then of each helper."""
         import psutil
@@ -695,6 +709,7 @@ class Bench:
             uss = " + ".join(f"{size / MiB:.1f}" for size in run.uss(helpers))
             note = f"daemon + helper(s) {parts} MiB (helper USS {uss} MiB)"
         self.results.put("idle_rss", name, sum(rss) / MiB, note)
+        self.results.put("idle_pss", name, run.pss() / MiB, "")
         self.log(
             f"{name}: idle {cpu:.3f} CPU s over {self.sizes.idle_window:.0f} s (ticks "
             f"{by_ticks:.2f}, schedstat {by_sched:.3f}), RSS {parts} MiB, "
@@ -1000,6 +1015,7 @@ def render(bench: Bench, versions: dict[str, str], elapsed: float) -> str:
             False,
         ),
         Row("idle_rss", f"idle, {largest:,} `sleep`: RSS (MiB)", 1, False),
+        Row("idle_pss", f"idle, {largest:,} `sleep`: PSS (MiB)", 1, False),
         Row("ctl_p50", f"list {largest:,} processes via API, p50 (ms)", 1, False),
         Row("ctl_p99", f"list {largest:,} processes via API, p99 (ms)", 1, False),
     ]
@@ -1145,8 +1161,9 @@ def docs_section(table_text: str, sizes: Sizes) -> str:
             "* stdout capture: one `yes` of a 99-character line, logged into /dev/shm without "
             "rotation; growth of the log after a warm-up.",
             f"* idle: {largest:,} `sleep`, from 2 s after all run: the daemon's CPU seconds over "
-            f"{sizes.idle_window:.0f} s (`/proc/<pid>/task/*/schedstat`) and its RSS, with its "
-            "helper processes (gafferd's guard) added.",
+            f"{sizes.idle_window:.0f} s (`/proc/<pid>/task/*/schedstat`), its RSS and its PSS "
+            "(shared pages counted for their share), with its helper processes (gafferd's "
+            "guard) added.",
             f"* control: {sizes.calls} calls listing all {largest:,} processes through each "
             "system's own API, from the harness.",
             "",

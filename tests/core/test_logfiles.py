@@ -3,6 +3,7 @@ slow logs."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -16,7 +17,7 @@ import time
 import pytest
 
 from gaffer import InvalidArgument, Manager, ProcessConfig
-from gaffer.core.logfile import LogTarget
+from gaffer.core.logfile import FLUSH_NOW_BYTES, LogSink, LogTarget
 from tests.helpers import CHILD, EventRecorder, child_cmd, wait_until
 
 
@@ -318,3 +319,33 @@ async def test_a_healthy_log_loses_nothing_even_with_a_tiny_buffer(tmp_path):
         assert msg["exit_status"] == 0
         assert "log_dropped" not in events.names()
     assert log.stat().st_size == size
+
+
+async def test_small_writes_are_batched_and_closing_does_not_wait_for_the_batch(tmp_path):
+    """A few bytes wait FLUSH_DELAY for company before a writer thread is woken; closing
+    the sink on the loop's own thread (ConsoleOutput does) must not wait for that timer,
+    which could never fire while the loop is blocked."""
+    loop = asyncio.get_running_loop()
+    path = tmp_path / "small.log"
+    sink = LogSink(loop, LogTarget("file", path=str(path)))
+    writer = sink.writer(1)
+    writer.write(b"one\n")
+    writer.write(b"two\n")
+    assert sink._delayed is not None  # one timer for both chunks
+    started = time.monotonic()
+    sink.close(wait=True)
+    assert time.monotonic() - started < 5
+    assert path.read_bytes() == b"one\ntwo\n"
+
+
+async def test_a_big_chunk_is_written_at_once(tmp_path):
+    loop = asyncio.get_running_loop()
+    path = tmp_path / "big.log"
+    sink = LogSink(loop, LogTarget("file", path=str(path)))
+    writer = sink.writer(1)
+    writer.write(b"small\n")
+    writer.write(b"x" * FLUSH_NOW_BYTES)  # enough to wake a writer thread now
+    assert sink._delayed is None
+    assert await loop.run_in_executor(None, sink.flush, 5)
+    assert path.stat().st_size == len(b"small\n") + FLUSH_NOW_BYTES
+    sink.close()
