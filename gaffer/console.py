@@ -9,12 +9,16 @@
 One colour per job (on a terminal, unless ``NO_COLOR`` is set), every line timestamped and
 prefixed by the job name and the process's pid. Lines are written through a log sink, so
 a terminal that does not keep up (paused, slow) never blocks the loop: what does not fit
-in its buffer is dropped and counted.
+in its buffer is dropped and counted. With ``logs=True`` the engine's warnings show as
+``gaffer`` lines too (for a program that has no logging of its own, like ``gaffer
+dev:start``), except those that repeat an event the view already shows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import logging
 import os
 import sys
 from typing import IO, Any
@@ -55,6 +59,7 @@ class ConsoleOutput:
         events: the events to show (default: lifecycle events; None: all).
         colors: force colours on or off (default: on a terminal, unless NO_COLOR).
         timestamps: start each line with the time.
+        logs: show the warnings logged by gaffer (``gaffer`` logger) while it runs.
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class ConsoleOutput:
         events: tuple[str, ...] | None = DEFAULT_EVENTS,
         colors: bool | None = None,
         timestamps: bool = True,
+        logs: bool = False,
     ) -> None:
         self._stream = stream if stream is not None else sys.stdout
         self._output = output
@@ -75,10 +81,12 @@ class ConsoleOutput:
         self._width = len("gaffer")
         self._manager: Any = None
         self._sink: LogSink | None = None
+        self._log_handler = _LogLines(self) if logs else None
 
     # -- application -------------------------------------------------------------------------
     def start(self, loop: Any, manager: Any) -> None:
         self._manager = manager
+        self._loop = loop
         self._stream.flush()
         self._sink = LogSink(
             loop,
@@ -91,11 +99,15 @@ class ConsoleOutput:
             manager.events.subscribe(event, self._on_event)
         if self._output:
             manager.monitor_io(self._on_output)
+        if self._log_handler is not None:
+            logging.getLogger("gaffer").addHandler(self._log_handler)
 
     def stop(self) -> None:
         manager = self._manager
         if manager is None:
             return
+        if self._log_handler is not None:
+            logging.getLogger("gaffer").removeHandler(self._log_handler)
         for event in self._events or (".",):
             manager.events.unsubscribe(event, self._on_event)
         if self._output:
@@ -140,6 +152,9 @@ class ConsoleOutput:
         proc = self._manager.running.get(pid) if self._manager else None
         return proc.name if proc is not None else "?"
 
+    def _log_line(self, text: str) -> None:
+        self._write(self._line("gaffer", SYSTEM_COLOR, text))
+
     # -- listeners ---------------------------------------------------------------------------
     def _on_output(self, label: str, msg: dict) -> None:
         key = (msg["pid"], label)
@@ -159,6 +174,32 @@ class ConsoleOutput:
                 self._emit(job, pid, self._partial.pop(key))
         text = describe_event(evtype, msg, name)
         self._write(self._line("gaffer", SYSTEM_COLOR if job == "" else self._color(job), text))
+
+
+class _LogLines(logging.Handler):
+    """Warnings of the ``gaffer`` logger as console lines, written on the loop whatever
+    thread logged them; a record that repeats an event (``extra={"event": ...}``) the
+    console shows is skipped."""
+
+    def __init__(self, console: ConsoleOutput) -> None:
+        super().__init__(logging.WARNING)
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console = self._console
+        event = getattr(record, "event", None)
+        if event is not None and (console._events is None or event in console._events):
+            return
+        try:
+            text = self.format(record).replace("\n", "\n    ")
+        except Exception:
+            self.handleError(record)
+            return
+        loop = console._loop
+        if asyncio._get_running_loop() is loop or not loop.is_running():
+            console._log_line(text)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(console._log_line, text)
 
 
 def describe_event(evtype: str, msg: dict, name: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gaffer.core.config import InvalidOption, ProcessConfig
+from gaffer.core.flapping import OFF as FLAPPING_OFF
 from gaffer.core.names import split_job_id, validate_session
 from gaffer.errors import InvalidArgument
 from gafferd import ini
@@ -62,7 +63,7 @@ def _logfile(value: str, base: str) -> str:
 
 
 def _flapping(value: str, base: str) -> str | None:
-    if value.strip().lower() in ("false", "off", "no", "none", ""):
+    if not value.strip() or value.strip().lower() in FLAPPING_OFF:
         return None
     return value
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 
 from gaffer import Manager, ProcessConfig
 from gaffer.console import ConsoleOutput, display_name, use_colors
@@ -92,3 +94,48 @@ def test_colours_only_on_a_terminal_and_never_with_no_color(monkeypatch, tmp_pat
 def test_display_name_hides_the_default_session():
     assert display_name("default.web") == "web"
     assert display_name("app.web") == "app.web"
+
+
+async def test_console_shows_gaffer_warnings_when_asked(tmp_path):
+    """logs=True: warnings of the ``gaffer`` loggers become ``gaffer`` lines, from the loop
+    or from another thread; one that repeats an event the console shows is not said twice;
+    nothing is added to logging once the console stops."""
+    path = tmp_path / "console.txt"
+    logger = logging.getLogger("gaffer.core.test")
+    with path.open("w") as stream:
+        console = ConsoleOutput(stream=stream, colors=False, logs=True)
+        manager = Manager()
+        manager.start(apps=[console])
+        handlers = list(logging.getLogger("gaffer").handlers)
+        logger.warning("disk %s is full", "/var/log")
+        logger.info("not shown: below warning")
+        logger.warning("web is flapping: retry in 7.0s", extra={"event": "flap"})
+        logger.warning("shown: %s is not an event the console shows", "x", extra={"event": "x"})
+        from_thread = threading.Thread(target=logger.error, args=("from a thread\nsecond line",))
+        from_thread.start()
+        from_thread.join()
+        manager.stop()
+        await manager.wait_stopped()
+        assert len(logging.getLogger("gaffer").handlers) == len(handlers) - 1
+        logger.warning("after the stop")
+    lines = [LINE.match(line) for line in path.read_text().splitlines()]
+    said = [m.group(3) for m in lines if m and m.group(2) == "gaffer"]
+    assert said == [
+        "disk /var/log is full",
+        "shown: x is not an event the console shows",
+        "from a thread",
+    ], path.read_text()
+    assert "    second line" in path.read_text().splitlines()
+
+
+async def test_console_leaves_logging_alone_by_default(tmp_path):
+    path = tmp_path / "console.txt"
+    with path.open("w") as stream:
+        manager = Manager()
+        before = list(logging.getLogger("gaffer").handlers)
+        manager.start(apps=[ConsoleOutput(stream=stream)])
+        assert logging.getLogger("gaffer").handlers == before
+        logging.getLogger("gaffer.core.test").warning("for the program's own logging")
+        manager.stop()
+        await manager.wait_stopped()
+    assert "for the program's own logging" not in path.read_text()

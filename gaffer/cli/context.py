@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gaffer.cli import userconfig
 from gaffer.cli.render import Output
 from gaffer.client.aio import AsyncServer
 from gaffer.client.transport import DEFAULT_URL, Endpoint
+
+if TYPE_CHECKING:
+    from gaffer.core.flapping import FlappingInfo
 
 APP_DEFAULT = "default"
 
@@ -85,6 +88,19 @@ class Context:
             return parse_concurrency(self.args.concurrency)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+
+    def flapping(self) -> FlappingInfo | None:
+        """The ``--flapping`` option (the Procfile default when not given); a malformed
+        one is a usage error (exit 2)."""
+        from gaffer.cli.procfile import CRASH_LOOP
+        from gaffer.core.flapping import FlappingInfo
+
+        if self.args.flapping is None:
+            return CRASH_LOOP
+        try:
+            return FlappingInfo.coerce(self.args.flapping)
+        except ValueError as exc:
+            raise UsageError(f"--flapping {self.args.flapping!r}: {exc}") from None
 
     def job_id(self, name: str) -> str:
         """``web`` is a job of the app; ``session.name`` is taken as it is."""

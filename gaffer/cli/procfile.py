@@ -3,8 +3,10 @@
 A Procfile lists the process types of an app, one ``name: command`` a line; ``.env``
 files hold its environment. ``App.load`` reads both and ``App.jobs`` turns every entry
 into a gaffer job (a ``ProcessConfig.from_dict`` dict): a shell command run in the app's
-directory with the app's environment, its output captured, and one ``PORT`` per process
-as foreman gives them (``web.1`` 5000, ``web.2`` 5001, ``worker.1`` 5100, ...).
+directory with the app's environment, its output captured, one ``PORT`` per process
+as foreman gives them (``web.1`` 5000, ``web.2`` 5001, ``worker.1`` 5100, ...), and
+crash-loop protection (``CRASH_LOOP``) so that an entry that cannot start does not
+respawn a thousand times a second.
 
 Exports: ``to_ini`` (a gafferd.ini whose jobs are exactly those), ``to_json`` (what
 ``gaffer load`` reads) and ``to_systemd`` (a target and one service per process).
@@ -21,6 +23,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gaffer.core.flapping import FlappingInfo
+
 DEFAULT_BASE_PORT = 5000
 PORT_STEP = 100  # foreman's rule: each process type gets its own hundred ports
 APP_NAME = re.compile(r"^[a-z][a-z0-9_+-]*$")
@@ -31,6 +35,9 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_NAME_START = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DQ_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
 REDIRECT_OUTPUT = ("out", "err")
+# Twice within a second is a crash loop: retried 7 s later, 5 times, then left stopped
+# (the original's policy; supervisor gives up after 3 failed starts, circus after 5).
+CRASH_LOOP = FlappingInfo()
 
 
 class ProcfileError(ValueError):
@@ -373,12 +380,14 @@ class App:
         concurrency: Mapping[str, int] | None = None,
         base_port: int | None = None,
         only: list[str] | None = None,
+        flapping: FlappingInfo | None = CRASH_LOOP,
     ) -> list[dict[str, Any]]:
         """One job config dict per entry (``ProcessConfig.from_dict`` takes it).
 
         ``concurrency`` gives the number of processes of each type (default 1; 0 keeps the
         job, stopped); ``only`` restricts to those entries. The entry at index ``i`` gets
-        ``priority = i`` and ``port = base + 100 * i``. Raises ValueError for an unknown
+        ``priority = i`` and ``port = base + 100 * i``; every job gets ``flapping``
+        (None: restarted at once, every time). Raises ValueError for an unknown
         process type in ``concurrency`` or ``only``, or a port beyond 65535.
         """
         concurrency = dict(concurrency or {})
@@ -418,6 +427,7 @@ class App:
                     "redirect_output": list(REDIRECT_OUTPUT),
                     "priority": index,
                     "port": port,
+                    "flapping": flapping.to_dict() if flapping else None,
                 }
             )
         return jobs
@@ -437,11 +447,15 @@ _INI_ORDER = (
     "redirect_output",
     "priority",
     "port",
+    "flapping",
 )
 
 
 def to_ini(
-    app: App, concurrency: Mapping[str, int] | None = None, base_port: int | None = None
+    app: App,
+    concurrency: Mapping[str, int] | None = None,
+    base_port: int | None = None,
+    flapping: FlappingInfo | None = CRASH_LOOP,
 ) -> str:
     """A gafferd.ini holding the app's jobs as ``[job:<app>.<name>]`` (session = app)
     and their environment as ``[env:<app>.<name>]``.
@@ -450,7 +464,7 @@ def to_ini(
     `` ;`` starts a comment. A value that cannot come back unchanged (a line break,
     leading or trailing whitespace, a ``;`` after whitespace) is a ValueError naming it.
     """
-    jobs = app.jobs(concurrency, base_port)
+    jobs = app.jobs(concurrency, base_port, flapping=flapping)
     lines = [
         f"# gafferd configuration of app {app.name}",
         f"# exported by gaffer from {_printable(app.source)}",
@@ -468,6 +482,10 @@ def to_ini(
 
 
 def _ini_text(value: Any) -> str:
+    if value is None:
+        return "off"
+    if isinstance(value, Mapping):  # flapping, in gafferd's order
+        return " ".join(str(value[key]) for key in ("attempts", "window", "retry_in", "max_retry"))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | tuple):
@@ -500,10 +518,13 @@ def _printable(text: str) -> str:
 
 # -- export: JSON -----------------------------------------------------------------------
 def to_json(
-    app: App, concurrency: Mapping[str, int] | None = None, base_port: int | None = None
+    app: App,
+    concurrency: Mapping[str, int] | None = None,
+    base_port: int | None = None,
+    flapping: FlappingInfo | None = CRASH_LOOP,
 ) -> str:
     """``{"name": app, "jobs": [job dicts]}``, as ``gaffer load`` reads it."""
-    data = {"name": app.name, "jobs": app.jobs(concurrency, base_port)}
+    data = {"name": app.name, "jobs": app.jobs(concurrency, base_port, flapping=flapping)}
     return json.dumps(data, indent=2) + "\n"
 
 
@@ -517,9 +538,13 @@ def to_systemd(
     concurrency: Mapping[str, int] | None = None,
     base_port: int | None = None,
     user: str | None = None,
+    flapping: FlappingInfo | None = CRASH_LOOP,
 ) -> dict[str, str]:
     """Unit files by file name: ``<app>.target`` and ``<app>-<name>-<n>.service`` for
-    each process n (1-based) of each entry, with its own ``PORT``."""
+    each process n (1-based) of each entry, with its own ``PORT``.
+
+    systemd has its own crash-loop protection (a unit started more than 5 times in 10 s
+    fails): it is kept when ``flapping`` is set, turned off when it is None."""
     if user is not None and not _USER.match(user):
         raise ValueError(f"bad user name {user!r}")
     if any(not char.isprintable() for char in app.root):
@@ -541,6 +566,7 @@ def to_systemd(
                 "[Unit]",
                 f"Description={_specifiers(description)}",
                 f"PartOf={target}",
+                *([] if flapping else ["StartLimitIntervalSec=0"]),
                 "",
                 "[Service]",
             ]

@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+OFF = frozenset(("off", "false", "no", "none"))  # words that turn crash-loop protection off
+
 
 @dataclass(frozen=True, slots=True)
 class FlappingInfo:
@@ -51,9 +53,12 @@ class FlappingInfo:
 
     @classmethod
     def coerce(cls, value: object) -> FlappingInfo | None:
-        """Accept a FlappingInfo, a dict, a 4-sequence, a string ``"2, 1., 7., 5"`` or None."""
+        """Accept a FlappingInfo, a dict, a 4-sequence, a string ``"2, 1., 7., 5"`` or None
+        (also written ``"off"``, as in an ini file or on a command line)."""
         if value is None or isinstance(value, FlappingInfo):
             return value
+        if isinstance(value, str) and value.strip().lower() in OFF:
+            return None
         if isinstance(value, Mapping):
             unknown = set(value) - {"attempts", "window", "retry_in", "max_retry"}
             if unknown:

@@ -921,7 +921,7 @@ class Manager:
 
     def _spawn_failed(self, job: Job, exc: SpawnError) -> None:
         job.spawn_failures += 1
-        logger.warning("cannot spawn %s: %s", job.name, exc)
+        logger.warning("cannot spawn %s: %s", job.name, exc, extra={"event": "spawn_error"})
         self._publish_job(job, "spawn_error", _spawn_error_msg(job, exc))
         # a job that cannot start at all is flapping; one that has healthy processes and
         # cannot add one more (cwd gone, no descriptors...) only waits for the backoff
@@ -944,6 +944,7 @@ class Manager:
             "%s is flapping: %s",
             job.name,
             f"retry in {retry_in}s" if retry_in is not None else "giving up",
+            extra={"event": "flap"},
         )
         job.cancel_timers()
         job.stopped = True

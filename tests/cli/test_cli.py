@@ -499,13 +499,15 @@ def test_load_a_procfile(daemon: Daemon, any_cli: Cli, tmp_path: Path) -> None:
     config = daemon.info("procapp.web")["config"]
     assert config["cwd"] == str(app)
     assert config["shell"] is True
+    assert config["flapping"] == {"attempts": 2, "window": 1.0, "retry_in": 7.0, "max_retry": 5}
 
 
 def test_load_a_procfile_without_starting(daemon: Daemon, cli: Cli, tmp_path: Path) -> None:
     app = make_procfile(tmp_path / "lazyapp", {"web": child_command("sleep")})
-    result = cli.ok("load", "--nostart", cwd=app)
+    result = cli.ok("load", "--nostart", "--flapping", "off", cwd=app)
     assert result.stdout.strip() == "lazyapp.web loaded (not started)"
     assert daemon.jobs("lazyapp") == ["lazyapp.web"]
+    assert daemon.info("lazyapp.web")["config"]["flapping"] is None
     assert daemon.pids("lazyapp.web") == []
     assert daemon.info("lazyapp.web")["active"] is False
     # -f names the Procfile from anywhere; loading twice says so and exits 1

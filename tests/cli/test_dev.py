@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def test_dev_start_from_another_port(cli: Cli, started: list[Reader]) -> None:
 
 def test_dev_start_restarts_an_entry_that_exits(cli: Cli, started: list[Reader], app: Path) -> None:
     (app / "Procfile").write_text(f"once: {PY} -u -c \"print('short life')\"\n")
-    gaffer = dev_start(cli, started)
+    gaffer = dev_start(cli, started, "--flapping", "off")  # at once, every time
     wait_until_sync(
         lambda: (
             len(re.findall(rf"^\S+ {PREFIX}once\.\d+\s*\| short life$", gaffer.stdout, re.M)) >= 3
@@ -165,6 +166,48 @@ def test_dev_start_restarts_an_entry_that_exits(cli: Cli, started: list[Reader],
         what="three runs of the entry",
     )
     stop_and_check(gaffer)
+
+
+def said(text: str) -> re.Pattern[str]:
+    """A line of gaffer's own about an entry: ``HH:MM:SS gaffer | devapp.web ...``."""
+    return re.compile(rf"^\d\d:\d\d:\d\d gaffer\s*\| {PREFIX}{re.escape(text)}$", re.M)
+
+
+def exits(output: str, entry: str) -> int:
+    return len(re.findall(rf"\| {PREFIX}{entry}\.\d+ exited with status", output))
+
+
+def test_dev_start_holds_back_an_entry_that_cannot_start(
+    cli: Cli, started: list[Reader], app: Path
+) -> None:
+    """An entry whose command is not found does not respawn in a storm (the original's
+    issue #19): two exits within a second stop it for 7 s; the other entries run on."""
+    (app / "Procfile").write_text(f"web: {WEB}\nbad: /nonexistent/command\n")
+    gaffer = dev_start(cli, started)
+    gaffer.wait_output(line("web.1", "web on 5000"))
+    output = gaffer.wait_output(said("bad is flapping: retry in 7.0s"))
+    flapped = time.monotonic()
+    assert exits(output, "bad") == 2, output
+    assert "not found" in output  # the shell's message, shown as the entry's output
+    web = [p for p in descendants(gaffer.pid) if "web on" in " ".join(p.cmdline())]
+    assert web and all(p.is_running() for p in web)
+    output = stop_and_check(gaffer)
+    if time.monotonic() - flapped < 6:  # not retried before the 7 s are up
+        assert exits(output, "bad") == 2, output
+    assert "flapping" not in gaffer.stderr  # said once, on the console, not logged again
+
+
+def test_dev_start_gives_up_on_an_entry_as_told(cli: Cli, started: list[Reader], app: Path) -> None:
+    """--flapping 'attempts window retry_in max_retry': retried once 0.2 s later, then
+    left stopped; the engine's warnings show as console lines, not bare log records."""
+    (app / "Procfile").write_text(f"web: {WEB}\ncrash: exit 3\n")
+    gaffer = dev_start(cli, started, "--flapping", "2 1 0.2 1")
+    output = gaffer.wait_output(said("crash is flapping: gave up"))
+    assert said("crash is flapping: retry in 0.2s").search(output), output
+    assert exits(output, "crash") == 3, output
+    gaffer.wait_output(line("web.1", "web on 5000"))
+    stop_and_check(gaffer)
+    assert gaffer.stderr == "", gaffer.stderr
 
 
 def test_dev_start_errors(cli: Cli, app: Path, tmp_path: Path) -> None:
@@ -181,6 +224,11 @@ def test_dev_start_errors(cli: Cli, app: Path, tmp_path: Path) -> None:
     missing = cli("dev:start", cwd=empty)
     assert missing.returncode == 2, missing
     assert "Procfile" in missing.stderr
+    (app / "Procfile").write_text("web: true\n")
+    for spec in ("2 1", "0 1 7 5", "two 1 7 5"):
+        bad = cli("dev:start", "--flapping", spec)
+        assert bad.returncode == 2, (spec, bad)
+        assert f"--flapping {spec!r}: flapping" in bad.stderr, bad
 
 
 def test_dev_run_prints_the_output(cli: Cli) -> None:

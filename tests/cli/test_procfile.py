@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gaffer import Manager, ProcessConfig
+from gaffer import FlappingInfo, Manager, ProcessConfig
 from gaffer.cli.procfile import (
+    CRASH_LOOP,
     App,
     ProcfileEntry,
     ProcfileError,
@@ -373,6 +374,7 @@ def test_jobs_are_shell_jobs_with_foreman_ports(tmp_path):
         "redirect_output": ["out", "err"],
         "priority": 0,
         "port": 5000,
+        "flapping": {"attempts": 2, "window": 1.0, "retry_in": 7.0, "max_retry": 5},
     }
     assert [(j["name"], j["port"], j["priority"]) for j in jobs] == [
         ("web", 5000, 0),
@@ -389,6 +391,8 @@ def test_jobs_are_shell_jobs_with_foreman_ports(tmp_path):
         )
         assert dict(config.env) == {"SECRET": "s3"}
         assert config.redirect_output == ("out", "err")
+        assert config.flapping == CRASH_LOOP == FlappingInfo()  # an entry cannot spin
+    assert {job["flapping"] for job in app.jobs(flapping=None)} == {None}
 
 
 def test_base_port_comes_from_the_argument_then_the_env_port(tmp_path):
@@ -448,17 +452,22 @@ def tricky_app(tmp_path: Path) -> App:
 
 
 @pytest.mark.parametrize(
-    ("concurrency", "base_port"), [(None, None), ({"web": 4, "clock": 0}, 6000)]
+    ("concurrency", "base_port", "flapping"),
+    [
+        (None, None, CRASH_LOOP),
+        ({"web": 4, "clock": 0}, 6000, None),
+        (None, 7000, FlappingInfo(3, 0.5, 2.25, 1)),
+    ],
 )
-def test_ini_export_round_trips_through_gafferd(tmp_path, concurrency, base_port):
+def test_ini_export_round_trips_through_gafferd(tmp_path, concurrency, base_port, flapping):
     app = tricky_app(tmp_path)
     path = tmp_path / "gafferd.ini"
-    text = to_ini(app, concurrency, base_port)
+    text = to_ini(app, concurrency, base_port, flapping=flapping)
     path.write_text(text)
     assert text.startswith("# gafferd configuration of app shop+v2\n")
     assert f"# exported by gaffer from {app.procfile}\n" in text
     config = load_config(str(path))
-    jobs = app.jobs(concurrency, base_port)
+    jobs = app.jobs(concurrency, base_port, flapping=flapping)
     assert list(config.jobs) == [f"shop+v2.{job['name']}" for job in jobs]
     for job in jobs:
         spec = config.jobs[f"shop+v2.{job['name']}"]
@@ -466,6 +475,7 @@ def test_ini_export_round_trips_through_gafferd(tmp_path, concurrency, base_port
         assert spec.start is True
         assert spec.config == ProcessConfig.from_dict(job)
         assert dict(spec.config.env) == TRICKY_ENV
+        assert spec.config.flapping == flapping
 
 
 def test_ini_export_sections(tmp_path):
@@ -483,6 +493,7 @@ def test_ini_export_sections(tmp_path):
         "redirect_output = out err\n"
         "priority = 0\n"
         "port = 5000\n"
+        "flapping = 2 1.0 7.0 5\n"
         "\n"
         "[env:demo.web]\n"
         "A = 1\n"
@@ -522,6 +533,9 @@ def test_json_export_round_trips(tmp_path):
     assert data == {"name": "shop+v2", "jobs": app.jobs({"worker": 2}, 8000)}
     assert [ProcessConfig.from_dict(job).port for job in data["jobs"]] == [8000, 8100, 8200, 8300]
     assert data["jobs"][1]["numprocesses"] == 2
+    assert [ProcessConfig.from_dict(job).flapping for job in data["jobs"]] == [CRASH_LOOP] * 4
+    off = json.loads(to_json(app, flapping=None))
+    assert [ProcessConfig.from_dict(job).flapping for job in off["jobs"]] == [None] * 4
 
 
 # -- export: systemd --------------------------------------------------------------------
@@ -559,6 +573,16 @@ def test_systemd_export_files(tmp_path):
     assert [line for line in web2 if "PORT=" in line] == ['Environment="PORT=6001"']
     assert 'Environment="PORT=6100"' in files["demo-worker-1.service"].splitlines()
     assert not any(line.startswith("User=") for line in to_systemd(app)["demo-web-1.service"])
+    # systemd's own crash-loop limit is kept, unless flapping is off
+    assert "StartLimitIntervalSec=0" not in web2
+    unlimited = to_systemd(app, flapping=None)["demo-web-1.service"].splitlines()
+    assert unlimited[unlimited.index("[Unit]") : unlimited.index("[Service]")] == [
+        "[Unit]",
+        "Description=demo web.1",
+        "PartOf=demo.target",
+        "StartLimitIntervalSec=0",
+        "",
+    ]
 
 
 def test_systemd_export_quotes_commands_and_values(tmp_path):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from gaffer import ProcessConfig
 from gaffer.core.flapping import FlappingHistory, FlappingInfo, Verdict
 
 RESPAWN, RETRY_LATER, GIVE_UP = Verdict.RESPAWN, Verdict.RETRY_LATER, Verdict.GIVE_UP
@@ -56,6 +57,12 @@ def test_flapping_info_coerce_none_and_instance():
     info = FlappingInfo(3, 2.0, 1.0, 4)
     assert FlappingInfo.coerce(None) is None
     assert FlappingInfo.coerce(info) is info
+
+
+@pytest.mark.parametrize("word", ["off", "OFF", " none ", "false", "no"])
+def test_flapping_info_coerce_off_words(word):
+    assert FlappingInfo.coerce(word) is None
+    assert ProcessConfig("job", "true", flapping=word).flapping is None
 
 
 def test_flapping_info_coerce_dict():

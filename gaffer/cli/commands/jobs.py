@@ -18,6 +18,13 @@ CONCURRENCY = arg(
     metavar="JOB=N",
     help="processes per job: -c web=2 -c worker=3 (or web=2,worker=3)",
 )
+FLAPPING = arg(
+    "--flapping",
+    metavar="SPEC",
+    help="crash-loop protection of the Procfile's jobs: 'ATTEMPTS WINDOW RETRY_IN "
+    "MAX_RETRY' or 'off' (default '2 1 7 5': 2 exits within 1 s stop the job, retried "
+    "7 s later, 5 times)",
+)
 
 
 def read_json_jobs(path: str) -> tuple[str | None, list[dict[str, Any]]]:
@@ -52,6 +59,7 @@ def read_json_jobs(path: str) -> tuple[str | None, list[dict[str, Any]]]:
     "load",
     arg("file", nargs="?", help="a JSON file of jobs ('-' for stdin); default: the Procfile"),
     CONCURRENCY,
+    FLAPPING,
     arg("--nostart", action="store_true", help="load without starting"),
 )
 async def load(context: Context) -> int:
@@ -72,7 +80,9 @@ async def load(context: Context) -> int:
         ]
     else:
         app = context.app()
-        jobs = [(app.name, job) for job in app.jobs(context.concurrency())]
+        jobs = [
+            (app.name, job) for job in app.jobs(context.concurrency(), flapping=context.flapping())
+        ]
     failed = 0
     loaded = []
     for session, job in jobs:

@@ -10,7 +10,7 @@ import signal
 import sys
 
 from gaffer.cli.commands import arg, command
-from gaffer.cli.commands.jobs import CONCURRENCY
+from gaffer.cli.commands.jobs import CONCURRENCY, FLAPPING
 from gaffer.cli.context import Context, UsageError
 from gaffer.cli.procfile import to_ini, to_json, to_systemd
 from gaffer.console import ConsoleOutput
@@ -35,21 +35,23 @@ async def _until_signal() -> int:
     "dev:start",
     arg("jobs", nargs="*", metavar="JOB", help="only these entries"),
     CONCURRENCY,
+    FLAPPING,
     arg("--port", type=int, help="the first port (default $PORT or 5000)"),
 )
 async def dev_start(context: Context) -> int:
     """Run the Procfile app here, foreman style; Ctrl-C stops everything.
 
-    Every entry (or those named) is restarted when it exits; its output is shown
-    prefixed with the entry and pid."""
+    Every entry (or those named) is restarted when it exits, unless it crashes in a
+    loop (see --flapping); its output is shown prefixed with the entry and pid."""
     app = context.app()
     jobs = app.jobs(
         context.concurrency(),
         base_port=context.args.port,
         only=context.args.jobs or None,
+        flapping=context.flapping(),
     )
     manager = Manager(guard=True, subreaper=True)  # nothing outlives a killed `gaffer`
-    console = ConsoleOutput(colors=False if context.args.no_color else None)
+    console = ConsoleOutput(colors=False if context.args.no_color else None, logs=True)
     manager.start(apps=[console])
     try:
         for job in jobs:
@@ -80,7 +82,7 @@ async def dev_run(context: Context) -> int:
     command_line = shlex.join(context.args.cmd)
     name = os.path.basename(context.args.cmd[0]) or "run"
     manager = Manager(guard=True, subreaper=True)
-    manager.start(apps=[ConsoleOutput(colors=False if context.args.no_color else None)])
+    manager.start(apps=[ConsoleOutput(colors=False if context.args.no_color else None, logs=True)])
     statuses: list[int] = []
     done = asyncio.get_running_loop().create_future()
 
@@ -127,6 +129,7 @@ async def dev_run(context: Context) -> int:
     ),
     arg("--user", help="systemd: the user the services run as"),
     CONCURRENCY,
+    FLAPPING,
     arg("--port", type=int, help="the first port (default $PORT or 5000)"),
 )
 async def export(context: Context) -> int:
@@ -140,13 +143,17 @@ async def export(context: Context) -> int:
         if not context.args.out:
             raise UsageError("systemd export writes several files: give a directory with -o")
         os.makedirs(context.args.out, exist_ok=True)
-        units = to_systemd(app, concurrency, port, user=context.args.user)
+        units = to_systemd(
+            app, concurrency, port, user=context.args.user, flapping=context.flapping()
+        )
         for name, text in units.items():
             with open(os.path.join(context.args.out, name), "w") as handle:
                 handle.write(text)
         context.out.write(f"{len(units)} units written to {context.args.out}")
         return 0
-    text = (to_ini if context.args.format == "ini" else to_json)(app, concurrency, port)
+    text = (to_ini if context.args.format == "ini" else to_json)(
+        app, concurrency, port, flapping=context.flapping()
+    )
     if context.args.out:
         with open(context.args.out, "w") as handle:
             handle.write(text if text.endswith("\n") else text + "\n")
