@@ -6,6 +6,7 @@
       ProcessError (errno: an HTTP-like status, reason: a stable machine code)
         ProcessNotFound      404 not_found          unknown job, pid or session
         ProcessConflict      409 process_conflict   a job of that name is already loaded
+        ProcessLimitReached  409 process_limit      more processes than the manager's limit
         InvalidArgument      400 bad_request ...    also a ValueError: bad scale, bad signal
         StreamNotFound       404 stream_not_found   no such stdio or custom stream
         StreamNotRedirected  409 not_redirected     write to a stdin that is not a pipe
@@ -90,6 +91,14 @@ class SpawnError(ProcessError):
 
 class PluginError(GafferError):
     """A gafferd plugin cannot be loaded: no name, a bad ``requires``..."""
+
+
+class ProcessLimitReached(ProcessError):
+    """A load, update, scale or commit would give the manager more processes than its
+    ``process_limit``; nothing was changed."""
+
+    errno = 409
+    reason = "process_limit"
 
 
 class ManagerStopped(ProcessError):

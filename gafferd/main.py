@@ -16,7 +16,14 @@ from typing import Any
 
 import gaffer
 from gaffer.http import binding
-from gafferd.config import EX_CONFIG, ConfigError, describe, find_config, load_config
+from gafferd.config import (
+    EX_CONFIG,
+    ConfigError,
+    DaemonConfig,
+    describe,
+    find_config,
+    load_config,
+)
 from gafferd.daemon import daemonize
 from gafferd.logs import DaemonLog
 from gafferd.pidfile import AlreadyRunning, Pidfile
@@ -88,6 +95,17 @@ def cli_values(args: argparse.Namespace) -> dict[str, Any]:
     return {setting.name: getattr(args, setting.name, None) for setting in SETTINGS}
 
 
+def check_process_limit(config: DaemonConfig, effective: Effective) -> None:
+    """The file's jobs must fit in ``process_limit`` (gafferd would refuse the last ones)."""
+    limit = effective.process_limit
+    wanted = sum(spec.config.numprocesses for spec in config.jobs.values())
+    if limit is not None and wanted > limit:
+        raise ValueError(
+            f"the jobs of {config.path or 'the configuration'} ask for {wanted} processes, "
+            f"over process_limit = {limit} (from {effective.origins['process_limit']})"
+        )
+
+
 def check_exposure(effective: Effective) -> None:
     """Refuse to serve the API beyond this machine without keys, unless told to."""
     if effective.require_key or effective.insecure:
@@ -141,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return _admins(args, effective, config)
     try:
         check_exposure(effective)
+        check_process_limit(config, effective)
         _check_tls(effective)
     except (SecurityError, ValueError) as exc:
         print(f"gafferd: {exc}", file=sys.stderr)

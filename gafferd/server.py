@@ -81,6 +81,7 @@ class Gafferd:
             loop_kind=self.effective.loop,
             guard=self.effective.guard,
             subreaper=self.effective.subreaper,
+            process_limit=self.effective.process_limit,
         )
         loop = manager.loop
         for sig in STOP_SIGNALS:
@@ -200,6 +201,8 @@ class Gafferd:
         old = self.effective
         if self._log is not None and effective.log_level != old.log_level:
             self._log.set_level(effective.log_level)
+        if self.manager is not None:
+            self.manager.process_limit = effective.process_limit
         if self.webhooks is not None or config.webhooks:
             old_hooks = self._webhooks_slot.replace(self._make_webhooks(config, effective))
             if old_hooks is not None:

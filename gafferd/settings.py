@@ -55,6 +55,19 @@ def to_positive_int(text: str) -> int:
     return value
 
 
+def to_limit(text: str | int | None) -> int | None:
+    """An integer >= 1, or no limit: ``0``, ``off``, ``none``."""
+    if text is None or str(text).strip().lower() in ("0", "off", "none", "no", "false"):
+        return None
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ValueError("expected an integer >= 1, or 0 or off for no limit") from None
+    if value < 0:
+        raise ValueError("expected an integer >= 1, or 0 or off for no limit")
+    return value
+
+
 def to_seconds(text: str) -> float:
     try:
         value = float(str(text).strip())
@@ -259,6 +272,17 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "Become the child subreaper of the jobs: their orphaned descendants are reaped "
         "by gafferd and stopped with it (Linux).",
+    ),
+    Setting(
+        "process_limit",
+        to_limit,
+        10000,
+        "At most this many processes for all jobs together (their targets and one-off "
+        "processes): a load, scale or commit beyond it is refused (409 process_limit), so "
+        "a typo cannot fork the machine to its knees. 0 or off: no limit.",
+        flag="--process-limit",
+        metavar="N",
+        reload=True,
     ),
     Setting("webhook_timeout", to_seconds, 5.0, "Seconds a webhook POST may take.", reload=True),
     Setting(

@@ -48,6 +48,7 @@ from gaffer.errors import (
     InvalidArgument,
     ManagerStopped,
     ProcessConflict,
+    ProcessLimitReached,
     ProcessNotFound,
     SpawnError,
     StreamNotFound,
@@ -112,7 +113,9 @@ class Manager:
         *,
         guard: bool = False,
         subreaper: bool = False,
+        process_limit: int | None = None,
     ) -> None:
+        self.process_limit = process_limit  # checked first: a bad value leaves no loop open
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()  # `async with Manager()`: the caller's loop
@@ -387,6 +390,7 @@ class Manager:
         if name in self._jobs:
             raise ProcessConflict(f"job {name!r} is already loaded")
         self._check_not_stopping()
+        self._check_limit(f"loading {name}", None, config.numprocesses)
         job = Job(session, config, _check_env(env))
         job.sinks = self._acquire_sinks(job.name, config)
         self._jobs[name] = job
@@ -447,6 +451,9 @@ class Manager:
         config = _as_config(config)
         job = self._get_job(config.name, sessionid)
         self._check_not_stopping()
+        self._check_limit(
+            f"updating {job.name}", job, max(config.numprocesses, job.numprocesses), config
+        )
         sinks = self._acquire_sinks(job.name, config)
         job.cancel_timers()
         self._release_sinks(job.sinks)
@@ -464,6 +471,56 @@ class Manager:
     @on_loop
     def get(self, name: str) -> ProcessConfig:
         return self._get_job(name).config
+
+    @property
+    def process_limit(self) -> int | None:
+        """At most this many processes (targets, and one-off processes) for all jobs
+        together; None: no limit. Loads, updates, scales and commits beyond it raise
+        ProcessLimitReached and change nothing."""
+        return self._process_limit
+
+    @process_limit.setter
+    def process_limit(self, value: int | None) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"process_limit: expected an integer >= 1 or None, got {value!r}")
+        self._process_limit = value
+
+    # -- the process limit: a typo (=1000 for =10) must not fork the host to its knees ---
+    @staticmethod
+    def _reserved(job: Job, target: int | None = None, config: ProcessConfig | None = None) -> int:
+        """Processes a job may run: its target, or its config's (which start_job and
+        reload go back to) when larger, plus its one-off processes."""
+        target = job.numprocesses if target is None else target
+        config = job.config if config is None else config
+        return max(target, config.numprocesses) + len(job.running_out)
+
+    def _check_limit(
+        self,
+        what: str,
+        job: Job | None,
+        target: int,
+        config: ProcessConfig | None = None,
+        one_offs: int = 0,
+    ) -> None:
+        """Raise ProcessLimitReached when giving ``job`` (None: a new one) this target
+        and config would raise the manager's total over ``process_limit``; lowering a
+        total that is already over it (the limit was lowered) is always allowed."""
+        limit = self.process_limit
+        if limit is None:
+            return
+        others = sum(self._reserved(other) for other in self._jobs.values() if other is not job)
+        if job is None:
+            before, after = 0, max(target, config.numprocesses if config else 0) + one_offs
+        else:
+            before = self._reserved(job)
+            after = self._reserved(job, target, config) + one_offs
+        if after > before and others + after > limit:
+            raise ProcessLimitReached(
+                f"{what}: the manager would have up to {others + after} processes, over its "
+                f"limit of {limit} (process_limit); {others} are taken by other jobs"
+            )
 
     @on_loop
     def start_job(self, name: str) -> None:
@@ -501,7 +558,9 @@ class Manager:
         """Change the target: an int adds (subtracts when <= 0), ``"+n"``, ``"-n"``,
         ``"=n"``. Returns the new target."""
         job = self._get_job(name)
-        job.numprocesses = apply_scale(job.numprocesses, n)
+        target = apply_scale(job.numprocesses, n)
+        self._check_limit(f"scaling {job.name} to {target}", job, target)
+        job.numprocesses = target
         self._publish_job(job, "update", {"name": job.name, "numprocesses": job.numprocesses})
         self._manage(job)
         return job.numprocesses
@@ -522,6 +581,7 @@ class Manager:
             raise InvalidArgument(
                 f"graceful_timeout: expected seconds >= 0, got {graceful_timeout!r}"
             )
+        self._check_limit(f"committing {job.name}", job, job.numprocesses, one_offs=1)
         try:
             proc = self._spawn(
                 job, once=True, env=_check_env(env), graceful_timeout=graceful_timeout

@@ -344,6 +344,11 @@ def test_ps_scale_errors(daemon: Daemon, cli: Cli) -> None:
     assert unknown.returncode == 1, unknown
     assert "nosuchjob" in unknown.stderr
     no_traceback(unknown)
+    huge = cli("ps:scale", "scalebad=1000000")  # gafferd's process_limit: 10,000
+    assert huge.returncode == 1, huge
+    assert "over its limit of 10000 (process_limit)" in huge.stderr, huge
+    no_traceback(huge)
+    assert daemon.info("default.scalebad")["numprocesses"] == 1
 
 
 # -- ps:start, ps:stop -----------------------------------------------------------------------------

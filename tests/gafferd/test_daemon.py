@@ -559,3 +559,61 @@ def test_hup_applies_a_new_bind(gafferd_factory, tmp_path):
     assert Path(daemon.socket).exists()
     assert daemon.stop() == 0
     assert not Path(daemon.socket).exists()
+
+
+def test_process_limit_refuses_what_goes_over_it_and_hup_changes_it(gafferd_factory, tmp_path):
+    def limited(limit: int) -> str:
+        return f"""
+            [gaffer]
+            bind = unix:{tmp_path / "gafferd.sock"}
+            process_limit = {limit}
+
+            [job:alpha]
+            cmd = {{child}} sleep 1001
+            numprocesses = 2
+        """
+
+    daemon = gafferd_factory(limited(3)).start()
+    wait_until_sync(lambda: len(daemon.job_pids("sleep 1001")) == 2, what="2 children")
+    status, body = daemon.request("POST", "/jobs/default/alpha/numprocesses", {"scale": "+5"})
+    assert status == 409, body
+    assert body["error"] == "process_limit"
+    assert "over its limit of 3 (process_limit)" in body["reason"]
+    assert daemon.request("GET", "/jobs/default/alpha/numprocesses") == (200, {"numprocesses": 2})
+    load = {"name": "beta", "cmd": "sleep 1002", "numprocesses": 2}
+    assert daemon.request("POST", "/jobs/default", load)[0] == 409
+    assert daemon.request("GET", "/jobs/default/beta")[0] == 404
+    # a reload raises the limit; the same requests now go through
+    daemon.write(limited(10))
+    daemon.signal(signal.SIGHUP)
+
+    def scaled() -> bool:
+        return daemon.request("POST", "/jobs/default/alpha/numprocesses", {"scale": "+5"}) == (
+            200,
+            {"numprocesses": 7},
+        )
+
+    wait_until_sync(scaled, what="the scale accepted after the reload")
+    wait_until_sync(lambda: len(daemon.job_pids("sleep 1001")) == 7, what="7 children")
+    assert daemon.stop() == 0
+
+
+def test_check_config_refuses_jobs_over_the_process_limit(gafferd_factory):
+    daemon = gafferd_factory("""
+        [job:alpha]
+        cmd = {child} sleep 1001
+        numprocesses = 6000
+
+        [job:beta]
+        cmd = {child} sleep 1002
+        numprocesses = 5000
+    """)
+    refused = daemon.run("--check-config")
+    assert refused.returncode == 78, refused
+    assert (
+        f"the jobs of {daemon.ini} ask for 11000 processes, over process_limit = 10000 "
+        "(from default)"
+    ) in refused.stderr
+    assert daemon.run("--check-config", "--process-limit", "off").returncode == 0
+    raised = daemon.run("--check-config", "--process-limit", "20000")
+    assert raised.returncode == 0, raised
