@@ -271,7 +271,7 @@ SETTINGS: tuple[Setting, ...] = (
         to_bool,
         True,
         "Become the child subreaper of the jobs: their orphaned descendants are reaped "
-        "by gafferd and stopped with it (Linux).",
+        "by gafferd and stopped with their job, or with gafferd (Linux).",
     ),
     Setting(
         "process_limit",

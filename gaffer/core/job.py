@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from gaffer.core.config import ProcessConfig
 from gaffer.core.flapping import FlappingHistory
 from gaffer.core.logfile import LogSink
+from gaffer.core.orphans import JOB_MARK
 from gaffer.core.spawn import Command, build_command, build_env
 
 if TYPE_CHECKING:
@@ -48,6 +49,12 @@ class Job:
         self._slots: dict[int, tuple[dict[str, str], Command]] = {}
 
     @property
+    def _mark(self) -> dict[str, str]:
+        """In every process's environment, inherited by what it starts: the job's id (as
+        supervisor's SUPERVISOR_PROCESS_NAME), by which its orphans are known."""
+        return {JOB_MARK: self.name}
+
+    @property
     def bare_name(self) -> str:
         return self.config.name
 
@@ -62,7 +69,7 @@ class Job:
         if self.config.port is not None:
             return self._prepare_slot(slot)
         if self._prepared is None:
-            env = build_env(self.config, self.env)
+            env = build_env(self.config, self.env, self._mark)
             self._prepared = (env, None)
         env, command = self._prepared
         if command is None:
@@ -73,7 +80,8 @@ class Job:
     def _prepare_slot(self, slot: int) -> tuple[dict[str, str], Command]:
         prepared = self._slots.get(slot)
         if prepared is None:
-            env = build_env(self.config, self.env, {"PORT": str(self.config.port + slot)})
+            port = {"PORT": str(self.config.port + slot)}
+            env = build_env(self.config, self.env, port, self._mark)
             prepared = self._slots[slot] = (env, build_command(self.config, env))
         return prepared
 
@@ -107,7 +115,7 @@ class Job:
         """Environment and command line of a one-off process with its own extra env."""
         if not extra_env:
             return self.prepare()
-        env = build_env(self.config, self.env, extra_env)
+        env = build_env(self.config, self.env, extra_env, self._mark)
         return env, build_command(self.config, env)
 
     @property

@@ -197,8 +197,21 @@ class Manager:
             is_managed=self._is_own_child,
             is_kept_session=self._detached_sessions.__contains__,
             guard=self._guard,
+            is_job_stopped=self._grace_if_stopped,
         )
         self._orphans.start()
+
+    def _grace_if_stopped(self, job_id: str) -> float | None:
+        """For an orphan found after its job was stopped: that job's graceful timeout;
+        None when the job runs (or is not one of ours)."""
+        job = self._jobs.get(job_id)
+        return job.config.graceful_timeout if job is not None and job.stopped else None
+
+    def _stop_orphans(self, job: Job) -> None:
+        """The orphans of a job go with its processes (stop, unload, reload, update,
+        flapping); without the subreaper they are init's."""
+        if self._orphans is not None and not job.config.detach:
+            self._orphans.stop_job(job.name, job.config.graceful_timeout)
 
     def _is_own_child(self, os_pid: int) -> bool:
         """A child the watcher reaps (a managed process, the guard, a detached process
@@ -409,6 +422,7 @@ class Manager:
         job.stopped = True
         for proc in job.processes:
             self._stop_process(proc)
+        self._stop_orphans(job)
         del self._jobs[job.name]
         self._release_sinks(job.sinks)
         session = self._sessions[job.session]
@@ -431,6 +445,7 @@ class Manager:
             job.flapping.reset()
         for proc in list(job.running):
             self._stop_process(proc)
+        self._stop_orphans(job)
         self._publish_job(job, "reload", {"name": job.name})
         if job.stopped:
             job.stopped = False
@@ -462,6 +477,7 @@ class Manager:
         job.numprocesses = max(config.numprocesses, job.numprocesses)
         for proc in list(job.running):
             self._stop_process(proc)
+        self._stop_orphans(job)
         self._publish_job(job, "update", {"name": job.name, "numprocesses": job.numprocesses})
         if start and job.stopped:
             self._start_job(job)
@@ -551,6 +567,7 @@ class Manager:
         job.numprocesses = 0
         for proc in job.processes:
             self._stop_process(proc)
+        self._stop_orphans(job)
         self._publish_job(job, "stop", {"name": job.name})
 
     @on_loop
@@ -623,6 +640,7 @@ class Manager:
         job = self._get_job(name)
         for proc in job.processes:
             self._stop_process(proc)
+        self._stop_orphans(job)
         self._manage(job)
 
     @on_loop
@@ -1010,6 +1028,7 @@ class Manager:
         job.stopped = True
         for proc in list(job.running):
             self._stop_process(proc)
+        self._stop_orphans(job)
         self._publish_job(
             job, "flap", {"name": job.name, "retry_in": retry_in, "retries": job.flapping.retries}
         )

@@ -5,9 +5,10 @@ subreaper of everything it starts (``prctl(PR_SET_CHILD_SUBREAPER)``): a process
 parent dies (the child of a crashed worker, a daemon that forked twice, a process that
 left its group with ``setsid``) is handed to the manager instead of to init. So nothing a
 job started runs out of reach: orphans are reaped when they exit (no zombies pile up),
-registered with the guard (they die with a killed manager), and stopped when the manager
-stops. As pid 1 of a container the manager gets every orphan anyway; the same code
-handles them.
+registered with the guard (they die with a killed manager), and stopped with their job
+(every process carries its job's id in ``GAFFER_JOB``, and what it starts inherits it)
+or, at the latest, when the manager stops. As pid 1 of a container the manager gets
+every orphan anyway; the same code handles them.
 
 No event tells a subreaper that it was handed a child, so the manager lists its children
 every ``SWEEP_INTERVAL`` seconds in a worker thread (one small file per thread of the
@@ -39,6 +40,8 @@ PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
 # in the environment of detached processes, inherited by what they start: an orphan that
 # carries it (even from another session, after a daemon's setsid) is never stopped
 DETACHED_MARK = "GAFFER_DETACHED"
+# in the environment of every process, and so of what it starts: the job it belongs to
+JOB_MARK = "GAFFER_JOB"
 SWEEP_INTERVAL = 1.0  # seconds between two listings of the manager's children
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL of orphans, unless told otherwise
 KILL_WAIT = 1.0  # seconds to wait for the SIGKILLed to be gone
@@ -74,14 +77,22 @@ def list_children(pid: int) -> list[int]:
     return found
 
 
-def _has_detached_mark(pid: int) -> bool:
+def read_marks(pid: int) -> tuple[bool, str | None]:
+    """Whether the process carries the detached mark, and the job id it carries (from
+    the environment it was started with; unreadable: no mark, no job)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
             environ = handle.read()
     except OSError:
-        return False
-    mark = DETACHED_MARK.encode() + b"="
-    return any(entry.startswith(mark) for entry in environ.split(b"\0"))
+        return False, None
+    detached_mark, job_mark = DETACHED_MARK.encode() + b"=", JOB_MARK.encode() + b"="
+    detached, job = False, None
+    for entry in environ.split(b"\0"):
+        if entry.startswith(detached_mark):
+            detached = True
+        elif entry.startswith(job_mark):
+            job = entry[len(job_mark) :].decode(errors="replace")
+    return detached, job
 
 
 @dataclass
@@ -90,6 +101,7 @@ class Orphan:
     pgid: int
     pidfd: int | None
     kept: bool  # of a detached job's session: reaped, never stopped
+    job: str | None = None  # the job it came from, by its GAFFER_JOB
 
 
 class OrphanReaper:
@@ -102,10 +114,12 @@ class OrphanReaper:
         is_kept_session: Callable[[int], bool],
         guard: Guard | None = None,
         interval: float = SWEEP_INTERVAL,
+        is_job_stopped: Callable[[str], float | None] = lambda job: None,
     ) -> None:
         self._loop = loop
         self._is_managed = is_managed
         self._is_kept_session = is_kept_session
+        self._is_job_stopped = is_job_stopped
         self._guard = guard
         self._interval = interval
         self._own_pid = os.getpid()
@@ -158,16 +172,44 @@ class OrphanReaper:
                 self._adopt(pid, stat.pgid, stat.sid)
 
     def _adopt(self, pid: int, pgid: int, sid: int) -> None:
-        kept = self._is_kept_session(sid) or _has_detached_mark(pid)
-        orphan = Orphan(pid, pgid, pidfd_or_none(pid), kept)
+        detached, job = read_marks(pid)
+        kept = detached or self._is_kept_session(sid)
+        orphan = Orphan(pid, pgid, pidfd_or_none(pid), kept, job)
         self.orphans[pid] = orphan
         if orphan.pidfd is not None:
             self._loop.add_reader(orphan.pidfd, self._exited, orphan)
         if self._guard is not None and not kept:
             self._guard.add(pgid)
         logger.info(
-            "adopted orphan pid %d (group %d%s)", pid, pgid, ", of a detached job" if kept else ""
+            "adopted orphan pid %d (group %d%s%s)",
+            pid,
+            pgid,
+            f", of {job}" if job else "",
+            ", of a detached job" if kept else "",
         )
+        grace = None if kept or job is None else self._is_job_stopped(job)
+        if grace is not None:  # its job was stopped or unloaded before it was found
+            self._stop([orphan], grace)
+
+    def stop_job(self, job: str, grace: float) -> int:
+        """Stop the orphans of ``job`` (SIGTERM, SIGKILL ``grace`` seconds later), those
+        handed over since the last sweep included. Returns how many were signalled."""
+        if self._closed:
+            return 0
+        self.examine(list_children(self._own_pid))  # one small file per thread: cheap
+        doomed = [o for o in self.orphans.values() if o.job == job and not o.kept]
+        if doomed:
+            logger.info("stopping %d orphaned process(es) of %s", len(doomed), job)
+            self._stop(doomed, grace)
+        return len(doomed)
+
+    def _stop(self, orphans: list[Orphan], grace: float) -> None:
+        self._signal(orphans, signal.SIGTERM)
+
+        def kill_the_living() -> None:
+            self._signal(self._living(orphans), signal.SIGKILL)
+
+        self._loop.call_later(grace, kill_the_living)
 
     def _exited(self, orphan: Orphan) -> None:
         if self.orphans.pop(orphan.pid, None) is None:

@@ -191,3 +191,64 @@ def test_a_subreaper_adopts_reaps_and_stops_orphans(tmp_path):
     assert result["in_guard"] and not result["kept_in_guard"] and result["kept_is_kept"]
     assert result["live_after"] in (None, "Z", "X"), "a live orphan outlived the stop"
     assert result["kept_after"] not in (None, "Z", "X"), "a detached job's orphan was stopped"
+
+
+def test_orphans_go_with_their_job(tmp_path):
+    """In a fresh Python: orphans carry their job's id (GAFFER_JOB) and are stopped with
+    it (stop_job: SIGTERM; unload of one that ignores SIGTERM: SIGKILL after the job's
+    graceful timeout), while the orphans of other jobs, and of a detached job, run on."""
+    result = run_script(f"""
+        import time
+        from gaffer.core.procfs import proc_stat
+
+        def alive(pid):
+            stat = proc_stat(pid)
+            return stat is not None and not stat.exited
+
+        async def pid_in(path):
+            await wait_until(lambda: os.path.exists(path) and open(path).read(), 10, path)
+            return int(open(path).read())
+
+        async def main():
+            tmp = {str(tmp_path)!r}
+            out = {{}}
+            async with Manager(subreaper=True) as manager:
+                manager.load(ProcessConfig("a", child_cmd("daemonize", tmp + "/a")))
+                manager.load(ProcessConfig("b", child_cmd("daemonize", tmp + "/b", "ignore"),
+                                           graceful_timeout=0.3))
+                manager.load(ProcessConfig("c", child_cmd("daemonize", tmp + "/c")))
+                manager.load(ProcessConfig("k", child_cmd("daemonize", tmp + "/k"),
+                                           detach=True))
+                a, b, c, k = [await pid_in(tmp + "/" + n) for n in "abck"]
+                environ = open(f"/proc/{{a}}/environ", "rb").read().split(b"\\0")
+                out["mark"] = [e.decode() for e in environ if e.startswith(b"GAFFER_JOB=")]
+                reaper = manager._orphans
+                # stop_job looks for orphans itself: no waiting for a sweep
+                manager.stop_job("a")
+                await wait_until(lambda: not alive(a) and a not in reaper.orphans, 5,
+                                 "a's orphan gone and reaped")
+                out["a_jobs"] = [o.job for o in reaper.orphans.values()]
+                out["c_after_a"] = alive(c)
+                started = time.monotonic()
+                manager.unload("b")
+                await wait_until(lambda: not alive(b) and b not in reaper.orphans, 5,
+                                 "b's orphan gone and reaped")
+                out["b_took"] = time.monotonic() - started
+                leader = manager.get_process(manager.pids("k")[0])
+                manager.stop_job("k")
+                await asyncio.wait_for(leader.wait_gone(), 5)
+                await asyncio.sleep(0.2)  # a signal sent wrongly would have landed by now
+                out["k_after_stop"] = alive(k)
+                out["c_still"] = alive(c)
+            out["c_after_manager"] = alive(c)
+            out["k_after_manager"] = alive(k)
+            os.kill(k, 9)
+            print(json.dumps(out))
+        asyncio.run(main())
+    """)
+    assert result["mark"] == ["GAFFER_JOB=default.a"]
+    assert "default.a" not in result["a_jobs"]
+    assert result["c_after_a"] and result["c_still"], "another job's orphan was stopped"
+    assert 0.25 < result["b_took"] < 4, result  # SIGTERM ignored: SIGKILL after 0.3 s
+    assert result["k_after_stop"] and result["k_after_manager"], "a detached orphan stopped"
+    assert not result["c_after_manager"]  # the rest go with the manager, as before

@@ -407,3 +407,33 @@ async def test_port_gives_each_process_its_own_port_and_a_replacement_the_same()
         await wait_until(lambda: output.get(4, b"").count(b"\n") == 3, what="the replacement")
         assert output[4].decode().splitlines()[0] == ports[2]  # it took the freed slot
         assert manager.get_process(4).slot == 1
+
+
+async def test_every_process_carries_its_job_id_in_gaffer_job(monkeypatch):
+    """Kept-alive processes, one per port slot, one-off ones with their own env: all get
+    GAFFER_JOB, stronger than any env given (an outer gaffer's included)."""
+    monkeypatch.setenv("GAFFER_JOB", "outer.job")  # as if this program ran under gafferd
+
+    def job_of(os_pid: int) -> list[bytes]:
+        with open(f"/proc/{os_pid}/environ", "rb") as handle:
+            environ = handle.read().split(b"\0")
+        return [entry for entry in environ if entry.startswith(b"GAFFER_JOB=")]
+
+    async with Manager() as manager:
+        manager.load(ProcessConfig("plain", child_cmd("sleep"), os_env=True))
+        manager.load(
+            ProcessConfig("ported", child_cmd("sleep"), port=7000, numprocesses=2),
+            sessionid="app",
+            env={"GAFFER_JOB": "forged"},
+        )
+        one_off = manager.commit("plain", env={"GAFFER_JOB": "forged", "X": "1"})
+        found = {
+            pid: job_of(manager.get_process(pid).os_pid)
+            for pid in [*manager.pids("plain"), *manager.pids("app.ported"), one_off]
+        }
+    assert found == {
+        1: [b"GAFFER_JOB=default.plain"],
+        2: [b"GAFFER_JOB=app.ported"],
+        3: [b"GAFFER_JOB=app.ported"],
+        4: [b"GAFFER_JOB=default.plain"],
+    }
