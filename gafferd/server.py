@@ -31,6 +31,7 @@ from gaffer.http.identity import Identity
 from gaffer.http.keystore import KeyStore
 from gafferd.config import ConfigError, DaemonConfig, JobSpec, load_config
 from gafferd.logs import DaemonLog
+from gafferd.memory import MemoryTrimmer
 from gafferd.settings import Effective, SettingError, resolve
 
 logger = logging.getLogger("gafferd")
@@ -101,9 +102,12 @@ class Gafferd:
         self.plugins.initialize(manager)
         manager.start(apps=apps)
         loop.call_soon(self._load_jobs)
+        trimmer = MemoryTrimmer(loop)
+        trimmer.start()
         try:
             manager.run()
         finally:
+            trimmer.stop()
             self.plugins.on_shutdown(manager)
             for sig in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1):
                 if not loop.is_closed():

@@ -146,6 +146,8 @@ class Manager:
         self._guard: Guard | None = None
         self._orphans: OrphanReaper | None = None
         self._detached_sessions: set[int] = set()
+        # bound once: each process holds them, and a bound method is an object each time
+        self._exit_callback, self._gone_callback = self._on_exit, self._on_gone
 
     def _bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -965,8 +967,8 @@ class Manager:
             command=command,
             once=once,
             graceful_timeout=graceful_timeout,
-            on_exit=self._on_exit,
-            on_gone=self._on_gone,
+            on_exit=self._exit_callback,
+            on_gone=self._gone_callback,
             sampler=self._sampler,
             group_watch=self._groups,
             stats_monitor=self._monitor,
@@ -983,7 +985,7 @@ class Manager:
             self._detached_sessions.add(proc.os_pid)  # its orphans are left running too
         elif self._guard is not None:
             self._guard.add(proc.os_pid)
-        proc.held_sinks = [sink for sink in sinks if sink is not None]
+        proc.held_sinks = tuple(sink for sink in sinks if sink is not None)
         for sink in proc.held_sinks:
             self._sinks.retain(sink)
         self._next_pid = pid + 1
@@ -1073,7 +1075,7 @@ class Manager:
         if proc.os_pid is not None:
             self._sampler.discard(proc.os_pid)
         self._release_sinks(proc.held_sinks)
-        proc.held_sinks = []
+        proc.held_sinks = ()
         job = self._jobs.get(proc.name)
         if job is not None and was_running:
             self._remove(job, proc)

@@ -21,7 +21,8 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from gaffer.core.childwatch import ChildHandle, ChildWatcher
@@ -40,6 +41,7 @@ from gaffer.errors import SpawnError, StreamNotFound, StreamNotRedirected
 logger = logging.getLogger(__name__)
 
 ALL_LABELS = "."
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})  # read-only: replaced by a dict when written
 
 IOListener = Callable[[str, dict], object]
 _DEFAULT_SAMPLER = Sampler()
@@ -101,6 +103,16 @@ class Process:
         once: a one-off (committed) process, never restarted.
     """
 
+    # a manager holds thousands: slots keep each at a few hundred bytes, not 1.6 KiB
+    __slots__ = (
+        "_enlarged_pipes", "_escaped", "_gone", "_gone_reported", "_group_alive",
+        "_group_watch", "_handle", "_io_listeners", "_kill_timer", "_log_writers",
+        "_on_exit", "_on_gone", "_prepared", "_readers", "_stats_monitor", "_stdin",
+        "_watcher", "command", "config", "create_time", "env", "exit_status",
+        "graceful_timeout", "held_sinks", "loop", "name", "once", "os_pid", "output_labels",
+        "pid", "sampler", "slot", "stopping", "streams", "term_signal",
+    )  # fmt: skip
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -141,26 +153,28 @@ class Process:
         self.exit_status: int | None = None
         self.term_signal: int | None = None
         self.stopping = False
-        self.streams: dict[str, Stream] = {}
+        # empty containers are shared until first written: thousands of sleeping
+        # processes need none of them
+        self.streams: Mapping[str, Stream] = _EMPTY
         self._on_exit = on_exit
         self._on_gone = on_gone
         self._gone_reported = False
         self._handle: ChildHandle | None = None
-        self._readers: list[PipeReader] = []
+        self._readers: list[PipeReader] | tuple[()] = ()
         self._stdin: PipeWriter | None = None
-        self._io_listeners: dict[str, list[IOListener]] = {}
+        self._io_listeners: Mapping[str, list[IOListener]] = _EMPTY
         self._log_writers = log_writers
         self._group_watch = group_watch
         self._enlarged_pipes = 0
-        self.held_sinks: list[Any] = []  # the log sinks this process keeps open (manager)
+        self.held_sinks: Sequence[Any] = ()  # the log sinks this process keeps open (manager)
         self.output_labels = _output_labels(config, log_writers)
         for label, listener in io_listeners:
-            self._io_listeners.setdefault(label, []).append(listener)
+            self._listeners_of(label).append(listener)
         self._kill_timer: asyncio.TimerHandle | None = None
         self._gone: asyncio.Future[None] | None = None
         self._group_alive = False
         # descendants that left the group, found at stop: pid -> pidfd (None: no pidfds)
-        self._escaped: dict[int, int | None] = {}
+        self._escaped: Mapping[int, int | None] = _EMPTY
 
     # -- spawn ---------------------------------------------------------------------------
     def spawn(self) -> None:
@@ -258,7 +272,9 @@ class Process:
             reader = PipeReader(self.loop, read_fd, self._reader_for(label, writer))
             if writer is not None:
                 writer.reader = reader  # the log pauses it when it cannot keep up
-            self._readers.append(reader)
+            self._readers = [*self._readers, reader]
+        if sockets:
+            self.streams = {}
         for label, child_fd, ours, theirs in sockets:
             theirs.close()
             self.streams[label] = Stream(self, label, child_fd, ours)
@@ -382,6 +398,8 @@ class Process:
             if stat is None or stat.exited or stat.pgid == self.os_pid or pid in self._escaped:
                 continue
             pidfd = pidfd_or_none(pid)
+            if self._escaped is _EMPTY:
+                self._escaped = {}
             self._escaped[pid] = pidfd
             if pidfd is not None:
                 self.loop.add_reader(pidfd, self._escaped_exited, pid)
@@ -535,9 +553,14 @@ class Process:
                 f"pid {self.pid} has no stream {label!r}; it has "
                 f"{', '.join(sorted(self._labels())) or 'none'}"
             )
-        listeners = self._io_listeners.setdefault(label, [])
+        listeners = self._listeners_of(label)
         if listener not in listeners:
             listeners.append(listener)
+
+    def _listeners_of(self, label: str) -> list[IOListener]:
+        if self._io_listeners is _EMPTY:
+            self._io_listeners = {}
+        return self._io_listeners.setdefault(label, [])
 
     def unmonitor_io(self, label: str, listener: IOListener) -> None:
         listeners = self._io_listeners.get(label)
