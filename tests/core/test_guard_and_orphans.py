@@ -209,9 +209,27 @@ def test_orphans_go_with_their_job(tmp_path):
             await wait_until(lambda: os.path.exists(path) and open(path).read(), 10, path)
             return int(open(path).read())
 
+        def kill_ours(pids, tmp):
+            # the detached job's processes outlive the manager: gone at the end, even
+            # when the test fails (only if still ours: a pid may be reused)
+            for pid in pids:
+                try:
+                    if tmp.encode() in open(f"/proc/{{pid}}/cmdline", "rb").read():
+                        os.kill(pid, 9)
+                except OSError:
+                    pass
+
         async def main():
             tmp = {str(tmp_path)!r}
             out = {{}}
+            detached = []
+            try:
+                await body(tmp, out, detached)
+            finally:
+                kill_ours(detached, tmp)
+            print(json.dumps(out))
+
+        async def body(tmp, out, detached):
             async with Manager(subreaper=True) as manager:
                 manager.load(ProcessConfig("a", child_cmd("daemonize", tmp + "/a")))
                 manager.load(ProcessConfig("b", child_cmd("daemonize", tmp + "/b", "ignore"),
@@ -219,7 +237,10 @@ def test_orphans_go_with_their_job(tmp_path):
                 manager.load(ProcessConfig("c", child_cmd("daemonize", tmp + "/c")))
                 manager.load(ProcessConfig("k", child_cmd("daemonize", tmp + "/k"),
                                            detach=True))
+                leader = manager.get_process(manager.pids("k")[0])
+                detached.append(leader.os_pid)
                 a, b, c, k = [await pid_in(tmp + "/" + n) for n in "abck"]
+                detached.append(k)
                 environ = open(f"/proc/{{a}}/environ", "rb").read().split(b"\\0")
                 out["mark"] = [e.decode() for e in environ if e.startswith(b"GAFFER_JOB=")]
                 reaper = manager._orphans
@@ -234,7 +255,6 @@ def test_orphans_go_with_their_job(tmp_path):
                 await wait_until(lambda: not alive(b) and b not in reaper.orphans, 5,
                                  "b's orphan gone and reaped")
                 out["b_took"] = time.monotonic() - started
-                leader = manager.get_process(manager.pids("k")[0])
                 manager.stop_job("k")
                 await asyncio.wait_for(leader.wait_gone(), 5)
                 await asyncio.sleep(0.2)  # a signal sent wrongly would have landed by now
@@ -242,8 +262,6 @@ def test_orphans_go_with_their_job(tmp_path):
                 out["c_still"] = alive(c)
             out["c_after_manager"] = alive(c)
             out["k_after_manager"] = alive(k)
-            os.kill(k, 9)
-            print(json.dumps(out))
         asyncio.run(main())
     """)
     assert result["mark"] == ["GAFFER_JOB=default.a"]
