@@ -65,6 +65,7 @@ import sys
 import tempfile
 import time
 import xmlrpc.client
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,7 +245,9 @@ class UnixTransport(xmlrpc.client.Transport):
         return UnixHTTPConnection(self.path)
 
 
-class System:
+class System(ABC):
+    """A program that starts a job's processes: a supervisor, or the C baseline."""
+
     name = ""
     api = ""
     notes: dict[str, str] = {}
@@ -254,24 +257,28 @@ class System:
         self.logdir = logdir
 
     @staticmethod
-    def version() -> str:
-        raise NotImplementedError
-
-    @staticmethod
     def available() -> bool:
         return True
 
-    def command(self, job: Job) -> list[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def command(self, job: Job) -> list[str]: ...
 
-    def list_all(self, job: Job) -> int:
-        raise NotImplementedError
-
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most systems hold nothing to close
         pass
 
 
-class Gaffer(System):
+class Peer(System):
+    """A supervisor under test: it has a version and an API that lists its processes."""
+
+    @staticmethod
+    @abstractmethod
+    def version() -> str: ...
+
+    @abstractmethod
+    def list_all(self, job: Job) -> int: ...
+
+
+class Gaffer(Peer):
     name = "gaffer"
     api = "HTTP GET /pids (unix socket)"
 
@@ -312,7 +319,7 @@ class Gaffer(System):
             conn.close()
 
 
-class Supervisor(System):
+class Supervisor(Peer):
     name = "supervisor"
     api = "XML-RPC getAllProcessInfo (unix socket)"
 
@@ -374,7 +381,7 @@ class Supervisor(System):
             proxy("close")()
 
 
-class Circus(System):
+class Circus(Peer):
     name = "circus"
     api = "ZMQ `list` of the watcher (CircusClient)"
     client = None
@@ -440,7 +447,7 @@ class CBaseline(System):
         return [self.binary, str(job.numprocesses), *job.argv]
 
 
-CLASSES: dict[str, type[System]] = {"gaffer": Gaffer, "supervisor": Supervisor, "circus": Circus}
+CLASSES: dict[str, type[Peer]] = {"gaffer": Gaffer, "supervisor": Supervisor, "circus": Circus}
 
 
 # -- one daemon, from launch to a clean stop -----------------------------------------------
@@ -718,6 +725,7 @@ class Bench:
 
     def control(self, run: Run, job: Job, count: int) -> None:
         system = run.system
+        assert isinstance(system, Peer), "only a supervisor has an API to list with"
         latencies = []
         for _ in range(self.sizes.calls):
             started = time.perf_counter()

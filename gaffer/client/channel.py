@@ -75,14 +75,7 @@ class GafferSocket:
                 if event == "gaffer:command_success":
                     future.set_result(data.get("result"))
                 else:
-                    error = data.get("error") or {}
-                    future.set_exception(
-                        ApiError.of(
-                            int(error.get("errno", 500)),
-                            str(error.get("reason", "error")),
-                            str(error.get("message") or error.get("reason", "")),
-                        )
-                    )
+                    future.set_exception(_api_error(data.get("error") or {}, 500))
         elif event in ("gaffer:subscription_success", "gaffer:subscription_error"):
             key = f"sub:{message.get('topic') or data.get('topic')}"
             future = self._pending.pop(key, None)
@@ -90,13 +83,7 @@ class GafferSocket:
                 if event == "gaffer:subscription_success":
                     future.set_result(data)
                 else:
-                    future.set_exception(
-                        ApiError.of(
-                            int(data.get("errno", 400)),
-                            str(data.get("reason", "error")),
-                            str(data.get("message") or data.get("reason", "")),
-                        )
-                    )
+                    future.set_exception(_api_error(data, 400))
         elif event in ("gaffer:error", "gaffer:dropped"):
             self.errors.append(message)
 
@@ -230,3 +217,12 @@ class IOChannel:
         if self._reader is not None:
             await asyncio.wait({self._reader}, timeout=5)
             self._reader.cancel()
+
+
+def _api_error(error: dict[str, Any], default_errno: int) -> ApiError:
+    """The ApiError of a channel's ``{errno, reason, message}`` error."""
+    return ApiError.of(
+        int(error.get("errno", default_errno)),
+        str(error.get("reason", "error")),
+        str(error.get("message") or error.get("reason", "")),
+    )

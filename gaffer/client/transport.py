@@ -14,7 +14,7 @@ import contextlib
 import json
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -206,8 +206,14 @@ class Transport:
         return "gafferd" if self.endpoint.unix else urlsplit(self.endpoint.base).netloc
 
     async def _fetch(self, request: tornado.httpclient.HTTPRequest) -> Any:
-        try:
+        with self._errors_mapped():
             return await self._http().fetch(request)
+
+    @contextlib.contextmanager
+    def _errors_mapped(self) -> Iterator[None]:
+        """gafferd's error answers as ApiError, no answer at all as Unreachable."""
+        try:
+            yield
         except tornado.httpclient.HTTPClientError as exc:
             if exc.response is None or exc.code == 599:
                 raise self._unreachable(exc) from None
@@ -232,19 +238,13 @@ class Transport:
             ssl_options=self._ssl,
         )
         resolver = _UnixResolver(path=self.endpoint.unix) if self.endpoint.unix else None
-        try:
+        with self._errors_mapped():
             return await tornado.websocket.websocket_connect(
                 request,
                 on_message_callback=on_message,
                 resolver=resolver,
                 max_message_size=16 * 1024 * 1024,
             )
-        except tornado.httpclient.HTTPClientError as exc:
-            if exc.response is None or exc.code == 599:
-                raise self._unreachable(exc) from None
-            raise _api_error(exc.response) from None
-        except (OSError, tornado.iostream.StreamClosedError, ssl.SSLError) as exc:
-            raise self._unreachable(exc) from None
 
     def close(self) -> None:
         if self._client is not None:

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gaffer.core.guard import Guard
-from gaffer.core.procfs import all_pids, children_of, pidfd_or_none, proc_stat
+from gaffer.core.procfs import all_pids, children_of, pidfd_or_none, proc_stat, send_signal
 
 logger = logging.getLogger(__name__)
 
@@ -283,10 +283,4 @@ class OrphanReaper:
     @staticmethod
     def _signal(orphans: list[Orphan], sig: int) -> None:
         for orphan in orphans:
-            try:
-                if orphan.pidfd is not None:
-                    signal.pidfd_send_signal(orphan.pidfd, sig)
-                else:
-                    os.kill(orphan.pid, sig)
-            except OSError:
-                pass
+            send_signal(orphan.pid, orphan.pidfd, sig)

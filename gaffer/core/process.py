@@ -33,7 +33,7 @@ from gaffer.core.monitor import StatsMonitor
 from gaffer.core.names import parse_signal
 from gaffer.core.orphans import DETACHED_MARK
 from gaffer.core.pipes import PipeReader, PipeWriter, capture_pipe, release_capture_pipes
-from gaffer.core.procfs import descendants_of, pidfd_or_none, proc_stat
+from gaffer.core.procfs import descendants_of, pidfd_or_none, proc_stat, send_signal
 from gaffer.core.spawn import Command, build_command, build_env, spawn
 from gaffer.core.stats import Sampler, descendants, descendants_map
 from gaffer.errors import SpawnError, StreamNotFound, StreamNotRedirected
@@ -414,13 +414,7 @@ class Process:
 
     def _signal_escaped(self, sig: int) -> None:
         for pid, pidfd in self._escaped.items():
-            try:
-                if pidfd is not None:
-                    signal.pidfd_send_signal(pidfd, sig)
-                else:
-                    os.kill(pid, sig)
-            except OSError:
-                pass
+            send_signal(pid, pidfd, sig)
 
     def _escaped_exited(self, pid: int) -> None:
         self._drop_escaped(pid)

@@ -7,6 +7,7 @@ of /proc for the table (callers run those in a worker thread, never on the loop)
 from __future__ import annotations
 
 import os
+import signal
 from typing import NamedTuple
 
 HAS_PROC = os.path.exists("/proc/self/stat")
@@ -80,6 +81,18 @@ def descendants_of(pid: int) -> list[int]:
                 seen.add(grandchild)
                 stack.append(grandchild)
     return found
+
+
+def send_signal(pid: int, pidfd: int | None, sig: int) -> None:
+    """Signal a process through its pidfd when there is one (it cannot reach a reused
+    pid), else by pid; a process already gone is not an error."""
+    try:
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, sig)
+        else:
+            os.kill(pid, sig)
+    except OSError:
+        pass
 
 
 def pidfd_or_none(pid: int) -> int | None:

@@ -32,6 +32,7 @@ delivered as ``{"event": label, "topic", "name", "pid", "os_pid", "label", "data
 from __future__ import annotations
 
 import codecs
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -136,7 +137,10 @@ def subscription(
     return kind(topic, manager, permissions, deliver)
 
 
-class Subscription:
+class Subscription(ABC):
+    """What one channel subscription listens to; each kind of topic says how it starts
+    listening (``start``) and stops (``stop``)."""
+
     def __init__(
         self, topic: Topic, manager: Any, permissions: Permissions, deliver: Deliver
     ) -> None:
@@ -147,11 +151,11 @@ class Subscription:
         self.deliver = deliver
         self.active = False
 
-    def start(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def start(self) -> None: ...
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def stop(self) -> None: ...
 
     def may_read(self, job: Any) -> bool:
         if not isinstance(job, str) or not job:
