@@ -63,7 +63,7 @@ async def spawn_time(count: int) -> float:
 
 
 async def _drain(manager: Manager) -> None:
-    while manager._stopping_procs:
+    while manager._table.stopping:
         await asyncio.sleep(0.01)
 
 

@@ -12,6 +12,7 @@
         StreamNotRedirected  409 not_redirected     write to a stdin that is not a pipe
         SpawnError           500 spawn_error        the OS refused to start a process
         ManagerStopped       409 manager_stopped    the manager is stopping or stopped
+        InvalidStateTransition 500                  a state move the tables refuse (a bug)
       PluginError                                 a gafferd plugin cannot be loaded
       ClientError                                 raised by gaffer.client
         Unreachable                               no gafferd answers at that address
@@ -104,6 +105,17 @@ class ProcessLimitReached(ProcessError):
 class ManagerStopped(ProcessError):
     errno = 409
     reason = "manager_stopped"
+
+
+class InvalidStateTransition(ProcessError):
+    """A move the state tables of ``gaffer.core.states`` refuse: a bug, never bad input."""
+
+    errno = 500
+    reason = "invalid_state_transition"
+
+    def __init__(self, message: str, *, old: object, new: object) -> None:
+        super().__init__(message)
+        self.old, self.new = old, new
 
 
 class ClientError(GafferError):

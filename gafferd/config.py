@@ -96,6 +96,7 @@ JOB_KEYS: dict[str, Callable[[str, str], Any]] = {
     "redirect_input": _bool,
     "custom_streams": _words,
     "graceful_timeout": _seconds,
+    "start_secs": _seconds,
     "priority": _int,
     "stdout_logfile": _logfile,
     "stderr_logfile": _logfile,

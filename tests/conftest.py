@@ -11,7 +11,13 @@ import time
 import psutil
 import pytest
 
+# a move the state tables refuse is a bug: raise it, here and in every gafferd started
+os.environ["GAFFER_STRICT_STATES"] = "1"
+
+from gaffer.core import states
 from gaffer.core.loop import new_event_loop
+
+states.STRICT = True
 
 ASYNC_TEST_TIMEOUT = float(os.environ.get("GAFFER_TEST_TIMEOUT", "45"))
 

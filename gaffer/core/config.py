@@ -23,8 +23,10 @@ from gaffer.core.logfile import (
     DEFAULT_MAX_BYTES,
     LogTarget,
 )
+from gaffer.errors import InvalidArgument
 
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
+DEFAULT_START_SECS = 1.0  # a process that lives this long counts as started (supervisor's)
 
 
 class InvalidOption(ValueError):
@@ -62,6 +64,7 @@ class ProcessConfig:
         custom_streams: labels of extra bidirectional pipes at fd 3, 4, ...
         custom_channels: already-open files or sockets passed after the custom streams.
         graceful_timeout: seconds between SIGTERM and SIGKILL when stopping.
+        start_secs: a process that lives this long counts as started: ``running``.
         priority: start order in gafferd and at manager start (lower first).
         stdout_logfile, stderr_logfile: where the output also goes: a path, ``"-"`` for
             gaffer's own stdout, or ``"syslog[:facility][@address]"``.
@@ -92,6 +95,7 @@ class ProcessConfig:
     custom_streams: tuple[str, ...]
     custom_channels: tuple[Any, ...]
     graceful_timeout: float
+    start_secs: float
     priority: int
     port: int | None
     stdout_logfile: str | None
@@ -198,6 +202,33 @@ class ProcessConfig:
 
     def __hash__(self) -> int:
         return hash((self.name, self.cmd))
+
+
+# -- what commands receive ----------------------------------------------------------------
+def as_config(config: ProcessConfig | Mapping[str, Any]) -> ProcessConfig:
+    if isinstance(config, ProcessConfig):
+        return config
+    if isinstance(config, Mapping):
+        return ProcessConfig.from_dict(config)
+    raise InvalidArgument(
+        f"expected a ProcessConfig or a dict, got {type(config).__name__}", reason="bad_config"
+    )
+
+
+def check_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    if env is None:
+        return None
+    if not isinstance(env, Mapping):
+        raise InvalidArgument(f"env: expected a dict of strings, got {env!r}")
+    for key, value in env.items():
+        if not isinstance(key, str) or not key or "=" in key or not isinstance(value, str):
+            raise InvalidArgument(f"env: bad variable {key!r}={value!r}")
+        try:
+            os_string(key)
+            os_string(value)
+        except ValueError as exc:
+            raise InvalidArgument(f"env: {exc}") from None
+    return dict(env)
 
 
 # -- validators ---------------------------------------------------------------------------
@@ -487,6 +518,7 @@ _DEFAULTS: dict[str, Any] = {
     "custom_streams": None,
     "custom_channels": None,
     "graceful_timeout": DEFAULT_GRACEFUL_TIMEOUT,
+    "start_secs": DEFAULT_START_SECS,
     "priority": DEFAULT_PRIORITY,
     "port": None,
     "stdout_logfile": None,
@@ -512,6 +544,7 @@ _VALIDATORS = {
     "custom_streams": _stream_labels,
     "custom_channels": _channels,
     "graceful_timeout": _seconds,
+    "start_secs": _seconds,
     "priority": _int,
     "port": _port,
     "stdout_logfile": _logfile,

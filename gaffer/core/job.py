@@ -1,19 +1,19 @@
-"""``Job``: a loaded job, its config, its processes, its target and its crash history.
+"""``Job``: what a job's processes are made of and who they are.
 
-A job is bookkeeping only: the manager decides and acts; the job remembers.
+The config and load env, the environment and command line built once from them (once per
+slot with ``port``), the slots of the kept-alive processes, the processes themselves and
+the crash history. A job is bookkeeping only: its runner (runner.py) decides and acts.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gaffer.core.config import ProcessConfig
 from gaffer.core.flapping import FlappingHistory
-from gaffer.core.logfile import LogSink
 from gaffer.core.orphans import JOB_MARK
 from gaffer.core.spawn import Command, build_command, build_env
 
@@ -31,15 +31,7 @@ class Job:
         self._free_slots: list[int] = []  # a heap of the slots below _slot_end not held
         self._slot_end = 0
         self.running_out: dict[int, Process] = {}  # one-off (committed) processes
-        self.stopped = True
-        self.retry_timer: asyncio.TimerHandle | None = None
-        self.manage_handle: asyncio.Handle | None = None  # the next slice of spawns
-        self.backoff_handle: asyncio.TimerHandle | None = None  # after a failed spawn
-        self.retiring: list[Process] = []  # old processes of a rolling restart
-        self.spawn_failures = 0
-        self.sinks: tuple[LogSink | None, LogSink | None] = (None, None)
         self.set_config(config, env)
-        self.numprocesses = config.numprocesses
 
     def set_config(self, config: ProcessConfig, env: Mapping[str, str] | None) -> None:
         self.config = config
@@ -125,28 +117,3 @@ class Job:
     @property
     def pids(self) -> list[int]:
         return [proc.pid for proc in self.running]
-
-    def cancel_timers(self) -> None:
-        """Cancel every pending retry, backoff and spawn slice, and a rolling restart."""
-        for attr in ("retry_timer", "manage_handle", "backoff_handle"):
-            handle = getattr(self, attr)
-            if handle is not None:
-                handle.cancel()
-                setattr(self, attr, None)
-        self.retiring = []
-
-    def info(self) -> dict[str, Any]:
-        processes = self.processes
-        return {
-            "name": self.name,
-            "active": bool(processes),
-            "stopped": self.stopped,
-            "running": len(processes),
-            "running_out": len(self.running_out),
-            "max_processes": self.numprocesses,
-            "numprocesses": self.numprocesses,
-            "processes": [proc.pid for proc in processes],
-            "flapping": self.flapping.snapshot() if self.flapping else None,
-            "retry_pending": self.retry_timer is not None,
-            "config": self.config.to_dict(with_channels=False),
-        }

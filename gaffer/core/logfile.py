@@ -40,8 +40,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+from gaffer.core.logtarget import SYSLOG_INFO, SYSLOG_MAX_LINE, LogTarget
 
 logger = logging.getLogger(__name__)
 
@@ -59,73 +60,7 @@ FLUSH_DELAY = 0.01
 FLUSH_NOW_BYTES = 64 * 1024
 WRITEV_MAX = 256  # chunks per writev (IOV_MAX is 1024)
 FAILURE_WARNING_INTERVAL = 60.0
-SYSLOG_FACILITIES = {
-    "kern": 0,
-    "user": 1,
-    "mail": 2,
-    "daemon": 3,
-    "auth": 4,
-    "syslog": 5,
-    "lpr": 6,
-    "news": 7,
-    "uucp": 8,
-    "cron": 9,
-    "authpriv": 10,
-    "ftp": 11,
-    **{f"local{n}": 16 + n for n in range(8)},
-}
-SYSLOG_INFO = 6
-SYSLOG_MAX_LINE = 4096
-
 DropReport = Callable[["LogSink", int, int], None]  # (sink, bytes, chunks) since last report
-
-
-@dataclass(frozen=True, slots=True)
-class LogTarget:
-    """A parsed ``*_logfile`` value."""
-
-    kind: str  # "file", "fd" (an open descriptor: "-" is gaffer's stdout) or "syslog"
-    path: str | None = None  # file path, or the syslog unix socket
-    facility: int = SYSLOG_FACILITIES["user"]
-    host: tuple[str, int] | None = None
-    fd: int = 1
-
-    @classmethod
-    def parse(cls, value: str) -> LogTarget:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(
-                f"expected a path, '-' or 'syslog[:facility][@address]', got {value!r}"
-            )
-        value = value.strip()
-        if "\0" in value:
-            raise ValueError(f"{value!r} holds a NUL byte")
-        if value == "-":
-            return cls("fd", fd=1)
-        if value == "syslog" or value.startswith(("syslog:", "syslog@")):
-            rest = value[len("syslog") :]
-            facility_name, _, address = rest.lstrip(":").partition("@")
-            facility_name = facility_name or "user"
-            if facility_name not in SYSLOG_FACILITIES:
-                raise ValueError(
-                    f"unknown syslog facility {facility_name!r}; known: "
-                    f"{', '.join(SYSLOG_FACILITIES)}"
-                )
-            facility = SYSLOG_FACILITIES[facility_name]
-            if not address or address.startswith("/"):
-                return cls("syslog", path=address or "/dev/log", facility=facility)
-            host, _, port = address.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"bad syslog address {address!r}: a socket path or host:port")
-            return cls("syslog", facility=facility, host=(host.strip("[]"), int(port)))
-        return cls("file", path=os.path.abspath(os.path.expanduser(value)))
-
-    @property
-    def key(self) -> str:
-        if self.kind == "file":
-            return f"file:{self.path}"
-        if self.kind == "syslog":
-            return f"syslog:{self.facility}@{self.path or self.host}"
-        return f"fd:{self.fd}"
 
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None

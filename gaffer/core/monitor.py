@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gaffer.core.stats import Sampler, descendants, descendants_map
+from gaffer.core.stats import MAX_AGE, Sampler, descendants, descendants_map
 
 if TYPE_CHECKING:
     from gaffer.core.process import Process
@@ -34,7 +34,11 @@ Resolver = Callable[[Target], "list[Process]"]
 
 class StatsMonitor:
     def __init__(
-        self, owner: Any, interval: float = DEFAULT_INTERVAL, resolver: Resolver | None = None
+        self,
+        owner: Any,
+        sampler: Sampler,
+        interval: float = DEFAULT_INTERVAL,
+        resolver: Resolver | None = None,
     ) -> None:
         self._owner = owner
         self._resolve: Resolver = resolver or owner.processes_of
@@ -43,7 +47,7 @@ class StatsMonitor:
         self._timer: asyncio.TimerHandle | None = None
         self._busy = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._sampler = Sampler()
+        self._sampler = sampler  # the manager's: shared with stats() and astats()
         self._tree: dict[int, list[int]] = {}
         self._tree_time = 0.0
         self._closed = False
@@ -116,7 +120,7 @@ class StatsMonitor:
         for pid, name, os_pid in work:
             stat = self._sampler.sample(os_pid, descendants(os_pid, self._tree))
             out[pid] = {"event": "stat", "pid": pid, "name": name, **stat}
-        self._sampler.retain({os_pid for _, _, os_pid in work})
+        self._sampler.prune(MAX_AGE)
         return out
 
     def _sampled_threadsafe(self, future: concurrent.futures.Future) -> None:

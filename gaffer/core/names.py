@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from gaffer.errors import InvalidArgument
+from gaffer.errors import InvalidArgument, ProcessNotFound
 
 DEFAULT_SESSION = "default"
 
@@ -124,3 +124,13 @@ MAX_DIGITS = 18  # more is no process count, signal or pid (and int() refuses > 
 def _is_number(text: str) -> bool:
     """ASCII digits only: ``"²".isdigit()`` is true but ``int("²")`` fails."""
     return text.isascii() and text.isdigit()
+
+
+def as_pid(pid: int | str) -> int:
+    if isinstance(pid, bool):
+        raise ProcessNotFound(f"bad pid {pid!r}")
+    if isinstance(pid, int):
+        return pid
+    if isinstance(pid, str) and pid.isdigit():
+        return int(pid)
+    raise ProcessNotFound(f"bad pid {pid!r}")

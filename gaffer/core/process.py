@@ -19,7 +19,6 @@ import dataclasses
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -32,10 +31,12 @@ from gaffer.core.logfile import Writer
 from gaffer.core.monitor import StatsMonitor
 from gaffer.core.names import parse_signal
 from gaffer.core.orphans import DETACHED_MARK
-from gaffer.core.pipes import PipeReader, PipeWriter, capture_pipe, release_capture_pipes
+from gaffer.core.pipes import PipeReader, PipeWriter, release_capture_pipes
 from gaffer.core.procfs import descendants_of, pidfd_or_none, proc_stat, send_signal
-from gaffer.core.spawn import Command, build_command, build_env, spawn
+from gaffer.core.spawn import Command, spawn
+from gaffer.core.states import PROCESS_TRANSITIONS, State, allowed
 from gaffer.core.stats import Sampler, descendants, descendants_map
+from gaffer.core.stdio import Stdio, Stream, close_fds, make_stdio, output_labels, to_bytes
 from gaffer.errors import SpawnError, StreamNotFound, StreamNotRedirected
 
 logger = logging.getLogger(__name__)
@@ -44,53 +45,8 @@ ALL_LABELS = "."
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})  # read-only: replaced by a dict when written
 
 IOListener = Callable[[str, dict], object]
-_DEFAULT_SAMPLER = Sampler()
 ExitListener = Callable[["Process", int, int], None]
-
-
-class Stream:
-    """A custom stream of a process: a bidirectional channel at fd 3, 4, ... in the child."""
-
-    def __init__(self, process: Process, label: str, child_fd: int, sock: socket.socket):
-        self.label = label
-        self.id = child_fd
-        self._process = process
-        self._sock = sock
-        loop = process.loop
-        self._writer = PipeWriter(loop, sock.fileno(), owns_fd=False)
-        self._reader = PipeReader(
-            loop,
-            sock.fileno(),
-            lambda data: process._dispatch(label, data),
-            self._closed,
-            owns_fd=False,
-        )
-
-    def write(self, data: bytes | str) -> None:
-        self._process._call_on_loop(self._write, _to_bytes(data))
-
-    def writelines(self, lines: Iterable[bytes | str]) -> None:
-        self.write(b"".join(_to_bytes(line) for line in lines))
-
-    def _write(self, data: bytes) -> None:
-        if self._writer.closed:
-            raise BrokenPipeError(f"stream {self.label!r} of pid {self._process.pid} is closed")
-        self._writer.write(data)
-
-    def subscribe(self, listener: IOListener) -> None:
-        self._process.monitor_io(self.label, listener)
-
-    def unsubscribe(self, listener: IOListener) -> None:
-        self._process.unmonitor_io(self.label, listener)
-
-    def _closed(self) -> None:
-        # both ends stop watching the shared descriptor before the socket closes it
-        self._writer.close()
-        self._sock.close()
-
-    def close(self) -> None:
-        if not self._reader.closed:
-            self._reader.drain()
+StateListener = Callable[["Process", State, State], None]  # (process, old, new)
 
 
 class Process:
@@ -101,16 +57,19 @@ class Process:
         os_pid: the operating system's pid.
         name: the id of its job (``session.name``).
         once: a one-off (committed) process, never restarted.
+        state: ``stopped`` until spawned, then ``starting``, ``running`` or ``ready``,
+            ``stopping``, ``exited`` (see states.py); each move calls ``on_state``.
     """
 
     # a manager holds thousands: slots keep each at a few hundred bytes, not 1.6 KiB
     __slots__ = (
         "_enlarged_pipes", "_escaped", "_gone", "_gone_reported", "_group_alive",
         "_group_watch", "_handle", "_io_listeners", "_kill_timer", "_log_writers",
-        "_on_exit", "_on_gone", "_prepared", "_readers", "_stats_monitor", "_stdin",
-        "_watcher", "command", "config", "create_time", "env", "exit_status",
-        "graceful_timeout", "held_sinks", "loop", "name", "once", "os_pid", "output_labels",
-        "pid", "sampler", "slot", "stopping", "streams", "term_signal",
+        "_on_exit", "_on_gone", "_on_state", "_prepared", "_readers", "_stats_monitor",
+        "_stdin", "_watcher", "command", "config", "create_time", "env", "exit_status",
+        "graceful_timeout", "held_sinks", "last_exit", "loop", "name", "once", "os_pid",
+        "output_labels", "pid", "restarts", "sampler", "slot", "spawned_at", "state",
+        "stopping", "streams", "term_signal",
     )  # fmt: skip
 
     def __init__(
@@ -120,20 +79,22 @@ class Process:
         pid: int,
         name: str,
         config: ProcessConfig,
-        env: Mapping[str, str] | None = None,
-        command: Command | None = None,
+        *,
+        env: Mapping[str, str],
+        command: Command,
+        sampler: Sampler,
+        stats_monitor: StatsMonitor,
+        group_watch: GroupWatch,
         once: bool = False,
         graceful_timeout: float | None = None,
         on_exit: ExitListener | None = None,
         on_gone: Callable[[Process], None] | None = None,
-        sampler: Sampler | None = None,
-        stats_monitor: StatsMonitor | None = None,
+        on_state: StateListener | None = None,
         log_writers: tuple[Writer | None, Writer | None] = (None, None),
         io_listeners: Iterable[tuple[str, IOListener]] = (),
-        group_watch: GroupWatch | None = None,
     ) -> None:
         self.loop = loop
-        self.sampler = sampler or _DEFAULT_SAMPLER
+        self.sampler = sampler
         self._stats_monitor = stats_monitor
         self._watcher = watcher
         self.pid = pid
@@ -145,9 +106,13 @@ class Process:
             config.graceful_timeout if graceful_timeout is None else float(graceful_timeout)
         )
         # shared with the job and its other processes: never mutated
-        self.env = env if env is not None else build_env(config)
+        self.env = env
         self._prepared = command
         self.command: Command | None = None
+        self.state = State.STOPPED
+        self.spawned_at: float | None = None  # loop time
+        self.restarts = 0  # how many processes held its slot before it, since the job started
+        self.last_exit: dict[str, Any] | None = None  # how the one before it ended
         self.os_pid: int | None = None
         self.create_time: float | None = None
         self.exit_status: int | None = None
@@ -158,6 +123,7 @@ class Process:
         self.streams: Mapping[str, Stream] = _EMPTY
         self._on_exit = on_exit
         self._on_gone = on_gone
+        self._on_state = on_state
         self._gone_reported = False
         self._handle: ChildHandle | None = None
         self._readers: list[PipeReader] | tuple[()] = ()
@@ -167,7 +133,7 @@ class Process:
         self._group_watch = group_watch
         self._enlarged_pipes = 0
         self.held_sinks: Sequence[Any] = ()  # the log sinks this process keeps open (manager)
-        self.output_labels = _output_labels(config, log_writers)
+        self.output_labels = output_labels(config, log_writers)
         for label, listener in io_listeners:
             self._listeners_of(label).append(listener)
         self._kill_timer: asyncio.TimerHandle | None = None
@@ -179,133 +145,83 @@ class Process:
     # -- spawn ---------------------------------------------------------------------------
     def spawn(self) -> None:
         """Start the OS process. Raises SpawnError, leaving nothing open behind."""
-        command = self._prepared or build_command(self.config, self.env)
+        command = self._prepared
         if self.config.detach:  # its orphans carry the mark: they are left running too
             command = dataclasses.replace(command, env={**command.env, DETACHED_MARK: self.name})
-        opened: list[int] = []  # every descriptor made here, ours and the child's
-        sockets: list[tuple[str, int, socket.socket, socket.socket]] = []
         try:
-            fds, outputs = self._make_stdio(opened, sockets)
+            stdio = make_stdio(self.config, self.output_labels, self._log_writers)
+        except OSError as exc:  # pipes or sockets could not be made (EMFILE...)
+            raise SpawnError(
+                f"cannot give the process its pipes: {exc.strerror or exc}", os_errno=exc.errno
+            ) from None
+        self._enlarged_pipes = stdio.enlarged
+        try:
             os_pid = spawn(
                 command,
-                stdin=fds["stdin"],
-                stdout=fds["stdout"],
-                stderr=fds["stderr"],
-                extra_fds=fds["extra"],
+                stdin=stdio.stdin,
+                stdout=stdio.stdout,
+                stderr=stdio.stderr,
+                extra_fds=stdio.extra,
             )
-        except BaseException as exc:
-            self._close_all(opened, sockets)
-            if isinstance(exc, OSError):  # pipes or sockets could not be made (EMFILE...)
-                raise SpawnError(
-                    f"cannot give the process its pipes: {exc.strerror or exc}", os_errno=exc.errno
-                ) from None
+        except BaseException:
+            stdio.close_all()
+            self._enlarged_pipes = 0
             raise
         try:
-            self._watch(os_pid, command, fds, outputs, sockets)
+            self._watch(os_pid, command, stdio)
         except BaseException as exc:
             # the child runs but cannot be watched: it must not run untracked
             _kill_and_reap(os_pid)
             self._handle = None
-            self._close_all([fds["stdin_w"], *(fd for _, fd, _ in outputs)], sockets)
+            close_fds([stdio.stdin_w, *(fd for _, fd, _ in stdio.outputs)])
+            stdio.close_sockets()
+            self._enlarged_pipes = 0
             raise SpawnError(f"cannot watch the process: {exc}") from None
-        for fd in fds["child"]:
-            os.close(fd)
+        close_fds(stdio.child)
+        self.spawned_at = self.loop.time()  # the runner moves it to starting
 
-    def _make_stdio(self, opened: list[int], sockets: list) -> tuple[dict, list]:
-        """The child's descriptors (pipes, sockets, log files of a detached process) and
-        the output pipes to read, each recorded in ``opened`` as soon as it exists."""
-        fds: dict = {
-            "stdin": None,
-            "stdout": None,
-            "stderr": None,
-            "stdin_w": -1,
-            "extra": [],
-            "child": [],
-        }
-        if self.config.redirect_input:
-            read_fd, fds["stdin_w"] = os.pipe()
-            opened += [read_fd, fds["stdin_w"]]
-            fds["stdin"] = read_fd
-            fds["child"].append(read_fd)
-        outputs: list[tuple[str, int, Writer | None]] = []
-        out_label, err_label = self.output_labels
-        out_writer, err_writer = self._log_writers
-        if out_label is not None:
-            read_fd, fds["stdout"], enlarged = capture_pipe()
-            opened += [read_fd, fds["stdout"]]
-            self._enlarged_pipes += enlarged
-            fds["child"].append(fds["stdout"])
-            outputs.append((out_label, read_fd, out_writer))
-        if err_label is not None and err_label == out_label:
-            fds["stderr"] = fds["stdout"]  # the same label twice: stderr merged into stdout
-        elif err_label is not None:
-            read_fd, fds["stderr"], enlarged = capture_pipe()
-            opened += [read_fd, fds["stderr"]]
-            self._enlarged_pipes += enlarged
-            fds["child"].append(fds["stderr"])
-            outputs.append((err_label, read_fd, err_writer))
-        if self.config.detach:  # no pipe may tie a detached process to gaffer
-            for key, path in zip(("stdout", "stderr"), _detached_logs(self.config), strict=True):
-                if path is not None:
-                    fds[key] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                    opened.append(fds[key])
-                    fds["child"].append(fds[key])
-        for index, label in enumerate(self.config.custom_streams):
-            ours, theirs = socket.socketpair()
-            sockets.append((label, 3 + index, ours, theirs))
-            fds["extra"].append(theirs.fileno())
-        fds["extra"].extend(
-            ch if isinstance(ch, int) else ch.fileno() for ch in self.config.custom_channels
-        )
-        return fds, outputs
-
-    def _watch(
-        self, os_pid: int, command: Command, fds: dict, outputs: list, sockets: list
-    ) -> None:
+    def _watch(self, os_pid: int, command: Command, stdio: Stdio) -> None:
         self.command = command
         self.os_pid = os_pid
         self.create_time = time.time()
         self._handle = self._watcher.watch(os_pid, self._exited)
         if self.config.redirect_input:
-            self._stdin = PipeWriter(self.loop, fds["stdin_w"])
-        for label, read_fd, writer in outputs:
+            self._stdin = PipeWriter(self.loop, stdio.stdin_w)
+        for label, read_fd, writer in stdio.outputs:
             reader = PipeReader(self.loop, read_fd, self._reader_for(label, writer))
             if writer is not None:
                 writer.reader = reader  # the log pauses it when it cannot keep up
             self._readers = [*self._readers, reader]
-        if sockets:
+        if stdio.sockets:
             self.streams = {}
-        for label, child_fd, ours, theirs in sockets:
+        for label, child_fd, ours, theirs in stdio.sockets:
             theirs.close()
             self.streams[label] = Stream(self, label, child_fd, ours)
 
-    def _close_all(self, fds: list[int], sockets: list) -> None:
-        for fd in fds:
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass  # already closed by a reader or writer that took it
-        for _, _, ours, theirs in sockets:
-            ours.close()
-            theirs.close()
-        release_capture_pipes(self._enlarged_pipes)
-        self._enlarged_pipes = 0
-
     def _reader_for(self, label: str, writer: Writer | None) -> Callable[[bytes], None]:
         if writer is None:
-            return lambda data: self._dispatch(label, data)
+            return lambda data: self.dispatch(label, data)
         log = writer.write
 
         def deliver(data: bytes) -> None:
             try:
                 log(data)
             finally:  # listeners get the data even if the log failed
-                self._dispatch(label, data)
+                self.dispatch(label, data)
 
         return deliver
 
     # -- state ---------------------------------------------------------------------------
+    def set_state(self, new: State) -> None:
+        """Move to ``new`` (a move the table refuses raises InvalidStateTransition)."""
+        old = self.state
+        if new is old:
+            return
+        allowed(PROCESS_TRANSITIONS, old, new, f"process {self.pid} of {self.name}")
+        self.state = new
+        if self._on_state is not None:
+            self._on_state(self, old, new)
+
     @property
     def active(self) -> bool:
         return self._handle is not None and not self._handle.exited
@@ -340,8 +256,23 @@ class Process:
             "custom_streams": list(config.custom_streams),
             "slot": self.slot,
             "active": self.active,
+            "state": str(self.state),
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
             "stopping": self.stopping,
             "detach": config.detach,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """What a listing shows of it (``info()["process_info"]`` of its job)."""
+        return {
+            "pid": self.pid,
+            "os_pid": self.os_pid,
+            "state": str(self.state),
+            "create_time": self.create_time,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "once": self.once,
         }
 
     @property
@@ -357,16 +288,13 @@ class Process:
 
     def monitor(self, listener: Callable[[str, dict], object]) -> None:
         """Call ``listener("stat", msg)`` with this process's stats every monitor interval."""
-        if self._stats_monitor is None:
-            self._stats_monitor = StatsMonitor(self, resolver=lambda _target: [self])
         self._stats_monitor.add(self.pid, listener)
 
     def unmonitor(self, listener: Callable[[str, dict], object]) -> None:
-        if self._stats_monitor is not None:
-            self._stats_monitor.remove(self.pid, listener)
+        self._stats_monitor.remove(self.pid, listener)
 
     def __repr__(self) -> str:
-        return f"<Process {self.name} pid={self.pid} os_pid={self.os_pid} active={self.active}>"
+        return f"<Process {self.name} pid={self.pid} os_pid={self.os_pid} {self.state}>"
 
     # -- signals -------------------------------------------------------------------------
     def kill(self, sig: int | str) -> bool:
@@ -384,6 +312,7 @@ class Process:
         self.stopping = True
         if not self.active:
             return
+        self.set_state(State.STOPPING)
         self._find_escaped()
         self._signal_group(signal.SIGTERM)
         self._signal_escaped(signal.SIGTERM)
@@ -458,6 +387,7 @@ class Process:
     def _exited(self, exit_status: int, term_signal: int) -> None:
         self.exit_status, self.term_signal = exit_status, term_signal
         self._close_io(drain=True)
+        self.set_state(State.EXITED)
         lingering = not self.config.detach and group_exists(self.os_pid)
         self._group_alive = lingering
         if not lingering:
@@ -542,10 +472,10 @@ class Process:
     def monitor_io(self, label: str, listener: IOListener) -> None:
         """Call ``listener(label, msg)`` with every chunk of output of ``label`` ("." for
         every label); ``msg`` is ``{"event", "name", "pid", "os_pid", "data"}``."""
-        if label != ALL_LABELS and label not in self._labels():
+        if label != ALL_LABELS and label not in self.labels():
             raise StreamNotFound(
                 f"pid {self.pid} has no stream {label!r}; it has "
-                f"{', '.join(sorted(self._labels())) or 'none'}"
+                f"{', '.join(sorted(self.labels())) or 'none'}"
             )
         listeners = self._listeners_of(label)
         if listener not in listeners:
@@ -561,11 +491,11 @@ class Process:
         if listeners and listener in listeners:
             listeners.remove(listener)
 
-    def _labels(self) -> set[str]:
+    def labels(self) -> set[str]:
         outputs = {label for label in self.output_labels if label is not None}
         return outputs | set(self.config.custom_streams)
 
-    def _dispatch(self, label: str, data: bytes) -> None:
+    def dispatch(self, label: str, data: bytes) -> None:
         listeners = self._io_listeners
         targets = listeners.get(label, []) + listeners.get(ALL_LABELS, [])
         if not targets:
@@ -591,17 +521,17 @@ class Process:
                 f"stdin of pid {self.pid} ({self.name}) is not "
                 "redirected: load the job with redirect_input=True"
             )
-        self._call_on_loop(self._write_stdin, _to_bytes(data))
+        self.call_on_loop(self._write_stdin, to_bytes(data))
 
     def writelines(self, lines: Iterable[bytes | str]) -> None:
-        self.write(b"".join(_to_bytes(line) for line in lines))
+        self.write(b"".join(to_bytes(line) for line in lines))
 
     def _write_stdin(self, data: bytes) -> None:
         if self._stdin is None or self._stdin.closed:
             raise BrokenPipeError(f"stdin of pid {self.pid} is closed")
         self._stdin.write(data)
 
-    def _call_on_loop(self, func: Callable[[bytes], None], data: bytes) -> None:
+    def call_on_loop(self, func: Callable[[bytes], None], data: bytes) -> None:
         try:
             on_loop = asyncio.get_running_loop() is self.loop
         except RuntimeError:
@@ -610,12 +540,6 @@ class Process:
             func(data)
         else:
             self.loop.call_soon_threadsafe(_logged, func, data)
-
-
-def _detached_logs(config: ProcessConfig) -> tuple[str | None, str | None]:
-    """A detached process writes its log files itself (they are plain paths: config.py
-    refuses pipes, "-" and syslog for detached jobs)."""
-    return config.stdout_logfile, config.stderr_logfile
 
 
 def _kill_and_reap(os_pid: int) -> None:
@@ -627,31 +551,6 @@ def _kill_and_reap(os_pid: int) -> None:
         os.waitpid(os_pid, 0)
     except ChildProcessError:
         pass
-
-
-def _output_labels(
-    config: ProcessConfig, writers: tuple[Writer | None, Writer | None]
-) -> tuple[str | None, str | None]:
-    """The labels of stdout and stderr when they are captured (None: inherited).
-
-    Captured when ``redirect_output`` names them, or when a log file wants them (then
-    labelled ``stdout`` / ``stderr``). The same label twice merges stderr into stdout.
-    """
-    labels = config.redirect_output
-    out = labels[0] if labels else ("stdout" if writers[0] is not None else None)
-    if len(labels) == 2:
-        err = labels[1]
-    else:
-        err = "stderr" if writers[1] is not None else None
-    return out, err
-
-
-def _to_bytes(data: bytes | str) -> bytes:
-    if isinstance(data, str):
-        return data.encode()
-    if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data)
-    raise TypeError(f"expected bytes or str, got {type(data).__name__}")
 
 
 def _logged(func: Callable[[bytes], None], data: bytes) -> None:

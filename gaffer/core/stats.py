@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -38,13 +39,16 @@ STAT_KEYS = (
     "create_time",
 )
 STATIC_REFRESH = 10.0  # seconds between re-reads of user name and command line
+MAX_AGE = 60.0  # a pid not read for that long has its CPU reading forgotten
 
 
 class Sampler:
-    """Reads stat dicts of pids, remembering what CPU percent needs. Not thread-safe: give
-    each thread its own."""
+    """Reads stat dicts of pids, remembering what CPU percent needs. A manager has one, used
+    from the loop and from worker threads (a lock keeps its readings whole), so that CPU
+    percent is the same in ``stats()``, the async stats and the monitor."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._previous: dict[int, tuple[int, float, float]] = {}  # pid: start, cpu s, when
         self._static: dict[tuple[int, int], tuple[float, str | None, str | None]] = {}
         self._handles: dict[int, Any] = {}  # psutil.Process, where there is no /proc
@@ -57,12 +61,36 @@ class Sampler:
     def sample(self, os_pid: int, children: Iterable[int] = ()) -> dict[str, Any]:
         """One stat dict for ``os_pid`` (its values None when it is gone)."""
         read = self._read_proc if HAS_PROC else self._read_psutil
-        stat = read(os_pid)
-        stat["children"] = [read(child) for child in children]
+        with self._lock:
+            stat = read(os_pid)
+            stat["children"] = [read(child) for child in children]
         return stat
+
+    def read_job(self, name: str, targets: list[tuple[int, str, int | None]]) -> dict[str, Any]:
+        """Stats of a job's processes ``(pid, job, os_pid)`` with totals; one scan of /proc
+        for the tree. Blocking: run it in a worker thread from the loop."""
+        tree = descendants_map()
+        stats = []
+        for pid, proc_name, os_pid in targets:
+            if os_pid is None:
+                stats.append({"pid": pid, "name": proc_name, "os_pid": None, "children": []})
+            else:
+                stats.append(
+                    {
+                        "pid": pid,
+                        "name": proc_name,
+                        **self.sample(os_pid, descendants(os_pid, tree)),
+                    }
+                )
+        self.prune(MAX_AGE)
+        return summarize(name, stats)
 
     def retain(self, os_pids: set[int]) -> None:
         """Forget what was kept about pids not in ``os_pids`` (they exited)."""
+        with self._lock:
+            self._retain(os_pids)
+
+    def _retain(self, os_pids: set[int]) -> None:
         for pid in [pid for pid in self._previous if pid not in os_pids]:
             del self._previous[pid]
         for key in [key for key in self._static if key[0] not in os_pids]:
@@ -72,16 +100,18 @@ class Sampler:
 
     def discard(self, os_pid: int) -> None:
         """Forget one pid (it exited)."""
-        self._previous.pop(os_pid, None)
-        self._handles.pop(os_pid, None)
-        for key in [key for key in self._static if key[0] == os_pid]:
-            del self._static[key]
+        with self._lock:
+            self._previous.pop(os_pid, None)
+            self._handles.pop(os_pid, None)
+            for key in [key for key in self._static if key[0] == os_pid]:
+                del self._static[key]
 
     def prune(self, max_age: float) -> None:
         """Forget pids not read for ``max_age`` seconds."""
         limit = time.monotonic() - max_age
-        stale = {pid for pid, (_, _, when) in self._previous.items() if when < limit}
-        self.retain(set(self._previous) - stale)
+        with self._lock:
+            stale = {pid for pid, (_, _, when) in self._previous.items() if when < limit}
+            self._retain(set(self._previous) - stale)
 
     # -- Linux -----------------------------------------------------------------------------
     def _read_proc(self, os_pid: int) -> dict[str, Any]:

@@ -152,6 +152,7 @@ JOB_CONFIG: Schema = {
         "redirect_input": {"type": "boolean"},
         "custom_streams": WORDS,
         "graceful_timeout": SECONDS,
+        "start_secs": SECONDS,
         "priority": {"type": "integer"},
         "stdout_logfile": LOGFILE,
         "stderr_logfile": LOGFILE,

@@ -109,6 +109,18 @@ class Daemon:
         wait_until_sync(ready, timeout=timeout, what=f"{count} processes of {job_id}: {found}")
         return found
 
+    def wait_state(self, job_id: str, state: str, timeout: float = 15) -> dict[str, Any]:
+        """Wait until the job is in ``state``; its info then."""
+        info: dict[str, Any] = {}
+
+        def reached() -> bool:
+            nonlocal info
+            info = self.info(job_id)
+            return info["state"] == state
+
+        wait_until_sync(reached, timeout=timeout, what=f"{job_id} {state}: {info.get('state')}")
+        return info
+
     def sessions(self) -> list[str]:
         return self.ok("GET", "/sessions")["sessions"]
 

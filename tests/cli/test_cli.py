@@ -46,7 +46,9 @@ from tests.helpers import CHILD, read_file, wait_until_sync
 pytestmark = pytest.mark.timeout(90)
 
 PY = sys.executable
-PS_HEADERS = ["JOB", "PID", "OS PID", "STATE", "UPTIME", "CPU", "MEM", "RSS"]
+PS_HEADERS = [
+    "JOB", "PID", "OS PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "CPU", "MEM", "RSS",
+]  # fmt: skip
 STATS_HEADERS = ["JOB", "PID", "CPU", "MEM", "RSS", "VMS", "CPU TIME", "UPTIME", "CHILDREN"]
 TRANSPORTS = ["unix", "tcp"]
 #: the commands of the contract (reference section 7.1), plus stats and top
@@ -206,8 +208,9 @@ def test_help_of_every_command(cli: Cli, name: str) -> None:
 
 
 def test_ps_table(daemon: Daemon, any_cli: Cli) -> None:
-    job = daemon.load(child_job("pstable", "sleep", numprocesses=2))
+    job = daemon.load(child_job("pstable", "sleep", numprocesses=2, start_secs=0.2))
     pids = daemon.wait_pids(job, 2)
+    daemon.wait_state(job, "running")
     result = any_cli.ok("ps")
     headers, rows = parse_table(result.stdout)
     assert headers == PS_HEADERS
@@ -217,6 +220,7 @@ def test_ps_table(daemon: Daemon, any_cli: Cli) -> None:
         process = daemon.process(int(row["PID"]))
         assert int(row["OS PID"]) == process["os_pid"]
         assert row["STATE"] == "running"
+        assert (row["RESTARTS"], row["LAST EXIT"]) == ("0", "-")
         assert re.fullmatch(r"\d+[smhd](\d+[smh])?", row["UPTIME"]), row
         assert re.fullmatch(r"\d+\.\d%", row["CPU"]), row
         assert re.fullmatch(r"\d+\.\d%", row["MEM"]), row
@@ -225,8 +229,9 @@ def test_ps_table(daemon: Daemon, any_cli: Cli) -> None:
 
 
 def test_ps_json_is_a_list_of_dicts_with_numbers(daemon: Daemon, cli: Cli) -> None:
-    job = daemon.load(child_job("psjson", "sleep", numprocesses=2))
+    job = daemon.load(child_job("psjson", "sleep", numprocesses=2, start_secs=0.2))
     pids = daemon.wait_pids(job, 2)
+    daemon.wait_state(job, "running")
     daemon.load(child_job("psjson-idle", "sleep"), start=False)
     rows = json.loads(cli.ok("ps", "--json").stdout)
     assert isinstance(rows, list)
@@ -240,6 +245,7 @@ def test_ps_json_is_a_list_of_dicts_with_numbers(daemon: Daemon, cli: Cli) -> No
         for key in ("cpu", "mem", "create_time"):
             assert isinstance(row[key], int | float) and not isinstance(row[key], bool), row
         assert abs(time.time() - row["create_time"]) < 300
+        assert (row["restarts"], row["last_exit"]) == (0, None)
     [idle] = [row for row in rows if row["job"] == "default.psjson-idle"]
     assert idle["pid"] is None and idle["state"] == "stopped"
     # the global --json, before the command, does the same
@@ -258,6 +264,40 @@ def test_ps_of_named_jobs_and_of_an_app(daemon: Daemon, cli: Cli) -> None:
     assert {"default.psnamed", "default.psother", "psapp.inapp"} <= {
         row["job"] for row in everything
     }
+
+
+def test_ps_shows_restarts_the_last_exit_and_when_a_job_retries(daemon: Daemon, cli: Cli) -> None:
+    # dies after 0.3 s, every time: the flapping policy pauses it for 30 s after 2
+    job = daemon.load(child_job("psretry", "crash", 300, start_secs=0.1, flapping="2 60 30 5"))
+    info = daemon.wait_state(job, "backoff")
+    assert info["restarts"] == 1 and info["last_exit"]["exit_status"] == 1, info
+    assert info["next_restart_at"] > time.time() + 20
+    rows = json.loads(cli.ok("ps", "psretry", "--json").stdout)
+    assert [(row["pid"], row["state"], row["restarts"]) for row in rows] == [(None, "backoff", 1)]
+    headers, table = parse_table(cli.ok("ps", "psretry").stdout)
+    [row] = table
+    assert re.fullmatch(r"backoff \(retry in (2\d|30)s\)", row["STATE"]), row
+    assert (row["PID"], row["RESTARTS"]) == ("-", "1")
+    assert re.fullmatch(r"exit 1, \d+s ago", row["LAST EXIT"]), row
+
+
+def test_ps_shows_why_a_job_cannot_spawn(daemon: Daemon, cli: Cli) -> None:
+    daemon.load({"name": "psmissing", "cmd": "/no/such/program"})
+    info = daemon.wait_state("default.psmissing", "backoff")
+    assert "/no/such/program" in info["error"], info
+    lines = cli.ok("ps", "psmissing").stdout.splitlines()
+    assert any(line.startswith("default.psmissing: ") and "not found" in line for line in lines), (
+        lines
+    )
+    [row] = json.loads(cli.ok("ps", "psmissing", "--json").stdout)
+    assert row["error"] == info["error"]
+
+
+def test_ps_of_an_unknown_job_fails_like_other_commands(daemon: Daemon, cli: Cli) -> None:
+    ps = cli("ps", "nosuch")
+    info = cli("ps:info", "nosuch")
+    assert (ps.returncode, info.returncode) == (1, 1)
+    assert ps.stderr == info.stderr and "nosuch" in ps.stderr, (ps.stderr, info.stderr)
 
 
 def test_ps_without_jobs(daemon: Daemon, cli: Cli) -> None:

@@ -93,7 +93,7 @@ async def test_a_clean_stop_closes_the_guard_quietly():
         events = EventRecorder(manager)
         manager.load(ProcessConfig("w", child_cmd("sleep"), numprocesses=2))
         await events.wait_count("spawn", 2)
-        guard = manager._guard
+        guard = manager._table.guard
         assert guard is not None and all(pid in guard for pid in manager.pids("w") if False)
         os_pids = [manager.get_process(pid).os_pid for pid in manager.pids("w")]
         assert all(os_pid in guard for os_pid in os_pids)
@@ -109,7 +109,7 @@ async def test_detached_processes_are_never_given_to_the_guard(tmp_path):
         events = EventRecorder(manager)
         manager.load(ProcessConfig("kept", child_cmd("sleep"), detach=True))
         spawned = await events.wait("spawn")
-        assert spawned["os_pid"] not in manager._guard
+        assert spawned["os_pid"] not in manager._table.guard
     try:
         assert pid_exists(spawned["os_pid"])
     finally:
@@ -170,8 +170,8 @@ def test_a_subreaper_adopts_reaps_and_stops_orphans(tmp_path):
                 await wait_until(lambda: reaper.reaped >= 1 and quick not in zombies(), 10,
                                  "the quick orphan reaped")
                 parent_of_live = proc_stat(live).ppid
-                in_guard = proc_stat(live).pgid in manager._guard
-                kept_in_guard = proc_stat(kept).pgid in manager._guard
+                in_guard = proc_stat(live).pgid in manager._table.guard
+                kept_in_guard = proc_stat(kept).pgid in manager._table.guard
                 kept_is_kept = reaper.orphans[kept].kept
                 detached_leader = manager.get_process(manager.pids("k")[0]).os_pid
             live_after = proc_stat(live)

@@ -235,7 +235,28 @@ async def test_events_come_in_order_for_one_process():
         await all_events.wait("exit")
         assert events.names() == ["proc.1.reap", "proc.1.exit"]
         names = [n for n in all_events.names() if not n.startswith(("job.", "proc."))]
-        assert names == ["load", "start", "spawn", "update", "reap", "stop_process", "exit"]
+        assert names == [
+            "load",
+            "start",
+            "spawn",
+            "state",  # the process: stopped -> starting
+            "state",  # the job: stopped -> starting
+            "update",
+            "reap",
+            "stop_process",
+            "state",  # the process: starting -> stopping
+            "state",  # the job: starting -> running (its target is 0, nothing to wait for)
+            "state",  # the process: stopping -> exited
+            "exit",
+        ]
+        moves = [(m.get("pid"), m["old"], m["new"]) for m in all_events.of("state")]
+        assert moves == [
+            (1, "stopped", "starting"),
+            (None, "stopped", "starting"),
+            (1, "starting", "stopping"),
+            (None, "starting", "running"),
+            (1, "stopping", "exited"),
+        ]
 
 
 async def test_stats_of_a_job_match_its_processes():

@@ -130,9 +130,9 @@ async def test_a_thousand_crash_cycles_leave_no_zombie_and_no_open_descriptor():
         )
         await events.wait_count("exit", 1000, timeout=60)
         manager.stop_job("crasher")
-        await wait_until(lambda: not manager._stopping_procs, what="all reaped")
+        await wait_until(lambda: not manager._table.stopping, what="all reaped")
         assert open_fds() == baseline
-        assert len(manager._watcher) == 0
+        assert len(manager._table.watcher) == 0
         children = [
             line
             for line in os.listdir("/proc")

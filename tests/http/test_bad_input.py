@@ -150,10 +150,21 @@ def snapshot(gafferd: Gafferd, headers: dict[str, str] | None = None) -> dict[st
     pids) and every running pid."""
     status, answer = gafferd.request("GET", "/jobs", headers=headers)
     assert status == 200, answer
-    state: dict[str, Any] = {"pids": sorted(pids_of(gafferd, headers))}
-    for job in sorted(answer["jobs"]):
-        sid, name = (quote(part, safe="", errors="surrogatepass") for part in job.split(".", 1))
-        state[job] = gafferd.request("GET", f"/jobs/{sid}/{name}", headers=headers)
+    state: dict[str, Any] = {}
+
+    def settled() -> bool:
+        """Taken when no job is still starting (that changes on its own, start_secs later)."""
+        state.clear()
+        state["pids"] = sorted(pids_of(gafferd, headers))
+        for job in sorted(answer["jobs"]):
+            sid, name = (quote(part, safe="", errors="surrogatepass") for part in job.split(".", 1))
+            state[job] = gafferd.request("GET", f"/jobs/{sid}/{name}", headers=headers)
+        return not any(
+            isinstance(info, dict) and info.get("state") == "starting"
+            for _, info in (value for key, value in state.items() if key != "pids")
+        )
+
+    wait_until_sync(settled, timeout=10, what="no job starting")
     return state
 
 

@@ -380,7 +380,8 @@ def test_scenario_20_pids_over_http(fresh: Callable[..., tuple[Gafferd, Api]]) -
     assert process.status == 200
     info = process.json
     assert (info["pid"], info["name"]) == (1, "default.dummy")
-    assert {info["os_pid"]} == daemon.job_pids("sleep 1020")
+    # the pid is known at once; its command line once the child has exec'd
+    wait_until_sync(lambda: {info["os_pid"]} == daemon.job_pids("sleep 1020"), what="exec")
     assert info["once"] is False and info["active"] is True
     assert api.get("/jobs/default/dummy/pids").json == {"pids": [1]}
     assert api.get("/pids").json == {"pids": [1]}
@@ -804,7 +805,9 @@ def test_secrets_in_env_are_redacted_without_an_admin_key(api: Api) -> None:
     assert process["env"] == {**shown, "GAFFER_JOB": "default.redact"}  # what it really has
     assert b'"x"' not in api.get("/jobs/default/redact").raw
     # only shown so: the process has the real value
-    environ = psutil.Process(process["os_pid"]).environ()
+    child = psutil.Process(process["os_pid"])
+    wait_until_sync(lambda: "PLAIN" in child.environ(), what="the child's exec")
+    environ = child.environ()
     assert (environ["API_TOKEN"], environ["PLAIN"]) == ("x", "y")
     assert api.delete("/jobs/default/redact").status == 200
 

@@ -3,51 +3,78 @@
 from __future__ import annotations
 
 import re
+import signal
+import time
 from typing import Any
 
 from gaffer.cli.commands import YES, arg, command
 from gaffer.cli.context import Context, UsageError
-from gaffer.cli.render import percent, size, uptime
+from gaffer.cli.render import duration, percent, size, uptime
 from gaffer.errors import NotFound
 
-HEADERS = ("JOB", "PID", "OS PID", "STATE", "UPTIME", "CPU", "MEM", "RSS")
+HEADERS = (
+    "JOB",
+    "PID",
+    "OS PID",
+    "STATE",
+    "UPTIME",
+    "RESTARTS",
+    "LAST EXIT",
+    "CPU",
+    "MEM",
+    "RSS",
+)
 
 
-async def job_rows(context: Context, jobs: list[str]) -> list[dict[str, Any]]:
-    """One row per process of ``jobs`` (one per job without processes)."""
+async def job_rows(context: Context, jobs: list[str], named: bool = False) -> list[dict[str, Any]]:
+    """One row per process of ``jobs``, and one for the job itself when it runs fewer
+    processes than its target (stopped, waiting, in backoff, fatal...). An unknown job is
+    an error when ``named``; otherwise it was unloaded meanwhile and is skipped."""
     server = context.server()
     rows = []
     for job_id in jobs:
         job = server.job(job_id)
         try:
-            stats = await job.stats()
             info = await job.info()
+            stats = await job.stats()
         except NotFound:
-            continue  # unloaded meanwhile
-        if not stats["stats"]:
+            if named:
+                raise
+            continue
+        usage = {stat["pid"]: stat for stat in stats["stats"]}
+        kept = 0
+        for proc in info.get("process_info", []):
+            stat = usage.get(proc["pid"], {})
+            kept += not proc["once"]
+            rows.append(
+                {
+                    "job": job_id,
+                    "pid": proc["pid"],
+                    "os_pid": proc["os_pid"],
+                    "state": proc["state"],
+                    "create_time": proc["create_time"],
+                    "restarts": proc["restarts"],
+                    "last_exit": proc["last_exit"],
+                    "cpu": stat.get("cpu"),
+                    "mem": stat.get("mem"),
+                    "rss": stat.get("mem_info1"),
+                }
+            )
+        if kept < info["numprocesses"] or not kept:
             rows.append(
                 {
                     "job": job_id,
                     "pid": None,
                     "os_pid": None,
-                    "state": "stopped" if info["stopped"] else "idle",
+                    "state": info["state"],
                     "create_time": None,
+                    "restarts": info["restarts"],
+                    "last_exit": info["last_exit"],
+                    "next_restart_at": info["next_restart_at"],
+                    "error": info["error"],
                     "cpu": None,
                     "mem": None,
                     "rss": None,
-                }
-            )
-        for stat in stats["stats"]:
-            rows.append(
-                {
-                    "job": job_id,
-                    "pid": stat["pid"],
-                    "os_pid": stat["os_pid"],
-                    "state": "running",
-                    "create_time": stat.get("create_time"),
-                    "cpu": stat["cpu"],
-                    "mem": stat["mem"],
-                    "rss": stat["mem_info1"],
                 }
             )
     return rows
@@ -73,8 +100,10 @@ def show_rows(context: Context, rows: list[dict[str, Any]]) -> None:
             out.color(row["job"]),
             row["pid"] or "-",
             row["os_pid"] or "-",
-            row["state"],
+            state_text(row),
             uptime(row["create_time"]) if row["pid"] else "-",
+            row["restarts"],
+            exit_text(row["last_exit"]),
             percent(row["cpu"]),
             percent(row["mem"]),
             size(row["rss"]),
@@ -85,6 +114,34 @@ def show_rows(context: Context, rows: list[dict[str, Any]]) -> None:
         out.write("no job")
         return
     out.table(HEADERS, table)
+    for row in rows:
+        if row.get("error"):
+            out.write(f"{row['job']}: {row['error']}")
+
+
+def state_text(row: dict[str, Any]) -> str:
+    """The state word, and for a job waiting to restart, when."""
+    when = row.get("next_restart_at")
+    if when is None:
+        return row["state"]
+    return f"{row['state']} (retry in {duration(when - time.time())})"
+
+
+def exit_text(last_exit: dict[str, Any] | None) -> str:
+    """``exit 3, 5s ago`` or ``SIGKILL, 2m01s ago``."""
+    if not last_exit:
+        return "-"
+    signum = last_exit.get("term_signal")
+    how = signal_name(signum) if signum else f"exit {last_exit.get('exit_status')}"
+    when = last_exit.get("time")
+    return how if when is None else f"{how}, {duration(time.time() - when)} ago"
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 @command(
@@ -92,14 +149,17 @@ def show_rows(context: Context, rows: list[dict[str, Any]]) -> None:
     arg("jobs", nargs="*", metavar="JOB", help="jobs to show (default: all, or those of --app)"),
 )
 async def ps(context: Context) -> int:
-    """List the processes: job, pid, OS pid, state, uptime, CPU and memory.
+    """List the processes: job, pid, OS pid, state, uptime, restarts, last exit, CPU, memory.
 
-    Every job of gafferd, those of --app, or the jobs named."""
+    Every job of gafferd, those of --app, or the jobs named. A job that runs fewer
+    processes than its target also gets a row of its own: its state (with when it retries,
+    in backoff), its restarts, its last exit, and below the table why it cannot spawn."""
     if context.args.jobs:
         jobs = [context.job_id(name) for name in context.args.jobs]
+        rows = await job_rows(context, jobs, named=True)
     else:
-        jobs = await app_jobs(context, context.args.app)
-    show_rows(context, await job_rows(context, jobs))
+        rows = await job_rows(context, await app_jobs(context, context.args.app))
+    show_rows(context, rows)
     return 0
 
 
