@@ -274,7 +274,7 @@ def test_ps_shows_restarts_the_last_exit_and_when_a_job_retries(daemon: Daemon, 
     assert info["next_restart_at"] > time.time() + 20
     rows = json.loads(cli.ok("ps", "psretry", "--json").stdout)
     assert [(row["pid"], row["state"], row["restarts"]) for row in rows] == [(None, "backoff", 1)]
-    headers, table = parse_table(cli.ok("ps", "psretry").stdout)
+    _, table = parse_table(cli.ok("ps", "psretry").stdout)
     [row] = table
     assert re.fullmatch(r"backoff \(retry in (2\d|30)s\)", row["STATE"]), row
     assert (row["PID"], row["RESTARTS"]) == ("-", "1")
