@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from gaffer.cli import cluster
 from gaffer.cli.commands import YES, arg, command
 from gaffer.cli.context import Context, UsageError
 from gaffer.cli.render import percent, size, uptime
@@ -90,11 +91,15 @@ def show_rows(context: Context, rows: list[dict[str, Any]]) -> None:
 @command(
     "ps",
     arg("jobs", nargs="*", metavar="JOB", help="jobs to show (default: all, or those of --app)"),
+    cluster.NODE,
 )
 async def ps(context: Context) -> int:
     """List the processes: job, pid, OS pid, state, uptime, CPU and memory.
 
-    Every job of gafferd, those of --app, or the jobs named."""
+    Every job of gafferd, those of --app, or the jobs named. With --cluster: every job of
+    every node (node, job, state, processes, target)."""
+    if cluster.wanted(context):
+        return await cluster.ps(context)
     if context.args.jobs:
         jobs = [context.job_id(name) for name in context.args.jobs]
     else:
@@ -130,6 +135,7 @@ SCALE = re.compile(r"^(?P<job>[^=+\-]+)(?P<op>[=+\-])(?P<n>\d+)$")
         metavar="JOB=N|JOB+N|JOB-N",
         help="web=3 sets, worker+2 adds, api-1 removes",
     ),
+    cluster.NODE,
 )
 async def ps_scale(context: Context) -> int:
     """Change how many processes jobs run: web=3 worker+2 api-1."""
@@ -140,6 +146,8 @@ async def ps_scale(context: Context) -> int:
         if not match:
             raise UsageError(f"bad scale {spec!r}: expected JOB=N, JOB+N or JOB-N")
         plan.append((context.job_id(match["job"]), match["op"] + match["n"]))
+    if cluster.wanted(context):
+        return await cluster.scale(context, plan)
     results = {}
     for job_id, operation in plan:
         results[job_id] = await server.job(job_id).scale(operation)
@@ -163,9 +171,11 @@ async def _targets(context: Context, what: str) -> list[str]:
     return jobs
 
 
-@command("ps:start", arg("targets", nargs="*", metavar="JOB"), YES)
+@command("ps:start", arg("targets", nargs="*", metavar="JOB"), YES, cluster.NODE)
 async def ps_start(context: Context) -> int:
     """Start jobs (all the jobs of the app when none is named)."""
+    if cluster.wanted(context):
+        return await cluster.start_stop(context, "start")
     server = context.server()
     for name in await _targets(context, "start"):
         await server.job(context.job_id(name)).start()
@@ -173,11 +183,13 @@ async def ps_start(context: Context) -> int:
     return 0
 
 
-@command("ps:stop", arg("targets", nargs="*", metavar="JOB|PID"), YES)
+@command("ps:stop", arg("targets", nargs="*", metavar="JOB|PID"), YES, cluster.NODE)
 async def ps_stop(context: Context) -> int:
     """Stop jobs, or single processes by pid (all the app's jobs when none is named).
 
     A stopped process of a running job is replaced."""
+    if cluster.wanted(context):
+        return await cluster.start_stop(context, "stop")
     server = context.server()
     for name in await _targets(context, "stop"):
         if name.isdigit():
