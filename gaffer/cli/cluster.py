@@ -34,6 +34,11 @@ def wanted(context: Context) -> bool:
     return bool(getattr(context.args, "cluster", False) or getattr(context.args, "node", None))
 
 
+def require_nodes(context: Context, what: str) -> None:
+    if not context.args.node:
+        raise UsageError(f"with --cluster, say where to {what} with --node NODE")
+
+
 async def nodes(context: Context) -> dict[str, dict[str, Any]]:
     """Every node of the cluster, by name."""
     try:
@@ -187,8 +192,7 @@ async def load(
     load_into: Callable[[AsyncServer, str], Awaitable[tuple[list[str], int]]],
 ) -> int:
     """``load --node N``: the jobs go to each node named."""
-    if not context.args.node:
-        raise UsageError("with --cluster, say where to load with --node NODE")
+    require_nodes(context, "load")
     results: dict[str, dict[str, Any]] = {}
 
     async def act(node: str, server: AsyncServer) -> None:

@@ -190,7 +190,11 @@ class Etcd:
                     request_timeout=timeout,
                     raise_error=False,
                 )
-            except (OSError, tornado.iostream.StreamClosedError) as exc:
+            except (
+                OSError,
+                tornado.iostream.StreamClosedError,
+                tornado.httpclient.HTTPClientError,  # a timeout (599), even so
+            ) as exc:
                 errors.append(f"{endpoint}: {getattr(exc, 'strerror', None) or exc}")
                 continue
             if response.code == 599:  # no answer: refused, reset or timed out

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cluster.etcd_server import EtcdServer
-from tests.gafferd.harness import Gafferd, free_port
+from tests.gafferd.harness import ROOT, Gafferd, free_port
 from tests.helpers import wait_until_sync
 
 TTL = 2  # seconds: short, so that a dead node leaves quickly
@@ -40,6 +43,11 @@ class Node(Gafferd):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @staticmethod
+    def alone(directory: Path) -> Gafferd:
+        """A gafferd in no cluster, on a unix socket."""
+        return Gafferd(directory, "[job:web]\ncmd = {child} sleep 1001\n").start()
+
     def cluster_nodes(self) -> dict[str, dict]:
         status, body = self.request("GET", "/cluster/nodes")
         assert status == 200, body
@@ -61,9 +69,11 @@ class Cluster:
         self.etcd = EtcdServer(directory)
         self.nodes: dict[str, Node] = {}
 
-    def node(self, name: str, jobs: str = "", extra: str = "", start: bool = True) -> Node:
-        node = Node(self.dir / name, name, self.etcd, jobs, extra)
-        self.nodes[name] = node
+    def node(
+        self, name: str, jobs: str = "", extra: str = "", start: bool = True, directory: str = ""
+    ) -> Node:
+        node = Node(self.dir / (directory or name), name, self.etcd, jobs, extra)
+        self.nodes[directory or name] = node
         if start:
             node.start()
         return node
@@ -97,3 +107,18 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+def gaffer(directory: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """The real ``gaffer`` command, with nothing of the runner's user settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GAFFER_", "NO_COLOR"))}
+    env["GAFFER_CONFIG"] = str(directory / "gaffer.ini")
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "gaffer", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=directory,
+        timeout=timeout,
+    )

@@ -69,6 +69,8 @@ async def load(context: Context) -> int:
 
     From the Procfile: every entry, in the session of the app, one port per instance,
     output captured. With --cluster: on the nodes named with --node."""
+    if cluster.wanted(context):
+        cluster.require_nodes(context, "load")
     if context.args.file:
         file_session, file_jobs = read_json_jobs(context.args.file)
         default_session = context.args.app or file_session or "default"
