@@ -138,6 +138,10 @@ def test_nodes_register_again_when_etcd_lost_everything(cluster: Cluster) -> Non
     cluster.etcd.start()  # a new etcd: no key, no lease
     cluster.wait_nodes({"a", "b", "c"}, via=c, timeout=15)
     wait_until_sync(
+        lambda: all(node.state() == "connected" for node in (a, b, c)),
+        what="every node connected with a new lease",
+    )
+    wait_until_sync(
         lambda: len(c.cluster_jobs()) == 3, timeout=10, what="every job published again"
     )
 
