@@ -162,6 +162,7 @@ def test_a_crash_loop_is_written_at_most_a_few_times_a_second(cluster: Cluster) 
 def _exits(node: Node) -> int:
     """Processes of the crash job spawned so far (internal pids only grow)."""
     status, body = node.request("GET", "/pids")
+    assert status == 200, body
     return max(body["pids"], default=0)
 
 

@@ -62,7 +62,7 @@ def test_endpoints_and_names() -> None:
     assert check_node_name(" web-1 ") == "web-1"
     assert check_prefix("/prod/gaffer/") == "/prod/gaffer/"
     for bad in ("", "a b", "a\tb"):
-        with pytest.raises(ValueError, match="node name|non-empty"):
+        with pytest.raises(ValueError, match=r"node name|non-empty"):
             check_node_name(bad)
 
 
