@@ -234,6 +234,20 @@ class Etcd:
         answer = await self.call("/kv/range", body)
         return [KeyValue.of(kv) for kv in answer.get("kvs") or []]
 
+    async def read(self, prefixes: list[str]) -> tuple[list[list[KeyValue]], int]:
+        """The keys under each prefix, all read at one revision (in one transaction), and
+        that revision (to watch from the next one)."""
+        ops = [
+            {"request_range": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}}
+            for prefix in prefixes
+        ]
+        answer = await self.call("/kv/txn", {"compare": [], "success": ops, "failure": []})
+        found = [
+            [KeyValue.of(kv) for kv in response.get("response_range", {}).get("kvs") or []]
+            for response in answer.get("responses") or []
+        ]
+        return found, int(answer.get("header", {}).get("revision", 0))
+
     async def delete(self, key: str, prefix: bool = False) -> int:
         """Delete ``key`` (every key under it with ``prefix``); returns how many."""
         body = {"key": _b64(key)}

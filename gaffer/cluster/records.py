@@ -6,6 +6,8 @@ Under the prefix (``/gaffer/`` by default)::
                           version, pid, start time, TTL
     jobs/<node>/<job>     one per job of that node, on its lease: node, job, state,
                           processes (running), numprocesses (the target)
+    desired/<job>         a cluster job (gaffer.cluster.placement), no lease
+    claims/<job>/<slot>   an instance of it, claimed by a node, on that node's lease
 
 Every key of a node is attached to the node's lease, so all of them go when the node's
 lease expires (it died, or lost etcd for longer than the TTL) or is revoked (a graceful
@@ -65,6 +67,16 @@ class Layout:
 
     def job(self, node: str, job: str) -> str:
         return f"{self.jobs_of(node)}{job}"
+
+    @property
+    def desired(self) -> str:
+        """Cluster jobs (docs/cluster.md): ``desired/<job>``."""
+        return f"{self.prefix}desired/"
+
+    @property
+    def claims(self) -> str:
+        """Their instances: ``claims/<job>/<slot>``."""
+        return f"{self.prefix}claims/"
 
 
 def job_state(info: Mapping[str, Any]) -> str:

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import gaffer
-from gaffer.cluster import records
+from gaffer.cluster import placement, records
 from gaffer.cluster.etcd import (
     Etcd,
     EtcdError,
@@ -99,6 +99,9 @@ class ClusterRegistry:
         self._all_changed = False
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self.placement: placement.Placement | None = None  # the cluster jobs run here
+        self._last_renewal = 0.0  # when etcd last confirmed the lease (monotonic)
+        self._fence: asyncio.TimerHandle | None = None
 
     # -- the application ---------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop, manager: Any) -> None:
@@ -107,6 +110,7 @@ class ClusterRegistry:
         # is noticed while a keep-alive can still save the lease
         self.etcd = Etcd(self.endpoints, timeout=max(0.5, self.ttl / 3))
         self._wake = asyncio.Event()
+        self.placement = placement.Placement(self.layout, self.node, manager)
         manager.events.subscribe(".", self._on_event)
         self._set_state("connecting", f"etcd at {', '.join(self.endpoints)}")
         self._task = loop.create_task(self._run(), name="gaffer-cluster")
@@ -115,6 +119,8 @@ class ClusterRegistry:
         if self.manager is not None:
             self.manager.events.unsubscribe(".", self._on_event)
         task, self._task = self._task, None
+        if self._fence is not None:
+            self._fence.cancel()
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -152,6 +158,20 @@ class ClusterRegistry:
         assert self.etcd is not None
         found = [records.decode(kv.value) for kv in await self.etcd.range(self.layout.jobs)]
         return [job for job in found if job is not None]
+
+    async def cluster_jobs(self) -> list[dict[str, Any]]:
+        """Every cluster job, with the node holding each of its instances."""
+        assert self.etcd is not None
+        return await placement.described(self.etcd, self.layout)
+
+    async def declare(self, job: str, config: dict[str, Any], **count: int) -> None:
+        """Declare a cluster job (``nodes=N`` or ``per_node=1``); ``config`` is valid."""
+        assert self.etcd is not None
+        await placement.declare(self.etcd, self.layout, job, config, **count)
+
+    async def withdraw(self, job: str) -> bool:
+        assert self.etcd is not None
+        return await placement.withdraw(self.etcd, self.layout, job)
 
     def status(self) -> dict[str, Any]:
         """This node's own view of its registration."""
@@ -207,45 +227,107 @@ class ClusterRegistry:
                 self._set_state("disconnected", "internal error: see gafferd's log")
             if self.state == "connected":
                 delay = BACKOFF_FIRST
+            self._arm_fence()
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _session(self) -> None:
         etcd = self.etcd
-        assert etcd is not None and self._wake is not None
+        assert etcd is not None and self._wake is not None and self.placement is not None
         lease = await self._take_lease()
         await self._claim_name(lease)
         await self._publish_all(lease)
-        self._set_state("connected", f"etcd at {etcd.endpoint}, lease {lease:x}")
+        watches = await self._watch_placement()
+        try:
+            self._set_state("connected", f"etcd at {etcd.endpoint}, lease {lease:x}")
+            if self._fence is not None:
+                self._fence.cancel()
+                self._fence = None
+            await self._serve(lease, watches)
+        finally:
+            for watch in watches:
+                watch.cancel()
+            await asyncio.gather(*watches, return_exceptions=True)
+
+    async def _serve(self, lease: int, watches: list[asyncio.Task[None]]) -> None:
+        """Keep the lease alive, write job changes, place cluster jobs; until a failure."""
+        etcd, wake, placed = self.etcd, self._wake, self.placement
+        assert etcd is not None and wake is not None and placed is not None
         interval = self._granted_ttl / 3
         next_keepalive = time.monotonic() + interval
         while True:
+            if placed.dirty:
+                await placed.reconcile(etcd, lease)
             wait = next_keepalive - time.monotonic()
-            if wait > 0 and not self._wake.is_set():
+            if wait > 0 and not wake.is_set():
                 try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    await asyncio.wait_for(wake.wait(), wait)
                 except TimeoutError:
                     pass
-            if self._wake.is_set():
-                self._wake.clear()
+            for watch in watches:
+                if watch.done():
+                    watch.result()  # raises why it ended
+                    raise EtcdError("a watch ended")
+            if wake.is_set():
+                wake.clear()
                 await self._publish_changes(lease)
                 await asyncio.sleep(self.min_interval)  # the debounce: changes pile up
             if time.monotonic() >= next_keepalive:
+                sent = time.monotonic()  # etcd renews at or after this: it expires later
                 if await etcd.keepalive(lease) <= 0:
                     raise LeaseLost(f"lease {lease:x} expired")
-                next_keepalive = time.monotonic() + interval
+                self._last_renewal = sent
+                next_keepalive = sent + interval
+
+    async def _watch_placement(self) -> list[asyncio.Task[None]]:
+        """Read the cluster jobs and their claims, then watch both from that revision."""
+        etcd, placed = self.etcd, self.placement
+        assert etcd is not None and placed is not None
+        prefixes = [self.layout.desired, self.layout.claims]
+        (desired, claims), revision = await etcd.read(prefixes)
+        placed.reset(desired, claims)
+
+        def on_events(events: list[dict[str, Any]]) -> None:
+            placed.on_events(events)
+            if self._wake is not None:
+                self._wake.set()
+
+        watches = [
+            asyncio.ensure_future(etcd.watch(prefix, revision + 1, on_events))
+            for prefix in prefixes
+        ]
+        for watch in watches:  # a watch that ends wakes the loop, which ends the session
+            watch.add_done_callback(lambda _: self._wake.set() if self._wake else None)
+        return watches
+
+    def _arm_fence(self) -> None:
+        """Out of touch with etcd: once the lease may have expired, the cluster jobs run
+        here may be claimed elsewhere; stop them then (unless reconnected before)."""
+        if self._fence is not None or self.placement is None or not self.placement.running:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._last_renewal + self._granted_ttl - time.monotonic()
+        self._fence = loop.call_later(max(0.0, delay), self._fence_now)
+
+    def _fence_now(self) -> None:
+        self._fence = None
+        if self.state != "connected" and self.placement is not None:
+            self.placement.fence()
 
     async def _take_lease(self) -> int:
         etcd = self.etcd
         assert etcd is not None
+        sent = time.monotonic()
         if self._lease:
             ttl = await etcd.keepalive(self._lease)
             if ttl > 0:  # etcd kept it (it restarted, or a request failed): keep using it
                 self._granted_ttl = ttl
+                self._last_renewal = sent
                 return self._lease
             self._lease = 0
         lease, self._granted_ttl = await etcd.grant(self.ttl)
         self._lease = lease
+        self._last_renewal = sent
         return lease
 
     def _node_record(self) -> str:

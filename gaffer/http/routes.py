@@ -77,6 +77,7 @@ def api_routes() -> list[Route]:
         Route("/channel", channel.ChannelHandler),
         Route("/cluster/nodes", cluster.ClusterNodesHandler),
         Route("/cluster/jobs", cluster.ClusterJobsHandler),
+        Route("/cluster/jobs/{sid}/{name}", cluster.ClusterJobHandler),
         Route("/{pid}", processes.ProcessHandler),
         Route("/{pid}/signal", processes.ProcessSignalHandler),
         Route("/{pid}/stats", processes.ProcessStatsHandler),

@@ -1,5 +1,6 @@
 """``/cluster/nodes`` and ``/cluster/jobs``: every node's registration and jobs, read
-from etcd, so any node answers for all of them.
+from etcd, so any node answers for all of them; ``POST /cluster/jobs`` and ``DELETE
+/cluster/jobs/<sid>/<name>``: cluster jobs, whose instances the nodes claim.
 
 The registry (``gaffer.cluster.registry.ClusterRegistry``) comes in the application's
 settings as ``cluster``; without it (no ``cluster`` setting) these routes answer 404
@@ -11,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gaffer.core.names import validate_session
 from gaffer.errors import GafferError, ProcessError
 from gaffer.http.handlers.base import ApiError, BaseHandler, Op
+from gaffer.http.handlers.jobs import MANAGE, job_config, job_id
 
 STATUSES = (200, 401, 403, 404, 503)
 
@@ -64,12 +67,19 @@ class ClusterNodesHandler(ClusterHandler):
 class ClusterJobsHandler(ClusterHandler):
     ops = {
         "get": Op(
-            "Every job of every node the key may read: node, job, state, processes "
-            "(running) and numprocesses (the target)",
+            "Every job of every node the key may read (node, job, state, processes, "
+            "numprocesses), and the cluster jobs with the node of each instance (declared)",
             permission="read (the jobs listed)",
             statuses=STATUSES,
             params={"node": "only the jobs of this node"},
-        )
+        ),
+        "post": Op(
+            "Declare a cluster job: run it on `nodes` nodes, or on every node (`per_node`: "
+            "1); replaces the declaration of a job of that name",
+            body="ClusterJob",
+            permission="manage on the session",
+            statuses=(201, 400, 401, 403, 404, 503),
+        ),
     }
 
     async def get(self) -> None:
@@ -82,4 +92,44 @@ class ClusterJobsHandler(ClusterHandler):
             if self.permissions.can_read(str(job.get("job")))
             and (node is None or job.get("node") == node)
         ]
-        self.write_json({"node": registry.node, "jobs": jobs})
+        declared = [
+            job
+            for job in await self.ask(registry.cluster_jobs)
+            if self.permissions.can_read(str(job.get("job")))
+        ]
+        self.write_json({"node": registry.node, "jobs": jobs, "declared": declared})
+
+    async def post(self) -> None:
+        registry = self.registry()
+        body = self.json_body("ClusterJob")
+        session = body.pop("session", "default")
+        validate_session(session)
+        self.require(MANAGE, session)
+        count = {key: body.pop(key) for key in ("nodes", "per_node") if key in body}
+        if len(count) != 1:
+            raise ApiError(400, "bad_request", "give either nodes = N or per_node = 1")
+        body.pop("start", None)  # a cluster job always runs where it is placed
+        try:
+            config = job_config(self, body)
+        except ValueError as exc:
+            raise ApiError(400, "bad_config", str(exc)) from None
+        job = f"{session}.{config.name}"
+        await self.ask(lambda: registry.declare(job, body, **count))
+        self.write_json({"job": job, **count}, 201)
+
+
+class ClusterJobHandler(ClusterHandler):
+    ops = {
+        "delete": Op(
+            "Withdraw a cluster job: every node stops its instance",
+            permission="manage",
+            statuses=(200, 401, 403, 404, 503),
+        )
+    }
+
+    async def delete(self, sid: str, name: str) -> None:
+        registry = self.registry()
+        job = job_id(self, sid, name, MANAGE)
+        if not await self.ask(lambda: registry.withdraw(job)):
+            raise ApiError(404, "not_found", f"no cluster job {job}")
+        self.write_json({"ok": True})
