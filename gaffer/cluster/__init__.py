@@ -7,5 +7,6 @@ docs/cluster.md and docs/design.md).
 
 * ``etcd``: the etcd v3 client (KV, transactions, leases, watches);
 * ``records``: the key layout and the records stored under it;
-* ``registry``: ``ClusterRegistry``, the Manager application that registers a node.
+* ``registry``: ``ClusterRegistry``, the Manager application that registers a node;
+* ``placement``: cluster jobs, whose instances the nodes claim.
 """

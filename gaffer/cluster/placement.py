@@ -163,8 +163,10 @@ class Placement:
     def _run(self, job: str, spec: dict[str, Any]) -> bool:
         """Run (or update) the local instance; False when it cannot be loaded here."""
         text = records.encode(spec["config"])
-        if self.running.get(job) == text:
+        if self.running.get(job) == text and job in self.manager.jobs():
             return True
+        if job in self.running and job not in self.manager.jobs():
+            del self.running[job]  # unloaded through the API: the declaration wins
         session, _, name = job.partition(".")
         try:
             config = ProcessConfig.from_dict({**spec["config"], "name": name})

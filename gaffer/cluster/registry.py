@@ -12,8 +12,10 @@ What it does, in one coroutine (a *session* per lease):
 2. claim the node's key in a transaction: only if nobody holds it, or we do (a gafferd
    started twice with one name waits, state ``conflict``, until the other goes);
 3. write every job (and remove what is left of jobs that are gone);
-4. then keep the lease alive every TTL/3 and write the jobs that changed, at most one
-   write every ``min_interval`` (0.25 s), however fast events come (a crash loop).
+4. read the cluster jobs and their claims, and watch both (``placement``);
+5. then keep the lease alive every TTL/3, write the jobs that changed (at most one
+   write every ``min_interval``, 0.25 s, however fast events come: a crash loop), and
+   claim or release instances of cluster jobs as the watches report changes.
 
 Any failure ends the session; the next one starts after a backoff (0.5 s doubling to 5 s,
 with jitter). Supervision never depends on etcd: jobs run on while the node is
@@ -190,6 +192,8 @@ class ClusterRegistry:
         name = msg.get("name") if isinstance(msg, dict) else None
         if isinstance(name, str) and "." in name:
             self._changed.add(name)
+            if evtype == "unload" and self.placement and name in self.placement.running:
+                self.placement.dirty = True  # a cluster job unloaded here: load it again
         else:
             self._all_changed = True
         if self._wake is not None:

@@ -93,6 +93,10 @@ def test_per_node_jobs_run_on_every_node_even_one_that_joins_later(cluster: Clus
     d = cluster.node("d", WEB)
     wait_runners([a, b, c, d], 4, "an instance on the new node too")
     assert set(declared(d)["default.batch"]["instances"]) == {"a", "b", "c", "d"}
+    # unloaded through a node's own API: the declaration wins, the node loads it again
+    before = b.job_pids(MARK)
+    assert b.request("DELETE", "/jobs/default/batch")[0] == 200
+    wait_until_sync(lambda: len(b.job_pids(MARK) - before) == 2, what="b's instance loaded again")
     # a node stopped gracefully releases its instance at once (its lease is revoked)
     assert d.stop() == 0
     wait_until_sync(
