@@ -13,6 +13,7 @@ none could serve it; ``EtcdError`` is an answer with an error (a lease not found
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -305,8 +306,6 @@ class Etcd:
         """Call ``on_events`` with the changes of the keys under ``prefix`` from
         ``start_revision`` on (each change: ``{"type": "PUT"|"DELETE", "kv": KeyValue}``),
         until the connection ends (EtcdUnavailable) or the task is cancelled."""
-        if self._http is None:
-            self._http = tornado.httpclient.AsyncHTTPClient(force_instance=True)
         request = {
             "create_request": {
                 "key": _b64(prefix),
@@ -340,22 +339,60 @@ class Etcd:
 
         endpoint = self.endpoint
         try:
-            await self._http.fetch(
-                f"{endpoint}/v3/watch",
-                method="POST",
-                body=json.dumps(request),
-                headers={"Content-Type": "application/json"},
-                connect_timeout=self.timeout,
-                request_timeout=0,  # a watch lasts as long as it is needed
-                streaming_callback=on_chunk,
+            await _stream(
+                endpoint, "/v3/watch", json.dumps(request).encode(), on_chunk, self.timeout
             )
-        except tornado.httpclient.HTTPClientError as exc:
-            raise EtcdUnavailable(f"etcd {endpoint}: watch ended: {exc}") from None
-        except (OSError, tornado.iostream.StreamClosedError) as exc:
-            raise EtcdUnavailable(f"etcd {endpoint}: watch ended: {exc}") from None
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise EtcdUnavailable(f"etcd {endpoint}: watch ended: {reason}") from None
         raise EtcdUnavailable(
             f"etcd {endpoint}: watch ended: {failure[0] if failure else 'the stream closed'}"
         )
+
+
+async def _stream(
+    endpoint: str, path: str, body: bytes, on_chunk: Callable[[bytes], None], within: float
+) -> None:
+    """POST ``body`` and pass the answer's body to ``on_chunk`` as it comes, until it ends.
+
+    On plain asyncio streams rather than tornado's client: a watch is cancelled when its
+    session ends, and cancelling a tornado fetch leaves its connection to fail later
+    ("Exception after Future was cancelled" in the log); here the connection is closed
+    by the ``finally``, at once."""
+    parts = urlsplit(endpoint)
+    async with asyncio.timeout(within):
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        await writer.drain()
+        status = await reader.readline()
+        headers = {}
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip().lower()
+        if status.split(b" ")[1:2] != [b"200"]:
+            raise ValueError(f"answered {status.decode('latin-1').strip()!r}")
+        if "chunked" not in headers.get("transfer-encoding", ""):
+            while data := await reader.read(65536):
+                on_chunk(data)
+            return
+        while True:
+            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                return
+            on_chunk(await reader.readexactly(size))
+            await reader.readexactly(2)  # the CRLF after each chunk
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
 
 
 def _json(raw: bytes | None) -> Any:

@@ -265,7 +265,10 @@ class ClusterRegistry:
             wait = next_keepalive - time.monotonic()
             if wait > 0 and not wake.is_set():
                 try:
-                    await asyncio.wait_for(wake.wait(), wait)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel
+                    # that comes as the event is set, and stop() would wait for ever
+                    async with asyncio.timeout(wait):
+                        await wake.wait()
                 except TimeoutError:
                     pass
             for watch in watches:
