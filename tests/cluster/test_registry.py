@@ -8,7 +8,7 @@ import signal
 import time
 
 from tests.cluster.conftest import TTL, Cluster, Node
-from tests.gafferd.harness import wait_gone
+from tests.gafferd.harness import free_port, wait_gone
 from tests.helpers import child_cmd, wait_until_sync
 
 WEB = """
@@ -178,3 +178,21 @@ def test_a_second_gafferd_with_a_taken_name_waits_for_it(cluster: Cluster) -> No
         lambda: second.state() == "connected", timeout=15, what="the second gafferd registered"
     )
     assert second.cluster_nodes()["a"]["pid"] == second.pid
+
+
+def test_a_reload_that_moves_the_api_registers_the_new_addresses(cluster: Cluster) -> None:
+    node = cluster.node("a", WEB)
+    cluster.wait_nodes({"a"}, via=node)
+    port = free_port()
+    text = node.ini.read_text()
+    node.ini.write_text(text.replace(f"127.0.0.1:{node.port}", f"127.0.0.1:{port}"))
+    node.signal(signal.SIGHUP)
+    wanted = [f"http://127.0.0.1:{port}", f"unix:{node.socket}"]
+
+    def registered() -> bool:
+        try:
+            return node.cluster_nodes()["a"]["addresses"] == wanted
+        except OSError:  # a request in flight while the old HTTP server stops
+            return False
+
+    wait_until_sync(registered, what="the new address registered")
