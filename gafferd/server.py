@@ -73,6 +73,7 @@ class Gafferd:
         self._webhooks_slot = AppSlot()
         self.file_jobs: dict[str, JobSpec] = {}
         self.keystore: KeyStore | None = None
+        self.cluster: Any = None  # the ClusterRegistry when `cluster` is set
         self._failed = False
 
     # -- start and stop --------------------------------------------------------------------
@@ -89,9 +90,15 @@ class Gafferd:
             loop.add_signal_handler(sig, self.stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+        if self.effective.cluster:  # imported only then: no cost to a gafferd alone
+            from gafferd.cluster import make_registry
+
+            self.cluster = make_registry(self.effective, self._sockets)
         self._http_slot.app = self._http_handler(self._sockets)
         self._webhooks_slot.app = self._make_webhooks(self.config, self.effective)
         apps: list[Any] = [*self.plugins.apps, self._webhooks_slot, self._http_slot]
+        if self.cluster is not None:
+            apps.append(self.cluster)
         if self.effective.verbose:
             apps.append(
                 ConsoleOutput(
@@ -223,7 +230,15 @@ class Gafferd:
         )
         if any(getattr(effective, key) != getattr(old, key) for key in http_keys):
             self._rebind(effective)
-        for name in ("daemon", "pidfile", "error_log", "plugin_dir", "loop", "auth_db"):
+        restart_only = ("daemon", "pidfile", "error_log", "plugin_dir", "loop", "auth_db")
+        cluster_keys = (
+            "cluster",
+            "node_name",
+            "cluster_prefix",
+            "cluster_ttl",
+            "cluster_advertise",
+        )
+        for name in restart_only + cluster_keys:
             if getattr(effective, name) != getattr(old, name):
                 logger.warning("reload: %s changed; it takes effect at the next start", name)
 
@@ -243,6 +258,10 @@ class Gafferd:
             old.release_sockets([s for s in self._sockets if binding.bound_address(s) in kept])
         self._sockets = sockets
         self._http_slot.replace(http)
+        if self.cluster is not None:
+            from gafferd.cluster import advertised
+
+            self.cluster.set_addresses(advertised(effective, sockets))
         if old is not None:
             self._stop_later(old)
 
@@ -275,7 +294,11 @@ class Gafferd:
             certfile=effective.certfile,
             keyfile=effective.keyfile,
             plugin_sites=self.plugins.sites,
-            settings={"auth": identity, "cors_origins": tuple(effective.cors_origins)},
+            settings={
+                "auth": identity,
+                "cors_origins": tuple(effective.cors_origins),
+                "cluster": self.cluster,
+            },
         )
 
     def _store(self, effective: Effective) -> KeyStore | None:

@@ -115,6 +115,38 @@ def to_binds(text: str | list[str]) -> list[str]:
     return binds
 
 
+# the cluster's converters import gaffer.cluster only when a cluster setting is given
+def to_cluster(text: str) -> str | None:
+    value = str(text).strip()
+    if not value:
+        return None
+    from gaffer.cluster.etcd import parse_endpoints
+
+    parse_endpoints(value)  # raises ValueError saying what is wrong
+    return value
+
+
+def to_node_name(text: str) -> str | None:
+    from gaffer.cluster.records import check_node_name
+
+    return check_node_name(text) if str(text).strip() else None
+
+
+def to_key_prefix(text: str) -> str:
+    from gaffer.cluster.records import check_prefix
+
+    return check_prefix(text)
+
+
+def to_urls(text: str | list[str]) -> list[str]:
+    """API addresses to advertise: http(s)://host:port or unix:/path."""
+    urls = to_words(text)
+    for url in urls:
+        if not url.startswith(("http://", "https://", "unix:/")):
+            raise ValueError(f"{url!r}: expected http(s)://host:port or unix:/path")
+    return urls
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -315,6 +347,40 @@ SETTINGS: tuple[Setting, ...] = (
         [],
         "Origins (https://ui.example.com) allowed to call the API from a browser; none by default.",
         reload=True,
+    ),
+    Setting(
+        "cluster",
+        to_cluster,
+        None,
+        "etcd of the cluster this gafferd joins: etcd://host:port[,host:port] "
+        "(docs/cluster.md). Empty: no cluster, and nothing of it is loaded.",
+    ),
+    Setting(
+        "node_name",
+        to_node_name,
+        None,
+        "This node's name in the cluster (unique); default: the host name.",
+    ),
+    Setting(
+        "cluster_prefix",
+        to_key_prefix,
+        "/gaffer/",
+        "Prefix of the cluster's keys in etcd (several clusters may share an etcd).",
+    ),
+    Setting(
+        "cluster_ttl",
+        to_positive_int,
+        10,
+        "Seconds the node's etcd lease lives without a keep-alive (renewed every TTL/3): "
+        "a dead node leaves the registry that long after it died.",
+    ),
+    Setting(
+        "cluster_advertise",
+        to_urls,
+        [],
+        "API addresses other nodes and clients use to reach this node "
+        "(http(s)://host:port, unix:/path); default: from bind (a wildcard bind "
+        "advertises the host name).",
     ),
 )
 BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}

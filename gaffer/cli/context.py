@@ -28,6 +28,7 @@ class Context:
         self.args = args
         self.out = Output(json_output=args.json, no_color=args.no_color)
         self._server: AsyncServer | None = None
+        self._others: dict[str, AsyncServer] = {}  # the nodes of a cluster, by URL
         self._app: Any = None
 
     # -- gafferd ---------------------------------------------------------------------------
@@ -37,18 +38,30 @@ class Context:
 
     def server(self) -> AsyncServer:
         if self._server is None:
-            saved = userconfig.read(self.url)
-            key = self.args.api_key or os.environ.get("GAFFER_API_KEY") or saved.get("key")
-            tls = {
-                name: getattr(self.args, name) or saved.get(name)
-                for name in ("certfile", "keyfile", "cacert")
-            }
-            self._server = AsyncServer(self.url, key, **{k: v for k, v in tls.items() if v})
+            self._server = self._connect(self.url)
         return self._server
+
+    def server_at(self, url: str) -> AsyncServer:
+        """Another gafferd (a node of the cluster), with the same key and TLS rules: the
+        options given, else what was saved for that node, else for the main address."""
+        if url not in self._others:
+            self._others[url] = self._connect(Endpoint.parse(url).url, fallback=self.url)
+        return self._others[url]
+
+    def _connect(self, url: str, fallback: str | None = None) -> AsyncServer:
+        saved = userconfig.read(url) or (userconfig.read(fallback) if fallback else {})
+        key = self.args.api_key or os.environ.get("GAFFER_API_KEY") or saved.get("key")
+        tls = {
+            name: getattr(self.args, name) or saved.get(name)
+            for name in ("certfile", "keyfile", "cacert")
+        }
+        return AsyncServer(url, key, **{k: v for k, v in tls.items() if v})
 
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        for server in self._others.values():
+            server.close()
 
     # -- the Procfile app ------------------------------------------------------------------
     def procfile_path(self, required: bool = True) -> str | None:

@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="APP",
         help="the session (app) to work on (default: the Procfile directory's name)",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="every node of gafferd's cluster: ps lists them all; ps:scale, ps:start, "
+        "ps:stop and load act on the nodes of --node (docs/cluster.md)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--no-color", action="store_true", help="no colours (or NO_COLOR)")
     parser.add_argument("--version", action="version", version=f"gaffer {gaffer.__version__}")
@@ -75,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--no-color", action="store_true", default=argparse.SUPPRESS, help="no colours"
+    )
+    common.add_argument(
+        "--cluster", action="store_true", default=argparse.SUPPRESS, help="every node"
     )
     common.add_argument(
         "--app", metavar="APP", default=argparse.SUPPRESS, help="the session (app) to work on"

@@ -205,6 +205,17 @@ class AsyncServer:
         await channel.connect()
         return channel
 
+    # -- the cluster -----------------------------------------------------------------------
+    async def cluster_nodes(self) -> dict[str, Any]:
+        """The nodes of gafferd's cluster, from etcd: ``{"node", "state", "nodes": [...]}``
+        (NotFound with code ``no_cluster`` when it is in none)."""
+        return await self.request("GET", "/cluster/nodes")
+
+    async def cluster_jobs(self, node: str | None = None) -> list[dict[str, Any]]:
+        """Every job of every node (or of ``node``): node, job, state, processes..."""
+        query = f"?node={_q(node)}" if node is not None else ""
+        return (await self.request("GET", f"/cluster/jobs{query}"))["jobs"]
+
     # -- accounts --------------------------------------------------------------------------
     @property
     def keys(self) -> AsyncKeys:

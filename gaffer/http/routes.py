@@ -14,7 +14,7 @@ from typing import Any
 
 import tornado.web
 
-from gaffer.http.handlers import channel, jobs, misc, pidchannel, processes
+from gaffer.http.handlers import channel, cluster, jobs, misc, pidchannel, processes
 
 # what each path parameter may hold
 PARAMS = {
@@ -75,6 +75,9 @@ def api_routes() -> list[Route]:
         Route("/streams/{pid}/stdin", streams.StdinHandler),
         Route("/streams/{pid}/{label}", streams.OutputStreamHandler),
         Route("/channel", channel.ChannelHandler),
+        Route("/cluster/nodes", cluster.ClusterNodesHandler),
+        Route("/cluster/jobs", cluster.ClusterJobsHandler),
+        Route("/cluster/jobs/{sid}/{name}", cluster.ClusterJobHandler),
         Route("/{pid}", processes.ProcessHandler),
         Route("/{pid}/signal", processes.ProcessSignalHandler),
         Route("/{pid}/stats", processes.ProcessStatsHandler),

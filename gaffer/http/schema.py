@@ -248,6 +248,20 @@ USER_KEY: Schema = {
     "required": ["key"],
     "properties": {"key": {"type": ["string", "null"]}},
 }
+CLUSTER_JOB: Schema = {
+    "type": "object",
+    "description": "A cluster job (docs/cluster.md): the options of a job, its session "
+    "(default `default`), and `nodes` (runs on that many nodes) or `per_node` (1: runs on "
+    "every node).",
+    "required": ["name", "cmd"],
+    "additionalProperties": False,
+    "properties": {
+        **JOB_CONFIG["properties"],
+        "session": {"type": "string", "minLength": 1},
+        "nodes": {"type": "integer", "minimum": 1},
+        "per_node": {"type": "integer", "enum": [1]},
+    },
+}
 
 SCHEMAS = {
     "JobConfig": JOB_CONFIG,
@@ -260,4 +274,5 @@ SCHEMAS = {
     "UpdateUser": UPDATE_USER,
     "Password": PASSWORD,
     "UserKey": USER_KEY,
+    "ClusterJob": CLUSTER_JOB,
 }

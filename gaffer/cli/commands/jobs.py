@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+from gaffer.cli import cluster
 from gaffer.cli.commands import YES, arg, command
 from gaffer.cli.context import Context, UsageError
 from gaffer.errors import Conflict, NotFound
@@ -61,13 +62,15 @@ def read_json_jobs(path: str) -> tuple[str | None, list[dict[str, Any]]]:
     CONCURRENCY,
     FLAPPING,
     arg("--nostart", action="store_true", help="load without starting"),
+    cluster.NODE,
 )
 async def load(context: Context) -> int:
     """Load jobs into gafferd, from a JSON file or from the Procfile.
 
     From the Procfile: every entry, in the session of the app, one port per instance,
-    output captured."""
-    server = context.server()
+    output captured. With --cluster: on the nodes named with --node."""
+    if cluster.wanted(context):
+        cluster.require_nodes(context, "load")
     if context.args.file:
         file_session, file_jobs = read_json_jobs(context.args.file)
         default_session = context.args.app or file_session or "default"
@@ -83,9 +86,25 @@ async def load(context: Context) -> int:
         jobs = [
             (app.name, job) for job in app.jobs(context.concurrency(), flapping=context.flapping())
         ]
+    if cluster.wanted(context):
+        return await cluster.load(
+            context, lambda server, node: _load_into(context, server, jobs, f"{node}: ")
+        )
+    loaded, failed = await _load_into(context, context.server(), jobs)
+    if context.out.json:
+        context.out.data({"loaded": loaded, "failed": failed})
+    return 1 if failed else 0
+
+
+async def _load_into(
+    context: Context, server: Any, jobs: list[tuple[str, dict[str, Any]]], label: str = ""
+) -> tuple[list[str], int]:
+    """Load ``jobs`` into ``server``; returns the jobs loaded, and how many were already
+    loaded there."""
     failed = 0
     loaded = []
-    for session, job in jobs:
+    for session, original in jobs:
+        job = dict(original)
         start = job.pop("start", not context.args.nostart)
         try:
             handle = await server.load(
@@ -94,14 +113,12 @@ async def load(context: Context) -> int:
         except Conflict:
             failed += 1
             name = job["name"] if "." in job["name"] else f"{session}.{job['name']}"
-            print(f"gaffer: {name} is already loaded", file=sys.stderr)
+            print(f"gaffer: {label}{name} is already loaded", file=sys.stderr)
             continue
         loaded.append(handle.id)
         if not context.out.json:
-            context.out.write(f"{handle.id} loaded{'' if start else ' (not started)'}")
-    if context.out.json:
-        context.out.data({"loaded": loaded, "failed": failed})
-    return 1 if failed else 0
+            context.out.write(f"{label}{handle.id} loaded{'' if start else ' (not started)'}")
+    return loaded, failed
 
 
 async def _jobs_of(context: Context, what: str) -> list[str]:

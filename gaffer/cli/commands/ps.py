@@ -7,6 +7,7 @@ import signal
 import time
 from typing import Any
 
+from gaffer.cli import cluster
 from gaffer.cli.commands import YES, arg, command
 from gaffer.cli.context import Context, UsageError
 from gaffer.cli.render import duration, percent, size, uptime
@@ -147,13 +148,17 @@ def signal_name(signum: int) -> str:
 @command(
     "ps",
     arg("jobs", nargs="*", metavar="JOB", help="jobs to show (default: all, or those of --app)"),
+    cluster.NODE,
 )
 async def ps(context: Context) -> int:
     """List the processes: job, pid, OS pid, state, uptime, restarts, last exit, CPU, memory.
 
     Every job of gafferd, those of --app, or the jobs named. A job that runs fewer
     processes than its target also gets a row of its own: its state (with when it retries,
-    in backoff), its restarts, its last exit, and below the table why it cannot spawn."""
+    in backoff), its restarts, its last exit, and below the table why it cannot spawn.
+    With --cluster: every job of every node (node, job, state, processes, target)."""
+    if cluster.wanted(context):
+        return await cluster.ps(context)
     if context.args.jobs:
         jobs = [context.job_id(name) for name in context.args.jobs]
         rows = await job_rows(context, jobs, named=True)
@@ -190,6 +195,7 @@ SCALE = re.compile(r"^(?P<job>[^=+\-]+)(?P<op>[=+\-])(?P<n>\d+)$")
         metavar="JOB=N|JOB+N|JOB-N",
         help="web=3 sets, worker+2 adds, api-1 removes",
     ),
+    cluster.NODE,
 )
 async def ps_scale(context: Context) -> int:
     """Change how many processes jobs run: web=3 worker+2 api-1."""
@@ -200,6 +206,8 @@ async def ps_scale(context: Context) -> int:
         if not match:
             raise UsageError(f"bad scale {spec!r}: expected JOB=N, JOB+N or JOB-N")
         plan.append((context.job_id(match["job"]), match["op"] + match["n"]))
+    if cluster.wanted(context):
+        return await cluster.scale(context, plan)
     results = {}
     for job_id, operation in plan:
         results[job_id] = await server.job(job_id).scale(operation)
@@ -223,9 +231,11 @@ async def _targets(context: Context, what: str) -> list[str]:
     return jobs
 
 
-@command("ps:start", arg("targets", nargs="*", metavar="JOB"), YES)
+@command("ps:start", arg("targets", nargs="*", metavar="JOB"), YES, cluster.NODE)
 async def ps_start(context: Context) -> int:
     """Start jobs (all the jobs of the app when none is named)."""
+    if cluster.wanted(context):
+        return await cluster.start_stop(context, "start")
     server = context.server()
     for name in await _targets(context, "start"):
         await server.job(context.job_id(name)).start()
@@ -233,11 +243,13 @@ async def ps_start(context: Context) -> int:
     return 0
 
 
-@command("ps:stop", arg("targets", nargs="*", metavar="JOB|PID"), YES)
+@command("ps:stop", arg("targets", nargs="*", metavar="JOB|PID"), YES, cluster.NODE)
 async def ps_stop(context: Context) -> int:
     """Stop jobs, or single processes by pid (all the app's jobs when none is named).
 
     A stopped process of a running job is replaced."""
+    if cluster.wanted(context):
+        return await cluster.start_stop(context, "stop")
     server = context.server()
     for name in await _targets(context, "stop"):
         if name.isdigit():

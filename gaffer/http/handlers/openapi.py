@@ -22,6 +22,7 @@ _STATUS_TEXT = {
     413: "Body too large",
     426: "Not a WebSocket upgrade",
     500: "Internal error",
+    503: "Unavailable (the cluster's etcd)",
 }
 _WEBSOCKETS = {"/channel", "/{pid}/channel", "/{pid}/channel/{stream}"}
 
