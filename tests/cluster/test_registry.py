@@ -18,16 +18,20 @@ WEB = """
 """
 
 
+def _published(record: dict) -> bool:
+    return (record.get("processes"), record.get("state")) == (2, "running")
+
+
 def start_three(cluster: Cluster) -> list[Node]:
     nodes = [cluster.node(name, WEB) for name in ("a", "b", "c")]
     cluster.wait_nodes({"a", "b", "c"}, via=nodes[0])
     wait_until_sync(
         lambda: all(
-            nodes[0].cluster_jobs().get((node.name, "default.web"), {}).get("processes") == 2
+            _published(nodes[0].cluster_jobs().get((node.name, "default.web"), {}))
             for node in nodes
         ),
         timeout=10,
-        what="every node's web job published with its 2 processes",
+        what="every node's web job published running its 2 processes",
     )
     return nodes
 
