@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gaffer.core.config import InvalidOption, ProcessConfig
-from gaffer.core.flapping import OFF as FLAPPING_OFF
 from gaffer.core.names import split_job_id, validate_session
+from gaffer.core.options import OPTIONS, text_path
 from gaffer.errors import InvalidArgument
 from gafferd import ini
-from gafferd.settings import BY_INI_KEY, FileValue, to_bool, to_int, to_seconds
+from gafferd.settings import BY_INI_KEY, FileValue, to_bool
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 CONFIG_NAME = "gafferd.ini"
@@ -31,81 +31,11 @@ class ConfigError(Exception):
     """A configuration problem; the message says where and why."""
 
 
-# -- job keys: one converter per ProcessConfig option, from the ini string -----------------
-def _text(value: str, base: str) -> str:
-    return value
-
-
-def _bool(value: str, base: str) -> bool:
-    return to_bool(value)
-
-
-def _int(value: str, base: str) -> int:
-    return to_int(value)
-
-
-def _seconds(value: str, base: str) -> float:
-    return to_seconds(value)
-
-
-def _words(value: str, base: str) -> list[str]:
-    return [word for word in value.replace(",", " ").split() if word]
-
-
-def _path(value: str, base: str) -> str:
-    return os.path.join(base, os.path.expanduser(value))
-
-
-def _logfile(value: str, base: str) -> str:
-    if value == "-" or value.startswith("syslog"):
-        return value
-    return _path(value, base)
-
-
-def _flapping(value: str, base: str) -> str | None:
-    if not value.strip() or value.strip().lower() in FLAPPING_OFF:
-        return None
-    return value
-
-
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def to_size(value: str, base: str = "") -> int:
-    """``1048576``, ``512KB``, ``50 MiB``, ``1G``: bytes (K, M, G are powers of 1024)."""
-    match = _SIZE.match(value)
-    if not match:
-        raise ValueError("expected a size in bytes, like 1048576, 512KB or 50MB")
-    unit = (match.group(2) or "").lower()[:1]
-    return int(match.group(1)) * _UNITS[unit]
-
-
+# every job option's text form is declared with the option (gaffer/core/options.py)
 JOB_KEYS: dict[str, Callable[[str, str], Any]] = {
-    "cmd": _text,
-    "args": _text,
-    "uid": _text,
-    "gid": _text,
-    "cwd": _path,
-    "shell": _bool,
-    "detach": _bool,
-    "os_env": _bool,
-    "numprocesses": _int,
-    "flapping": _flapping,
-    "redirect_output": _words,
-    "redirect_input": _bool,
-    "custom_streams": _words,
-    "graceful_timeout": _seconds,
-    "start_secs": _seconds,
-    "priority": _int,
-    "stdout_logfile": _logfile,
-    "stderr_logfile": _logfile,
-    "logfile_max_bytes": to_size,
-    "logfile_backups": _int,
-    "logfile_buffer_bytes": to_size,
-    "log_timestamps": _bool,
-    "port": _int,
-    "start": _bool,  # not a ProcessConfig option: load the job started or not
+    "cmd": lambda value, base: value,
+    **{option.name: option.from_text for option in OPTIONS if option.from_text is not None},
+    "start": lambda value, base: to_bool(value),  # not an option: load the job started or not
 }
 JOB_DEFAULTS = {"os_env": True}  # gafferd's jobs start from its environment, as in 0.5
 SSL_KEYS = ("certfile", "keyfile")
@@ -251,7 +181,7 @@ def _read_gaffer(section: ini.Section, settings: dict[str, FileValue]) -> None:
             )
         value = entry.value
         if setting.relative and value and value not in ("-", "syslog"):
-            value = _path(value, os.path.dirname(entry.path))
+            value = text_path(value, os.path.dirname(entry.path))
         try:
             setting.convert(value)
         except ValueError as exc:
@@ -271,7 +201,7 @@ def _read_keys(section: ini.Section, allowed: tuple[str, ...], base: str) -> dic
     for key, entry in section.entries.items():
         if key.lower() not in allowed:
             raise _error(section, key, f"unknown key; known: {', '.join(allowed)}")
-        out[key.lower()] = _path(entry.value, base) if entry.value else ""
+        out[key.lower()] = text_path(entry.value, base) if entry.value else ""
     return out
 
 

@@ -23,6 +23,10 @@ def child_argv(*args: object) -> list[str]:
     return [sys.executable, "-u", str(CHILD), *map(str, args)]
 
 
+# a job the restart policy never holds back: no crash-loop pause, no backoff, no fatal
+UNCONTAINED: dict[str, Any] = {"flapping": None, "backoff": None, "start_retries": 10**9}
+
+
 def child_cmd(*args: object) -> str:
     """A ``cmd`` string running the fixture program in mode ``args[0]``."""
     return shlex.join(child_argv(*args))

@@ -19,8 +19,8 @@ from typing import Any
 import gaffer
 from gaffer.cli.commands import COMMANDS, load_commands
 from gaffer.cli.context import Context, UsageError
-from gaffer.cli.procfile import ProcfileError
 from gaffer.client.transport import DEFAULT_URL
+from gaffer.dotenv import DotenvError
 from gaffer.errors import ApiError, ClientError
 
 EX_OK, EX_ERROR, EX_USAGE, EX_INTERRUPTED = 0, 1, 2, 130
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as exc:
         print(f"gaffer: {_describe(exc)}", file=sys.stderr)
         return EX_ERROR
-    except (ClientError, ProcfileError, OSError, ValueError) as exc:
+    except (ClientError, DotenvError, OSError, ValueError) as exc:
         print(f"gaffer: {exc}", file=sys.stderr)
         return EX_ERROR
     except KeyboardInterrupt:

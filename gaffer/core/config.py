@@ -8,25 +8,35 @@ and round-trips through ``to_dict()`` / ``from_dict()``.
 from __future__ import annotations
 
 import grp
-import math
-import os
 import pwd
-import shlex
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from gaffer.core.flapping import FlappingInfo
-from gaffer.core.logfile import (
-    DEFAULT_BACKUPS,
-    DEFAULT_BUFFER_BYTES,
-    DEFAULT_MAX_BYTES,
-    LogTarget,
+from gaffer.core.logtarget import LogTarget
+from gaffer.core.options import (
+    BY_NAME,
+    DEFAULT_GRACEFUL_TIMEOUT,
+    DEFAULT_PRIORITY,
+    DEFAULT_START_SECS,
+    OPTIONS,
+    os_string,
+    to_json,
 )
+from gaffer.core.restart import BackoffInfo, ExitMatch
 from gaffer.errors import InvalidArgument
 
-DEFAULT_GRACEFUL_TIMEOUT = 10.0
-DEFAULT_START_SECS = 1.0  # a process that lives this long counts as started (supervisor's)
+__all__ = [
+    "DEFAULT_GRACEFUL_TIMEOUT",
+    "DEFAULT_PRIORITY",
+    "DEFAULT_START_SECS",
+    "InvalidOption",
+    "ProcessConfig",
+    "as_config",
+    "check_env",
+    "os_string",
+]
 
 
 class InvalidOption(ValueError):
@@ -37,7 +47,6 @@ class InvalidOption(ValueError):
         super().__init__(message)
 
 
-DEFAULT_PRIORITY = 999  # lower starts first, as in supervisor; unset jobs start last
 RESERVED_STREAM_LABELS = frozenset({"stdin"})
 
 
@@ -63,8 +72,18 @@ class ProcessConfig:
         redirect_input: give the child a stdin pipe that ``write()`` feeds.
         custom_streams: labels of extra bidirectional pipes at fd 3, 4, ...
         custom_channels: already-open files or sockets passed after the custom streams.
-        graceful_timeout: seconds between SIGTERM and SIGKILL when stopping.
+        graceful_timeout: seconds between the stop signal and SIGKILL when stopping.
+        restart: ``always``, ``on-failure`` (not after exit 0 or the stop signal) or
+            ``never`` (restart.py).
+        backoff: the delay before restarting a process that failed to start
+            (``BackoffInfo``, ``"0.1, 2, 30"``: initial, factor, max), or None.
         start_secs: a process that lives this long counts as started: ``running``.
+        start_retries: failed starts in a row retried before the job is ``fatal``.
+        give_up_on: exit codes and signals after which the job is ``fatal`` at once.
+        stop_signal: the signal that stops a process (``TERM``, ``QUIT``, ``INT``...).
+        umask: the process's umask (an int, or octal text ``"022"``).
+        rlimits: resource limits, ``{"nofile": 4096, "core": 0, "as": "unlimited"}``.
+        env_file: a dotenv file read at each (re)start; ``env`` wins over it.
         priority: start order in gafferd and at manager start (lower first).
         stdout_logfile, stderr_logfile: where the output also goes: a path, ``"-"`` for
             gaffer's own stdout, or ``"syslog[:facility][@address]"``.
@@ -94,32 +113,43 @@ class ProcessConfig:
     redirect_input: bool
     custom_streams: tuple[str, ...]
     custom_channels: tuple[Any, ...]
-    graceful_timeout: float
+    restart: str
+    backoff: BackoffInfo | None
     start_secs: float
+    start_retries: int
+    give_up_on: tuple[ExitMatch, ...]
+    stop_signal: str
+    graceful_timeout: float
     priority: int
     port: int | None
+    umask: int | None
+    rlimits: Mapping[str, int | str]
+    env_file: str | None
     stdout_logfile: str | None
     stderr_logfile: str | None
     logfile_max_bytes: int
     logfile_backups: int
     logfile_buffer_bytes: int
     log_timestamps: bool
+    log_history: int
 
     def __init__(self, name: str, cmd: str, **settings: Any) -> None:
-        unknown = sorted(set(settings) - _SETTING_NAMES)
+        unknown = sorted(set(settings) - BY_NAME.keys())
         if unknown:
             raise InvalidOption(
                 unknown[0],
                 f"unknown option(s) {', '.join(map(repr, unknown))} for job "
-                f"{name!r}; known options: {', '.join(sorted(_SETTING_NAMES))}",
+                f"{name!r}; known options: {', '.join(sorted(BY_NAME))}",
             )
         values: dict[str, Any] = {"name": _check_name(name), "cmd": _check_cmd(cmd)}
-        for key, default in _DEFAULTS.items():
-            raw = settings.get(key, default)
+        for option in OPTIONS:
+            raw = settings.get(option.name, option.default)
             try:
-                values[key] = _VALIDATORS[key](raw)
+                values[option.name] = option.check(raw)
             except (TypeError, ValueError) as exc:
-                raise InvalidOption(key, f"option {key!r} of job {name!r}: {exc}") from None
+                raise InvalidOption(
+                    option.name, f"option {option.name!r} of job {name!r}: {exc}"
+                ) from None
         _check_labels(values["redirect_output"], values["custom_streams"], name)
         _check_detach(values, name)
         for key, value in values.items():
@@ -149,7 +179,7 @@ class ProcessConfig:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in _DEFAULTS}
+        return {option.name: getattr(self, option.name) for option in OPTIONS}
 
     def replace(self, **changes: Any) -> ProcessConfig:
         values = {**self.settings, **changes}
@@ -160,19 +190,10 @@ class ProcessConfig:
     # -- dict forms ----------------------------------------------------------------------
     def to_dict(self, with_channels: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "cmd": self.cmd}
-        for key in _DEFAULTS:
-            value = getattr(self, key)
-            if key == "custom_channels":
-                if not with_channels:
-                    continue
-                value = list(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            elif isinstance(value, Mapping):
-                value = dict(value)
-            elif isinstance(value, FlappingInfo):
-                value = value.to_dict()
-            out[key] = value
+        for option in OPTIONS:
+            if option.name == "custom_channels" and not with_channels:
+                continue
+            out[option.name] = to_json(option.name, getattr(self, option.name))
         return out
 
     @classmethod
@@ -198,7 +219,7 @@ class ProcessConfig:
         return key in _ALL_NAMES
 
     def keys(self) -> Iterator[str]:
-        return iter(("name", "cmd", *_DEFAULTS))
+        return iter(("name", "cmd", *BY_NAME))
 
     def __hash__(self) -> int:
         return hash((self.name, self.cmd))
@@ -231,7 +252,6 @@ def check_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
     return dict(env)
 
 
-# -- validators ---------------------------------------------------------------------------
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise InvalidOption("name", f"option 'name': expected a non-empty string, got {name!r}")
@@ -251,181 +271,6 @@ def _check_cmd(cmd: object) -> str:
         return os_string(cmd)
     except ValueError as exc:
         raise InvalidOption("cmd", f"option 'cmd': {exc}") from None
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise TypeError(f"expected true or false, got {value!r}")
-
-
-def os_string(text: str) -> str:
-    """What the OS can take: C strings (a NUL byte could never reach the process) that
-    encode to bytes (a lone surrogate such as "\\ud800" does not; "\\udc80", Python's
-    stand-in for an undecodable byte of a file name, does)."""
-    if "\0" in text:
-        raise ValueError(f"{text!r} holds a NUL byte")
-    try:
-        os.fsencode(text)
-    except UnicodeEncodeError:
-        raise ValueError(f"{text!r} holds a lone surrogate, which no OS string can") from None
-    return text
-
-
-def _args(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        try:
-            return tuple(os_string(word) for word in shlex.split(value))
-        except ValueError as exc:
-            raise ValueError(f"cannot split {value!r}: {exc}") from None
-    if isinstance(value, list | tuple):
-        out = []
-        for item in value:
-            if isinstance(item, bool) or not isinstance(item, str | int | float):
-                raise TypeError(f"expected strings, got {item!r}")
-            out.append(os_string(str(item)))
-        return tuple(out)
-    raise TypeError(f"expected a list or a string, got {value!r}")
-
-
-def _env(value: Any) -> Mapping[str, str]:
-    if value is None:
-        return _FrozenDict()
-    if not isinstance(value, Mapping):
-        raise TypeError(f"expected a dict of strings, got {value!r}")
-    out = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or not key or "=" in key:
-            raise ValueError(f"bad variable name {key!r}")
-        os_string(key)
-        if isinstance(item, bool) or not isinstance(item, str | int | float):
-            raise TypeError(f"variable {key!r}: expected a string, got {item!r}")
-        out[key] = os_string(str(item))
-    return _FrozenDict(out)
-
-
-def _user_or_group(value: Any) -> int | str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise TypeError(f"expected a name or a number, got {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"expected a number >= 0, got {value}")
-        return value
-    if isinstance(value, str) and value.strip():
-        text = os_string(value.strip())
-        return int(text) if text.isdigit() else text
-    raise TypeError(f"expected a name or a number, got {value!r}")
-
-
-def _cwd(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if isinstance(value, str) and value:
-        return os_string(value)
-    raise TypeError(f"expected a path, got {value!r}")
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer >= 0, got {value!r}")
-    if value < 0:
-        raise ValueError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {value!r}")
-    return value
-
-
-def _port(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected a port number, got {value!r}")
-    if not 1 <= value <= 65535:
-        raise ValueError(f"expected a port from 1 to 65535, got {value}")
-    return value
-
-
-def _seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"expected a number of seconds >= 0, got {value!r}")
-    return float(value)
-
-
-def _labels(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list | tuple):
-        raise TypeError(f"expected a list of labels, got {value!r}")
-    for label in value:
-        if (
-            not isinstance(label, str)
-            or not label
-            or any(ch.isspace() for ch in label)
-            or "/" in label
-        ):
-            raise ValueError(f"bad label {label!r}: a non-empty word without '/'")
-    return tuple(value)
-
-
-def _output_labels(value: Any) -> tuple[str, ...]:
-    labels = _labels(value)
-    if len(labels) > 2:
-        raise ValueError(f"at most two labels (stdout, stderr), got {list(labels)}")
-    return labels
-
-
-def _stream_labels(value: Any) -> tuple[str, ...]:
-    labels = _labels(value)
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"duplicate labels in {list(labels)}")
-    return labels
-
-
-def _channels(value: Any) -> tuple[Any, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list | tuple):
-        raise TypeError(f"expected a list of open files or sockets, got {value!r}")
-    for item in value:
-        if isinstance(item, bool) or not (isinstance(item, int) or hasattr(item, "fileno")):
-            raise TypeError(f"expected a file descriptor or an object with fileno(), got {item!r}")
-    return tuple(value)
-
-
-def _logfile(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str):
-        raise TypeError(f"expected a path, '-' or 'syslog[:facility][@address]', got {value!r}")
-    LogTarget.parse(value)
-    return value
-
-
-def _positive(value: Any) -> int:
-    size = _count(value)
-    if size < 1:
-        raise ValueError(f"expected an integer >= 1, got {value}")
-    return size
-
-
-def _flapping(value: Any) -> FlappingInfo | None:
-    return FlappingInfo.coerce(value)
 
 
 def _check_labels(outputs: tuple[str, ...], streams: tuple[str, ...], name: str) -> None:
@@ -489,72 +334,5 @@ def _resolve_ids(
     return resolved_uid, resolved_gid, username
 
 
-class _FrozenDict(dict):
-    """A dict that refuses changes, so a config's env cannot be altered behind its back."""
-
-    def _readonly(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("a job config's env is read-only; use config.replace(env=...)")
-
-    __setitem__ = __delitem__ = __ior__ = _readonly  # type: ignore[assignment]
-    clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
-
-    def __hash__(self) -> int:  # type: ignore[override]
-        return hash(tuple(sorted(self.items())))
-
-
-_DEFAULTS: dict[str, Any] = {
-    "args": None,
-    "env": None,
-    "os_env": False,
-    "uid": None,
-    "gid": None,
-    "cwd": None,
-    "shell": False,
-    "detach": False,
-    "numprocesses": 1,
-    "flapping": None,
-    "redirect_output": None,
-    "redirect_input": False,
-    "custom_streams": None,
-    "custom_channels": None,
-    "graceful_timeout": DEFAULT_GRACEFUL_TIMEOUT,
-    "start_secs": DEFAULT_START_SECS,
-    "priority": DEFAULT_PRIORITY,
-    "port": None,
-    "stdout_logfile": None,
-    "stderr_logfile": None,
-    "logfile_max_bytes": DEFAULT_MAX_BYTES,
-    "logfile_backups": DEFAULT_BACKUPS,
-    "logfile_buffer_bytes": DEFAULT_BUFFER_BYTES,
-    "log_timestamps": False,
-}
-_VALIDATORS = {
-    "args": _args,
-    "env": _env,
-    "os_env": _bool,
-    "uid": _user_or_group,
-    "gid": _user_or_group,
-    "cwd": _cwd,
-    "shell": _bool,
-    "detach": _bool,
-    "numprocesses": _count,
-    "flapping": _flapping,
-    "redirect_output": _output_labels,
-    "redirect_input": _bool,
-    "custom_streams": _stream_labels,
-    "custom_channels": _channels,
-    "graceful_timeout": _seconds,
-    "start_secs": _seconds,
-    "priority": _int,
-    "port": _port,
-    "stdout_logfile": _logfile,
-    "stderr_logfile": _logfile,
-    "logfile_max_bytes": _count,
-    "logfile_backups": _count,
-    "logfile_buffer_bytes": _positive,
-    "log_timestamps": _bool,
-}
-_SETTING_NAMES = frozenset(_DEFAULTS)
-_ALL_NAMES = _SETTING_NAMES | {"name", "cmd"}
-assert set(_VALIDATORS) == _SETTING_NAMES
+_ALL_NAMES = frozenset({"name", "cmd", *BY_NAME})
 assert {f.name for f in fields(ProcessConfig)} == _ALL_NAMES

@@ -10,6 +10,13 @@ The algorithm is the original gaffer's (reference section 2.4), kept exactly:
   retried ``retry_in`` seconds later, up to ``max_retry`` times, after which it stays
   stopped.
 
+One fix: the original kept the exits from before a retry pause in the history, so with
+``retry_in > window`` (the defaults) the first exit after each pause saw a span longer
+than the window, called the job healthy and reset its retries: a job that could not start
+was retried every 7 s for ever, ``retries`` stuck at 1. A pause now starts a new history,
+so the retries count across pauses until the job really runs longer than ``window``
+between crashes; and giving up keeps the count (the ``flap`` event reports it).
+
 Nothing here touches a loop, a clock or a process: the manager feeds ``record_exit(now)``
 and acts on the verdict, and tests drive it with plain numbers.
 """
@@ -144,10 +151,10 @@ class FlappingHistory:
         if self.exits[-1] - self.exits[0] > self.info.window:
             self.reset()
             return Verdict.RESPAWN
+        self.exits.clear()  # after the pause, a new history: crashes then are new evidence
         if self.retries < self.info.max_retry:
             self.retries += 1
             return Verdict.RETRY_LATER
-        self.reset()
         return Verdict.GIVE_UP
 
     def reset(self) -> None:

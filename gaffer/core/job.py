@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 
 from gaffer.core.config import ProcessConfig
 from gaffer.core.flapping import FlappingHistory
+from gaffer.core.history import OutputHistory
+from gaffer.core.names import parse_signal
 from gaffer.core.orphans import JOB_MARK
+from gaffer.core.restart import History, Policy
 from gaffer.core.spawn import Command, build_command, build_env
 
 if TYPE_CHECKING:
@@ -37,6 +40,24 @@ class Job:
         self.config = config
         self.env: dict[str, str] = dict(env or {})
         self.flapping = FlappingHistory(config.flapping) if config.flapping else None
+        self.history = History(self.flapping)
+        if getattr(self, "output", None) is None:
+            self.output = OutputHistory(config.log_history)
+        elif self.output.max_lines != config.log_history:  # an update: the lines stay
+            self.output.resize(config.log_history)
+        self.policy = Policy(
+            restart=config.restart,
+            backoff=config.backoff,
+            start_secs=config.start_secs,
+            start_retries=config.start_retries,
+            give_up_on=config.give_up_on,
+            stop_signal=parse_signal(config.stop_signal),
+        )
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Build the environment and command line again at the next spawn (``env_file``
+        is read again: a reload or a start sees its changes)."""
         self._prepared: tuple[dict[str, str], Command | None] | None = None
         self._slots: dict[int, tuple[dict[str, str], Command]] = {}
 

@@ -43,13 +43,11 @@ from collections.abc import Callable
 from typing import Any
 
 from gaffer.core.logtarget import SYSLOG_INFO, SYSLOG_MAX_LINE, LogTarget
+from gaffer.core.options import DEFAULT_BACKUPS, DEFAULT_BUFFER_BYTES, DEFAULT_MAX_BYTES
 
 logger = logging.getLogger(__name__)
 
 WRITER_THREADS = 4
-DEFAULT_MAX_BYTES = 50 * 1024 * 1024
-DEFAULT_BACKUPS = 10
-DEFAULT_BUFFER_BYTES = 16 * 1024 * 1024
 DROP_REPORT_INTERVAL = 1.0
 STALL_TIMEOUT = 1.0
 # a few small chunks into an idle buffer wake a writer thread this much later, so that

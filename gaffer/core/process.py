@@ -27,6 +27,7 @@ from typing import Any
 from gaffer.core.childwatch import ChildHandle, ChildWatcher
 from gaffer.core.config import ProcessConfig
 from gaffer.core.groups import GroupWatch, group_exists
+from gaffer.core.history import OutputHistory
 from gaffer.core.logfile import Writer
 from gaffer.core.monitor import StatsMonitor
 from gaffer.core.names import parse_signal
@@ -34,7 +35,7 @@ from gaffer.core.orphans import DETACHED_MARK
 from gaffer.core.pipes import PipeReader, PipeWriter, release_capture_pipes
 from gaffer.core.procfs import descendants_of, pidfd_or_none, proc_stat, send_signal
 from gaffer.core.spawn import Command, spawn
-from gaffer.core.states import PROCESS_TRANSITIONS, State, allowed
+from gaffer.core.states import PROCESS_TRANSITIONS, UP, State, allowed
 from gaffer.core.stats import Sampler, descendants, descendants_map
 from gaffer.core.stdio import Stdio, Stream, close_fds, make_stdio, output_labels, to_bytes
 from gaffer.errors import SpawnError, StreamNotFound, StreamNotRedirected
@@ -64,12 +65,12 @@ class Process:
     # a manager holds thousands: slots keep each at a few hundred bytes, not 1.6 KiB
     __slots__ = (
         "_enlarged_pipes", "_escaped", "_gone", "_gone_reported", "_group_alive",
-        "_group_watch", "_handle", "_io_listeners", "_kill_timer", "_log_writers",
+        "_group_watch", "_handle", "_history", "_io_listeners", "_kill_timer", "_log_writers",
         "_on_exit", "_on_gone", "_on_state", "_prepared", "_readers", "_stats_monitor",
         "_stdin", "_watcher", "command", "config", "create_time", "env", "exit_status",
         "graceful_timeout", "held_sinks", "last_exit", "loop", "name", "once", "os_pid",
         "output_labels", "pid", "restarts", "sampler", "slot", "spawned_at", "state",
-        "stopping", "streams", "term_signal",
+        "stopping", "streams", "term_signal", "up_since",
     )  # fmt: skip
 
     def __init__(
@@ -91,6 +92,7 @@ class Process:
         on_gone: Callable[[Process], None] | None = None,
         on_state: StateListener | None = None,
         log_writers: tuple[Writer | None, Writer | None] = (None, None),
+        history: OutputHistory | None = None,
         io_listeners: Iterable[tuple[str, IOListener]] = (),
     ) -> None:
         self.loop = loop
@@ -111,6 +113,7 @@ class Process:
         self.command: Command | None = None
         self.state = State.STOPPED
         self.spawned_at: float | None = None  # loop time
+        self.up_since: float | None = None  # loop time it became running (or ready)
         self.restarts = 0  # how many processes held its slot before it, since the job started
         self.last_exit: dict[str, Any] | None = None  # how the one before it ended
         self.os_pid: int | None = None
@@ -130,6 +133,7 @@ class Process:
         self._stdin: PipeWriter | None = None
         self._io_listeners: Mapping[str, list[IOListener]] = _EMPTY
         self._log_writers = log_writers
+        self._history = history  # the job's recent output
         self._group_watch = group_watch
         self._enlarged_pipes = 0
         self.held_sinks: Sequence[Any] = ()  # the log sinks this process keeps open (manager)
@@ -173,7 +177,7 @@ class Process:
             # the child runs but cannot be watched: it must not run untracked
             _kill_and_reap(os_pid)
             self._handle = None
-            close_fds([stdio.stdin_w, *(fd for _, fd, _ in stdio.outputs)])
+            close_fds([stdio.stdin_w, *(output[1] for output in stdio.outputs)])
             stdio.close_sockets()
             self._enlarged_pipes = 0
             raise SpawnError(f"cannot watch the process: {exc}") from None
@@ -187,8 +191,8 @@ class Process:
         self._handle = self._watcher.watch(os_pid, self._exited)
         if self.config.redirect_input:
             self._stdin = PipeWriter(self.loop, stdio.stdin_w)
-        for label, read_fd, writer in stdio.outputs:
-            reader = PipeReader(self.loop, read_fd, self._reader_for(label, writer))
+        for label, read_fd, writer, stream in stdio.outputs:
+            reader = PipeReader(self.loop, read_fd, self._reader_for(label, writer, stream))
             if writer is not None:
                 writer.reader = reader  # the log pauses it when it cannot keep up
             self._readers = [*self._readers, reader]
@@ -198,16 +202,23 @@ class Process:
             theirs.close()
             self.streams[label] = Stream(self, label, child_fd, ours)
 
-    def _reader_for(self, label: str, writer: Writer | None) -> Callable[[bytes], None]:
-        if writer is None:
-            return lambda data: self.dispatch(label, data)
-        log = writer.write
+    def _reader_for(
+        self, label: str, writer: Writer | None, stream: str
+    ) -> Callable[[bytes], None]:
+        """What is done with each chunk read: logged, kept in the job's history, given
+        to the listeners (each step apart, so a failing log loses nothing else)."""
+        log = writer.write if writer is not None else None
+        history = self._history.add if self._history is not None else None
+        pid, os_pid, dispatch = self.pid, self.os_pid, self.dispatch
 
         def deliver(data: bytes) -> None:
             try:
-                log(data)
-            finally:  # listeners get the data even if the log failed
-                self.dispatch(label, data)
+                if log is not None:
+                    log(data)
+            finally:
+                if history is not None:
+                    history(pid, os_pid, stream, data)
+                dispatch(label, data)
 
         return deliver
 
@@ -219,6 +230,8 @@ class Process:
             return
         allowed(PROCESS_TRANSITIONS, old, new, f"process {self.pid} of {self.name}")
         self.state = new
+        if new in UP and self.up_since is None:
+            self.up_since = self.loop.time()
         if self._on_state is not None:
             self._on_state(self, old, new)
 
@@ -306,7 +319,8 @@ class Process:
     send_signal = kill
 
     def stop(self) -> None:
-        """SIGTERM to the process group now, SIGKILL to it after ``graceful_timeout``."""
+        """The job's stop signal (SIGTERM by default) to the process group now, SIGKILL to
+        it after ``graceful_timeout``."""
         if self.stopping or self._handle is None:
             return
         self.stopping = True
@@ -314,8 +328,9 @@ class Process:
             return
         self.set_state(State.STOPPING)
         self._find_escaped()
-        self._signal_group(signal.SIGTERM)
-        self._signal_escaped(signal.SIGTERM)
+        stop_signal = parse_signal(self.config.stop_signal)
+        self._signal_group(stop_signal)
+        self._signal_escaped(stop_signal)
         self._kill_timer = self.loop.call_later(self.graceful_timeout, self._kill_group)
 
     def _find_escaped(self) -> None:

@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gaffer.core.config import ProcessConfig
-from gaffer.core.flapping import Verdict
 from gaffer.core.job import Job
 from gaffer.core.logfile import LogSink
 from gaffer.core.process import Process
+from gaffer.core.restart import Action, Decision, signal_name
 from gaffer.core.states import JOB_TRANSITIONS, UP, State, allowed, summarize
 from gaffer.core.table import ProcessTable, describe
 from gaffer.errors import SpawnError
@@ -29,8 +29,7 @@ logger = logging.getLogger(__name__)
 
 SPAWN_BATCH = 16  # spawned before a call returns, however long they take
 SPAWN_SLICE = 0.010  # then seconds of spawning before yielding to the loop
-SPAWN_BACKOFF_FIRST = 0.1  # delay after a failed spawn, doubling up to the max
-SPAWN_BACKOFF_MAX = 5.0
+FATAL_STDERR_LINES = 10  # the last lines of stderr a ``fatal`` event carries
 
 Publish = Callable[[str, dict[str, Any]], None]
 
@@ -64,6 +63,7 @@ class JobRunner:
         self.spawn_failures = 0
         self.paused_by_flapping = False
         self.gave_up = False
+        self.finished = 0  # processes that ended as the policy wants: not replaced
         self.next_restart_at: float | None = None  # a Unix time
         self._restart_timer: Any = None
         self._slice: Any = None
@@ -108,6 +108,11 @@ class JobRunner:
         return not self.wanted or self.gave_up
 
     @property
+    def target(self) -> int:
+        """The processes to keep running: the target, less those that ended for good."""
+        return max(self.numprocesses - self.finished, 0)
+
+    @property
     def restart_pending(self) -> bool:
         return self._restart_timer is not None
 
@@ -146,6 +151,7 @@ class JobRunner:
         self.gave_up = self.paused_by_flapping = False
         self.numprocesses = self.config.numprocesses
         self._reset_history()
+        self.job.refresh()
         self._publish_job("start", {"name": self.name})
         self.manage()
 
@@ -177,6 +183,7 @@ class JobRunner:
         self._cancel_timers()
         self.numprocesses = self.config.numprocesses
         self._reset_history()
+        self.job.refresh()
         self.gave_up = self.paused_by_flapping = False
         for proc in list(self.running):
             self._stop_process(proc)
@@ -195,6 +202,7 @@ class JobRunner:
         self.sinks = sinks
         self.job.set_config(config, env if env is not None else self.job.env)
         self.numprocesses = max(config.numprocesses, self.numprocesses)
+        self.finished = 0
         for proc in list(self.running):
             self._stop_process(proc)
         self._stop_orphans()
@@ -276,7 +284,7 @@ class JobRunner:
         # during a rolling restart the old processes count on top of the target until the
         # new ones all run
         self.retiring = [proc for proc in self.retiring if proc.pid in self._table.running]
-        target = self.numprocesses + len(self.retiring)
+        target = self.target + len(self.retiring)
         while len(self.running) > target:
             self._reap(self.running[0])
         if self._restart_timer is not None:  # a spawn failed: wait for the backoff
@@ -318,6 +326,7 @@ class JobRunner:
             slot=slot,
             graceful_timeout=graceful_timeout,
             sinks=self.sinks,
+            history=job.output,
             on_exit=self._exit_callback,
             on_state=self._state_callback,
         )
@@ -341,16 +350,18 @@ class JobRunner:
         self.error = str(exc)
         logger.warning("cannot spawn %s: %s", self.name, exc, extra={"event": "spawn_error"})
         self._publish_job("spawn_error", self._spawn_error_msg(exc))
-        # a job that cannot start at all is flapping; one that has healthy processes and
-        # cannot add one more (cwd gone, no descriptors...) only waits for the backoff
-        if (
-            self.job.flapping is not None
-            and not self.running
-            and self._flapping_verdict() is not Verdict.RESPAWN
-        ):
-            return
-        delay = min(SPAWN_BACKOFF_FIRST * 2 ** (self.spawn_failures - 1), SPAWN_BACKOFF_MAX)
-        self._restart_after(delay, self._backoff_done)
+        # a job that cannot start at all is in a crash loop; one that has healthy processes
+        # and cannot add one more (cwd gone, no descriptors...) only waits for the backoff
+        decision = self.job.history.on_exit(
+            self.job.policy,
+            0,
+            0,
+            started=False,
+            now=self.loop.time(),
+            spawned=False,
+            count_flapping=not self.running,
+        )
+        self._act(decision)
 
     def _spawn_error_msg(self, exc: SpawnError) -> dict[str, Any]:
         return {
@@ -372,33 +383,58 @@ class JobRunner:
         self.next_restart_at = None
         self.manage()
 
-    def _flapping_verdict(self) -> Verdict:
+    def _act(self, decision: Decision) -> None:
+        """Carry out what the restart policy decided for an exit or a failed spawn."""
+        action = decision.action
+        if action is Action.RESTART and decision.delay <= 0:
+            self.manage()
+        elif action is Action.RESTART:
+            self._restart_after(decision.delay, self._backoff_done)
+        elif action is Action.DONE:
+            self.finished += 1
+            self.manage()
+        else:
+            self._halt(decision)
+
+    def _halt(self, decision: Decision) -> None:
+        """A crash loop (pause, retried later) or a give-up (fatal): every process stops."""
         flapping = self.job.flapping
-        assert flapping is not None
-        verdict = flapping.record_exit(self.loop.time())
-        if verdict is Verdict.RESPAWN:
-            return verdict
-        retry_in = flapping.info.retry_in if verdict is Verdict.RETRY_LATER else None
+        pause = decision.action is Action.PAUSE
         logger.warning(
-            "%s is flapping: %s",
+            "%s: %s: %s",
             self.name,
-            f"retry in {retry_in}s" if retry_in is not None else "giving up",
-            extra={"event": "flap"},
+            decision.reason,
+            f"retried in {decision.delay:g}s" if pause else "given up (fatal)",
+            extra={"event": "flap" if pause else "fatal"},
         )
         self._cancel_timers()
-        self.paused_by_flapping = retry_in is not None
-        self.gave_up = retry_in is None
+        self.paused_by_flapping, self.gave_up = pause, not pause
         for proc in list(self.running):
             self._stop_process(proc)
         self._stop_orphans()
-        self._publish_job(
-            "flap", {"name": self.name, "retry_in": retry_in, "retries": flapping.retries}
-        )
-        if retry_in is not None:
-            self._restart_after(retry_in, self._flap_retry)
-        else:
-            self._update_state()
-        return verdict
+        if flapping is not None and (pause or "flapping" in decision.reason):
+            retry_in = decision.delay if pause else None
+            self._publish_job(
+                "flap", {"name": self.name, "retry_in": retry_in, "retries": flapping.retries}
+            )
+        if pause:
+            self._restart_after(decision.delay, self._flap_retry)
+            return
+        self._publish_job("fatal", self._fatal_msg(decision.reason))
+        self._update_state()
+
+    def _fatal_msg(self, reason: str) -> dict[str, Any]:
+        last = self.last_exit or {}
+        signum = last.get("term_signal") or 0
+        return {
+            "name": self.name,
+            "reason": reason,
+            "exit_status": last.get("exit_status"),
+            "term_signal": signum,
+            "signal": signal_name(signum) if signum else None,
+            "error": self.error,
+            "stderr": [line.text for line in self.job.output.lines(FATAL_STDERR_LINES, "stderr")],
+        }
 
     def _flap_retry(self) -> None:
         self._restart_timer = None
@@ -466,10 +502,16 @@ class JobRunner:
         if not listed or self.stopped or not self._host_active() or self.paused_by_flapping:
             self._update_state()
             return
-        if self.job.flapping is not None and self._flapping_verdict() is not Verdict.RESPAWN:
-            return
-        self.restarts += 1
-        self.manage()
+        decision = self.job.history.on_exit(
+            self.job.policy,
+            exit_status,
+            term_signal,
+            started=proc.up_since is not None,
+            now=self.loop.time(),
+        )
+        if decision.action is Action.RESTART:
+            self.restarts += 1
+        self._act(decision)
 
     # -- states -------------------------------------------------------------------------
     def _confirm_later(self, proc: Process) -> None:
@@ -478,6 +520,8 @@ class JobRunner:
         start_secs = self.config.start_secs
         if start_secs <= 0:
             proc.set_state(State.RUNNING)
+            if not proc.once:
+                self.job.history.started()
             return
         self._confirming.append(proc)
         if self._confirm_timer is None:
@@ -499,6 +543,8 @@ class JobRunner:
                 return
             queue.popleft()
             proc.set_state(State.RUNNING)
+            if not proc.once:
+                self.job.history.started()
 
     def _on_process_state(self, proc: Process, old: State, new: State) -> None:
         if not proc.once and (new in UP) != (old in UP):
@@ -512,7 +558,8 @@ class JobRunner:
         new = summarize(
             started=self.wanted and self._host_active() and not self.gave_up,
             alive=len(self.running) + len(self._exiting),
-            target=self.numprocesses,
+            target=self.target,
+            finished=self.finished > 0 and self.target == 0,
             up=self._up,
             ready_probe=False,
             backoff=self._restart_timer is not None,
@@ -538,9 +585,9 @@ class JobRunner:
 
     def _reset_history(self) -> None:
         self.spawn_failures = 0
+        self.finished = 0
         self._slot_history.clear()
-        if self.job.flapping is not None:
-            self.job.flapping.reset()
+        self.job.history.reset()
 
     def _publish(self, evtype: str, msg: dict[str, Any]) -> None:
         self._publish_raw(evtype, msg)

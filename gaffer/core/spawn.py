@@ -18,12 +18,15 @@ import fcntl
 import os
 import pwd
 import re
+import resource
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gaffer.core.config import ProcessConfig
+from gaffer.core.options import rlimit_values
+from gaffer.dotenv import DotenvError, load_env_files
 from gaffer.errors import SpawnError
 
 _VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -40,6 +43,8 @@ class Command:
     uid: int | None
     gid: int | None
     groups: tuple[int, ...] | None
+    umask: int = -1  # -1: gaffer's own
+    rlimits: tuple[tuple[int, int], ...] = ()  # (resource, soft = hard)
     # encoded once per job, not by Popen at every spawn (70 variables: 70 µs a spawn)
     env_bytes: dict[bytes, bytes] = field(init=False, repr=False, compare=False)
 
@@ -49,12 +54,18 @@ class Command:
 
 
 def build_env(config: ProcessConfig, *extra: Mapping[str, str] | None) -> dict[str, str]:
-    """gaffer's environment (with ``os_env``) < the user's identity < ``config.env`` <
-    each ``extra`` (the load env, then a commit's env)."""
+    """gaffer's environment (with ``os_env``) < the user's identity < ``env_file`` <
+    ``config.env`` < each ``extra`` (the load env, then a commit's env). Raises SpawnError
+    when the env file cannot be read."""
     env: dict[str, str] = dict(os.environ) if config.os_env else {}
     if config.username is not None and config.resolved_uid != os.getuid():
         entry = pwd.getpwnam(config.username)
         env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+    if config.env_file is not None:
+        try:
+            env.update(load_env_files([config.env_file], environ=env))
+        except DotenvError as exc:
+            raise SpawnError(f"env_file: {exc}", os_errno=errno.ENOENT) from None
     env.update(config.env)
     for more in extra:
         if more:
@@ -97,7 +108,9 @@ def build_command(config: ProcessConfig, env: Mapping[str, str]) -> Command:
     groups = None
     if config.username is not None and uid != os.getuid():
         groups = tuple(os.getgrouplist(config.username, gid if gid is not None else 0))
-    return Command(executable, tuple(argv), env, config.cwd, uid, gid, groups)
+    umask = -1 if config.umask is None else config.umask
+    limits = tuple(rlimit_values(config.rlimits))
+    return Command(executable, tuple(argv), env, config.cwd, uid, gid, groups, umask, limits)
 
 
 def _split(cmd: str) -> list[str]:
@@ -158,9 +171,9 @@ def spawn(
             kwargs["extra_groups"] = list(command.groups)
     if command.gid is not None and command.gid != os.getegid():
         kwargs["group"] = command.gid
-    if extra_fds:
-        kwargs["preexec_fn"] = _place_fds(list(extra_fds))
-        kwargs["close_fds"] = False
+    if extra_fds or command.rlimits:  # a fork instead of a vfork: only for these jobs
+        kwargs["preexec_fn"] = _in_child(list(extra_fds), command.rlimits)
+        kwargs["close_fds"] = not extra_fds
     else:
         kwargs["close_fds"] = True
     try:
@@ -173,6 +186,7 @@ def spawn(
             stdin=subprocess.DEVNULL if stdin is None else stdin,
             stdout=stdout,
             stderr=stderr,
+            umask=command.umask,
             **kwargs,
         )
     except subprocess.SubprocessError as exc:  # preexec_fn failed in the child
@@ -184,9 +198,16 @@ def spawn(
     return popen.pid
 
 
-def _place_fds(fds: list[int]):
-    """A preexec_fn that moves ``fds`` to 3, 4, ... in the child, whatever their numbers."""
+def _in_child(fds: list[int], limits: tuple[tuple[int, int], ...]):
+    """A preexec_fn that sets the resource limits and moves ``fds`` to 3, 4, ... in the
+    child, whatever their numbers."""
     base = 3 + len(fds)
+
+    def prepare() -> None:
+        for which, value in limits:
+            resource.setrlimit(which, (value, value))
+        if fds:
+            place()
 
     def place() -> None:
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, base) for fd in fds]
@@ -205,7 +226,7 @@ def _place_fds(fds: list[int]):
                 except OSError:
                     pass
 
-    return place
+    return prepare
 
 
 def _describe_os_error(exc: OSError, command: Command) -> str:

@@ -33,7 +33,8 @@ class Stdio:
     stdin_w: int = -1  # our end of the stdin pipe
     extra: list[int] = field(default_factory=list)  # the child's fd 3, 4, ...
     child: list[int] = field(default_factory=list)  # closed here once the child has them
-    outputs: list[tuple[str, int, Writer | None]] = field(default_factory=list)  # to read
+    # to read: (label, our end, log writer, "stdout" or "stderr")
+    outputs: list[tuple[str, int, Writer | None, str]] = field(default_factory=list)
     sockets: list[tuple[str, int, socket.socket, socket.socket]] = field(default_factory=list)
     opened: list[int] = field(default_factory=list)  # every descriptor made, for failures
     enlarged: int = 0  # capture pipes given a bigger buffer (a global budget)
@@ -87,7 +88,7 @@ def _fill(
         opened += [read_fd, stdio.stdout]
         stdio.enlarged += enlarged
         stdio.child.append(stdio.stdout)
-        stdio.outputs.append((out_label, read_fd, out_writer))
+        stdio.outputs.append((out_label, read_fd, out_writer, "stdout"))
     if err_label is not None and err_label == out_label:
         stdio.stderr = stdio.stdout  # the same label twice: stderr merged into stdout
     elif err_label is not None:
@@ -95,7 +96,7 @@ def _fill(
         opened += [read_fd, stdio.stderr]
         stdio.enlarged += enlarged
         stdio.child.append(stdio.stderr)
-        stdio.outputs.append((err_label, read_fd, err_writer))
+        stdio.outputs.append((err_label, read_fd, err_writer, "stderr"))
     if config.detach:  # no pipe may tie a detached process to gaffer: it writes its logs
         for key, path in (("stdout", config.stdout_logfile), ("stderr", config.stderr_logfile)):
             if path is not None:

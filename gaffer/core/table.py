@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from gaffer.core.childwatch import ChildWatcher
 from gaffer.core.config import ProcessConfig
 from gaffer.core.groups import GroupWatch
+from gaffer.core.history import OutputHistory
 from gaffer.core.logfile import LogSink, SinkRegistry
 from gaffer.core.monitor import StatsMonitor
 from gaffer.core.process import ExitListener, Process, StateListener
@@ -65,6 +66,7 @@ class ProcessTable:
         slot: int | None,
         graceful_timeout: float | None,
         sinks: tuple[LogSink | None, LogSink | None],
+        history: OutputHistory | None,
         on_exit: ExitListener,
         on_state: StateListener | None,
     ) -> Process:
@@ -88,6 +90,7 @@ class ProcessTable:
             group_watch=self.groups,
             stats_monitor=self.monitor,
             log_writers=(sinks[0] and sinks[0].writer(pid), sinks[1] and sinks[1].writer(pid)),
+            history=history,
             io_listeners=[
                 (label, listener)
                 for job, label, listener in self.io_watchers

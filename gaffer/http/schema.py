@@ -3,13 +3,15 @@ validate requests and to describe them in ``/openapi.json``.
 
 The validator understands the subset these schemas use: ``type`` (one or a list),
 ``properties``, ``required``, ``additionalProperties: false``, ``items``, ``minimum``,
-``minLength``, ``enum`` and ``oneOf``. Its errors name the field: ``body.numprocesses:
+``minLength``, ``maxItems``, ``enum`` and ``oneOf``. Its errors name the field: ``body.numprocesses:
 expected an integer, got 'two'``.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from gaffer.core.options import OPTIONS
 
 Schema = dict[str, Any]
 
@@ -89,6 +91,11 @@ def validate(value: Any, schema: Schema, where: str = "body") -> None:
     if isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
         for key, item in value.items():
             validate(item, schema["additionalProperties"], f"{where}.{key}")
+    if isinstance(value, list) and len(value) > schema.get("maxItems", len(value)):
+        limit = schema["maxItems"]
+        raise SchemaError(
+            where, "expected an empty list" if not limit else f"at most {limit} items"
+        )
     if isinstance(value, list) and "items" in schema:
         for index, item in enumerate(value):
             validate(item, schema["items"], f"{where}[{index}]")
@@ -110,57 +117,18 @@ def _show(value: Any) -> str:
 STRING = {"type": "string"}
 WORDS = {"type": "array", "items": STRING}
 ENV = {"type": "object", "additionalProperties": STRING}
-COUNT = {"type": "integer", "minimum": 0}
 SECONDS = {"type": "number", "minimum": 0}
-LOGFILE = {"type": ["string", "null"], "minLength": 1}
 
+# every job option's schema is declared with the option (gaffer/core/options.py)
 JOB_CONFIG: Schema = {
     "type": "object",
-    "description": "A job: ProcessConfig options (docs/embedding.md), plus `start`.",
+    "description": "A job: ProcessConfig options (docs/configuration.md), plus `start`.",
     "required": ["cmd"],
     "additionalProperties": False,
     "properties": {
         "name": {"type": "string", "minLength": 1},
         "cmd": {"type": "string", "minLength": 1},
-        "args": {"oneOf": [STRING, WORDS]},
-        "env": ENV,
-        "os_env": {"type": "boolean"},
-        "uid": {"type": ["string", "integer", "null"]},
-        "gid": {"type": ["string", "integer", "null"]},
-        "cwd": {"type": ["string", "null"]},
-        "shell": {"type": "boolean"},
-        "detach": {"type": "boolean"},
-        "numprocesses": COUNT,
-        "flapping": {
-            "oneOf": [
-                {"type": "null"},
-                STRING,
-                {"type": "array", "items": {"type": "number"}},
-                {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "attempts": {"type": "integer", "minimum": 1},
-                        "window": SECONDS,
-                        "retry_in": SECONDS,
-                        "max_retry": {"type": "integer", "minimum": 1},
-                    },
-                },
-            ]
-        },
-        "redirect_output": WORDS,
-        "redirect_input": {"type": "boolean"},
-        "custom_streams": WORDS,
-        "graceful_timeout": SECONDS,
-        "start_secs": SECONDS,
-        "priority": {"type": "integer"},
-        "stdout_logfile": LOGFILE,
-        "stderr_logfile": LOGFILE,
-        "logfile_max_bytes": COUNT,
-        "logfile_backups": COUNT,
-        "logfile_buffer_bytes": {"type": "integer", "minimum": 1},
-        "log_timestamps": {"type": "boolean"},
-        "port": {"type": ["integer", "null"], "minimum": 1},
+        **{option.name: {**option.schema, "description": option.help} for option in OPTIONS},
         "start": {"type": "boolean", "description": "start it once loaded (default true)"},
     },
 }

@@ -25,6 +25,7 @@ from gaffer.cli.procfile import (
     to_json,
     to_systemd,
 )
+from gaffer.dotenv import DotenvError
 from gafferd.config import load_config
 from tests.helpers import wait_until
 
@@ -170,7 +171,7 @@ def test_env_double_quotes_know_escapes_and_expand():
 
 def test_env_quoted_values_may_span_lines_and_later_lines_keep_their_numbers():
     text = "KEY=\"-----BEGIN-----\n  body line\n-----END-----\"\nS='one\ntwo'\nX=1\nbad line\n"
-    with pytest.raises(ProcfileError, match=r"^\.env:7: expected KEY=VALUE"):
+    with pytest.raises(DotenvError, match=r"^\.env:7: expected KEY=VALUE"):
         parse_env(text)
     assert parse_env(text.replace("bad line\n", "")) == {
         "KEY": "-----BEGIN-----\n  body line\n-----END-----",
@@ -232,7 +233,7 @@ def test_env_expansion_uses_only_earlier_definitions():
     ],
 )
 def test_env_errors_name_file_and_line(text, line, reason):
-    with pytest.raises(ProcfileError) as excinfo:
+    with pytest.raises(DotenvError) as excinfo:
         parse_env(text, "conf/prod.env")
     assert excinfo.value.line == line
     assert str(excinfo.value).startswith(f"conf/prod.env:{line}: ")
@@ -250,7 +251,7 @@ def test_env_files_later_override_and_see_earlier_ones(tmp_path):
 
 def test_missing_env_file_is_an_error(tmp_path):
     missing = str(tmp_path / "nope.env")
-    with pytest.raises(ProcfileError, match=r"nope\.env: cannot read: No such file"):
+    with pytest.raises(DotenvError, match=r"nope\.env: cannot read: No such file"):
         load_env_files([missing])
 
 
@@ -346,16 +347,16 @@ def test_app_env_is_dotenv_next_to_procfile_then_e_files(tmp_path, monkeypatch):
 def test_app_without_dotenv_has_an_empty_env_but_given_files_must_exist(tmp_path):
     app = make_app(tmp_path, "web: true\n")
     assert dict(app.env) == {}
-    with pytest.raises(ProcfileError, match=r"missing\.env: cannot read"):
+    with pytest.raises(DotenvError, match=r"missing\.env: cannot read"):
         App.load(app.procfile, env_files=[str(tmp_path / "missing.env")])
 
 
 def test_app_load_reports_procfile_and_env_errors_with_their_paths(tmp_path):
-    with pytest.raises(ProcfileError, match="Procfile: cannot read"):
+    with pytest.raises(DotenvError, match="Procfile: cannot read"):
         App.load(str(tmp_path / "Procfile"))
     with pytest.raises(ProcfileError, match=r"Procfile:2: expected 'name: command'"):
         make_app(tmp_path, "web: ok\noops\n")
-    with pytest.raises(ProcfileError, match=r"\.env:1: bad variable name"):
+    with pytest.raises(DotenvError, match=r"\.env:1: bad variable name"):
         make_app(tmp_path, "web: ok\n", env="9X=1\n")
 
 

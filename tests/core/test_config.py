@@ -9,6 +9,7 @@ import pytest
 
 from gaffer.core.config import ProcessConfig
 from gaffer.core.flapping import FlappingInfo
+from gaffer.core.restart import BackoffInfo
 
 
 def test_config_defaults():
@@ -24,7 +25,20 @@ def test_config_defaults():
     assert cfg.shell is False
     assert cfg.detach is False
     assert cfg.numprocesses == 1
-    assert cfg.flapping is None
+    assert cfg.flapping == FlappingInfo(2, 1.0, 7.0, 5)  # crash loops contained by default
+    assert (cfg.restart, cfg.backoff, cfg.start_secs, cfg.start_retries) == (
+        "always",
+        BackoffInfo(0.1, 2.0, 30.0),
+        1.0,
+        5,
+    )
+    assert (cfg.give_up_on, cfg.stop_signal, cfg.umask, dict(cfg.rlimits), cfg.env_file) == (
+        (),
+        "TERM",
+        None,
+        {},
+        None,
+    )
     assert cfg.redirect_output == ()
     assert cfg.redirect_input is False
     assert cfg.custom_streams == ()

@@ -143,19 +143,24 @@ def test_flapping_history_span_equal_to_window_is_a_flap():
     assert run(info, [0.0, 1.0]) == [RESPAWN, RETRY_LATER]
 
 
-def test_flapping_history_retries_max_retry_times_then_gives_up_and_resets():
+def test_flapping_history_retries_max_retry_times_then_gives_up():
     info = FlappingInfo(attempts=2, window=100, retry_in=1, max_retry=3)
     history = FlappingHistory(info)
-    verdicts = [history.record_exit(float(t)) for t in range(6)]
-    assert verdicts == [RESPAWN, RETRY_LATER, RETRY_LATER, RETRY_LATER, GIVE_UP, RESPAWN]
-    assert history.retries == 0
+    verdicts = [history.record_exit(float(t)) for t in range(8)]
+    # each pause starts a new history: two more crashes make the next flap
+    assert verdicts == [
+        RESPAWN, RETRY_LATER, RESPAWN, RETRY_LATER, RESPAWN, RETRY_LATER, RESPAWN, GIVE_UP,
+    ]  # fmt: skip
+    assert history.retries == 3  # kept for the flap event; start_job resets it
 
 
-def test_flapping_history_give_up_clears_the_history():
+def test_flapping_history_give_up_clears_the_history_and_keeps_the_count():
     history = FlappingHistory(FlappingInfo(attempts=1, window=1, retry_in=0.1, max_retry=1))
     history.record_exit(0.0)
     assert history.record_exit(0.1) is GIVE_UP
     assert history.snapshot()["recent_exits"] == 0
+    assert history.snapshot()["retries"] == 1
+    history.reset()
     assert history.snapshot()["retries"] == 0
 
 
@@ -166,29 +171,41 @@ def test_flapping_history_reference_trace():
     assert history.record_exit(0.3) is GIVE_UP
 
 
-def test_flapping_history_defaults_exit_after_retry_resets_counter():
-    # retry_in (7s) > window (1s): the exit right after a retry is more than a window after
-    # the oldest exit of the history, so the history resets and the job respawns. This is
-    # the original gaffer's exact behaviour, kept on purpose.
+def test_flapping_history_defaults_count_retries_across_pauses():
+    # retry_in (7 s) > window (1 s). The original kept the exits from before the pause: the
+    # first exit after it saw a span of 7 s > window, called the job healthy and reset the
+    # count, so a job that could not start was retried every 7 s for ever. A pause now
+    # starts a new history: the count goes on until max_retry.
     history = FlappingHistory(FlappingInfo())
     assert history.record_exit(0.0) is RESPAWN
-    assert history.record_exit(0.5) is RETRY_LATER  # flapping: retried 7s later
+    assert history.record_exit(0.5) is RETRY_LATER  # flapping: retried 7 s later
     assert history.retries == 1
-    assert history.record_exit(7.6) is RESPAWN  # span 7.6 > 1: counter reset
+    now = 7.5
+    for retries in (2, 3, 4, 5):
+        assert history.record_exit(now) is RESPAWN
+        assert history.record_exit(now + 0.2) is RETRY_LATER
+        assert history.retries == retries
+        now += 7.5
+    assert history.record_exit(now) is RESPAWN
+    assert history.record_exit(now + 0.2) is GIVE_UP
+    assert history.retries == 5
+
+
+def test_flapping_history_a_job_that_runs_longer_than_window_is_healthy_again():
+    history = FlappingHistory(FlappingInfo())
+    history.record_exit(0.0)
+    assert history.record_exit(0.5) is RETRY_LATER
+    assert history.record_exit(7.5) is RESPAWN
+    assert history.record_exit(30.0) is RESPAWN  # 22.5 s between crashes: healthy
     assert history.retries == 0
-    assert history.snapshot()["recent_exits"] == 0
-    assert history.record_exit(7.8) is RESPAWN
-    assert history.record_exit(8.0) is RETRY_LATER
-    assert history.retries == 1
 
 
-def test_flapping_history_span_is_measured_over_the_last_max_retry_exits():
-    # The history holds max(attempts, max_retry) = 3 exits: at 1.2 the oldest kept exit is
-    # 0.6 (span 0.6 <= window), not 0.0 (span 1.2 > window), so the job gives up.
+def test_flapping_history_span_is_measured_since_the_last_pause():
     info = FlappingInfo(attempts=2, window=1, retry_in=7, max_retry=3)
     history = FlappingHistory(info)
-    verdicts = [history.record_exit(now) for now in (0.0, 0.5, 0.6, 0.7, 1.2)]
-    assert verdicts == [RESPAWN, RETRY_LATER, RETRY_LATER, RETRY_LATER, GIVE_UP]
+    verdicts = [history.record_exit(now) for now in (0.0, 0.5, 8.0, 8.6, 16.0, 17.5)]
+    assert verdicts == [RESPAWN, RETRY_LATER, RESPAWN, RETRY_LATER, RESPAWN, RESPAWN]
+    assert history.retries == 0  # 1.5 s between the last two: healthy
 
 
 def test_flapping_history_attempts_above_max_retry_can_flap():
@@ -196,8 +213,8 @@ def test_flapping_history_attempts_above_max_retry_can_flap():
     # history now holds max(attempts, max_retry) exits.
     info = FlappingInfo(attempts=3, window=10, retry_in=1, max_retry=1)
     history = FlappingHistory(info)
-    verdicts = [history.record_exit(float(t)) for t in range(5)]
-    assert verdicts == [RESPAWN, RESPAWN, RETRY_LATER, GIVE_UP, RESPAWN]
+    verdicts = [history.record_exit(float(t)) for t in range(6)]
+    assert verdicts == [RESPAWN, RESPAWN, RETRY_LATER, RESPAWN, RESPAWN, GIVE_UP]
     assert history.exits.maxlen == 3
 
 
@@ -221,13 +238,15 @@ def test_flapping_history_snapshot():
         "retries": 0,
         "recent_exits": 0,
     }
-    for now in (0.0, 0.5, 1.0):
+    for now in (0.0, 0.5):
         history.record_exit(now)
+    assert history.snapshot()["recent_exits"] == 2
+    history.record_exit(1.0)  # a flap: the pause starts a new history
     assert history.snapshot() == {
         "attempts": 3,
         "window": 2.0,
         "retry_in": 4.0,
         "max_retry": 5,
         "retries": 1,
-        "recent_exits": 3,
+        "recent_exits": 0,
     }

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from gaffer import FlappingInfo, Manager, ProcessConfig, ProcessNotFound
-from tests.helpers import CHILD, EventRecorder, child_cmd, read_file, wait_until
+from tests.helpers import CHILD, UNCONTAINED, EventRecorder, child_cmd, read_file, wait_until
 
 
 def sleeper(name: str = "dummy", **settings) -> ProcessConfig:
@@ -164,7 +164,7 @@ async def test_flapping_stops_the_flapping_job_and_not_its_twin():
         events = EventRecorder(manager)
         flapping = FlappingInfo(attempts=1, window=1, retry_in=0.1, max_retry=1)
         manager.load(ProcessConfig("a", child_cmd("crash", 100), flapping=flapping))
-        manager.load(ProcessConfig("b", child_cmd("crash", 100)))
+        manager.load(ProcessConfig("b", child_cmd("crash", 100), **UNCONTAINED))
         flaps = await events.wait_count("flap", 2, name="default.a")
         assert [msg["retry_in"] for msg in flaps] == [0.1, None]
         await events.wait_count("exit", 4, name="default.b")

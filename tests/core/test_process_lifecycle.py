@@ -18,7 +18,15 @@ from gaffer import (
     ProcessNotFound,
     SpawnError,
 )
-from tests.helpers import EventRecorder, child_cmd, open_fds, pid_exists, read_file, wait_until
+from tests.helpers import (
+    UNCONTAINED,
+    EventRecorder,
+    child_cmd,
+    open_fds,
+    pid_exists,
+    read_file,
+    wait_until,
+)
 
 
 class Output:
@@ -125,7 +133,11 @@ async def test_a_thousand_crash_cycles_leave_no_zombie_and_no_open_descriptor():
         baseline = open_fds()
         manager.load(
             ProcessConfig(
-                "crasher", "/bin/true", redirect_output=["out", "err"], redirect_input=True
+                "crasher",
+                "/bin/true",
+                redirect_output=["out", "err"],
+                redirect_input=True,
+                **UNCONTAINED,
             )
         )
         await events.wait_count("exit", 1000, timeout=60)
@@ -152,7 +164,7 @@ def _ppid(pid: int) -> int | None:
 async def test_a_missing_program_is_a_spawn_error_event_not_a_crash():
     async with Manager() as manager:
         events = EventRecorder(manager)
-        manager.load(ProcessConfig("ghost", "no-such-program-anywhere"))
+        manager.load(ProcessConfig("ghost", "no-such-program-anywhere", flapping=None))
         error = await events.wait("spawn_error", name="default.ghost")
         assert "no-such-program-anywhere" in error["error"]
         assert error["errno"] == errno.ENOENT
@@ -370,7 +382,7 @@ async def test_uid_and_gid_by_name_work_on_uvloop():
 async def test_engine_runs_on_both_loops(loop_kind):
     async with Manager() as manager:
         events = EventRecorder(manager)
-        manager.load(ProcessConfig("crash", child_cmd("crash", 50)))
+        manager.load(ProcessConfig("crash", child_cmd("crash", 50), **UNCONTAINED))
         await events.wait_count("spawn", 3)
         manager.stop_job("crash")
         assert manager.pids() == []

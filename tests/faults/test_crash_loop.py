@@ -48,7 +48,10 @@ def test_ten_thousand_crashes_leave_no_zombie_no_descriptor_and_no_memory():
 
             async with manager:
                 manager.events.subscribe("exit", on_exit)
-                manager.load(ProcessConfig("crash", {crash!r}, numprocesses=4))
+                manager.load(ProcessConfig(
+                    "crash", {crash!r}, numprocesses=4,
+                    flapping=None, backoff=None, start_retries=10**9,
+                ))
                 await warm
                 before = snapshot()
                 await done

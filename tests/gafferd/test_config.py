@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gaffer import FlappingInfo
-from gafferd.config import JOB_KEYS, ConfigError, find_config, load_config, to_size
+from gaffer.core.options import OPTIONS, text_size as to_size
+from gafferd.config import JOB_KEYS, ConfigError, find_config, load_config
 from gafferd.settings import SETTINGS, SettingError, markdown_table, resolve
 
 
@@ -342,9 +343,8 @@ def test_sizes():
 
 
 def test_every_process_option_has_an_ini_key():
-    from gaffer.core.config import _DEFAULTS
-
-    assert set(_DEFAULTS) - {"env", "custom_channels"} <= set(JOB_KEYS)
+    names = {option.name for option in OPTIONS}
+    assert names - {"env", "custom_channels"} <= set(JOB_KEYS)
 
 
 def test_settings_layer_default_file_environment_command_line(tmp_path):

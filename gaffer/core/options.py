@@ -1,0 +1,503 @@
+"""Every job option, declared once: its default, how a value is checked, how it is read
+from text (an ini file, a command line), its JSON schema (the HTTP API and
+``/openapi.json``) and its help (docs/configuration.md is checked against it).
+
+``ProcessConfig`` (config.py) validates with ``check``; gafferd's ini reader converts
+with ``from_text``; the HTTP layer builds its ``JobConfig`` schema from ``schema``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gaffer.core.flapping import OFF, FlappingInfo
+from gaffer.core.logtarget import LogTarget
+from gaffer.core.restart import RESTART_MODES, BackoffInfo, give_up_on, signal_name
+
+DEFAULT_GRACEFUL_TIMEOUT = 10.0
+DEFAULT_START_SECS = 1.0  # a process that lives this long counts as started (supervisor's)
+DEFAULT_START_RETRIES = 5
+DEFAULT_PRIORITY = 999  # lower starts first, as in supervisor; unset jobs start last
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+DEFAULT_BACKUPS = 10
+DEFAULT_BUFFER_BYTES = 16 * 1024 * 1024
+DEFAULT_LOG_HISTORY = 1000
+UNLIMITED = "unlimited"
+RLIMITS = {
+    name.removeprefix("RLIMIT_").lower(): getattr(resource, name)
+    for name in dir(resource)
+    if name.startswith("RLIMIT_")
+}
+
+Schema = dict[str, Any]
+STRING: Schema = {"type": "string"}
+WORDS: Schema = {"type": "array", "items": STRING}
+COUNT: Schema = {"type": "integer", "minimum": 0}
+SECONDS: Schema = {"type": "number", "minimum": 0}
+BOOLEAN: Schema = {"type": "boolean"}
+LOGFILE: Schema = {"type": ["string", "null"], "minLength": 1}
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: Any
+    check: Callable[[Any], Any]  # a Python value -> the stored value; ValueError/TypeError
+    from_text: Callable[[str, str], Any] | None  # (text, base directory) -> a Python value
+    schema: Schema
+    help: str
+
+
+# -- text: what an ini file or a command line gives ------------------------------------------
+def text_bool(value: str, base: str = "") -> bool:
+    word = value.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def text_int(value: str, base: str = "") -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+def text_seconds(value: str, base: str = "") -> float:
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("expected a number of seconds >= 0")
+    return seconds
+
+
+def text_words(value: str, base: str = "") -> list[str]:
+    return [word for word in value.replace(",", " ").split() if word]
+
+
+def text_path(value: str, base: str = "") -> str:
+    return os.path.join(base, os.path.expanduser(value.strip()))
+
+
+def text_logfile(value: str, base: str = "") -> str:
+    value = value.strip()
+    return value if value == "-" or value.startswith("syslog") else text_path(value, base)
+
+
+def _as_is(value: str, base: str = "") -> str:
+    return value
+
+
+def _off_or_text(value: str, base: str = "") -> str | None:
+    return None if not value.strip() or value.strip().lower() in OFF else value
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SIZE_SUFFIXES = {"", "b", *(unit + tail for unit in "kmg" for tail in ("", "b", "ib"))}
+
+
+def text_size(value: str, base: str = "") -> int:
+    """``1048576``, ``512KB``, ``50 MiB``, ``1G``: bytes (K, M, G are powers of 1024)."""
+    text = value.strip().lower().replace(" ", "")
+    digits = text.rstrip("kmgib")
+    unit = text[len(digits) :]
+    if not digits.isdigit() or unit not in (
+        "",
+        "b",
+        "k",
+        "kb",
+        "kib",
+        "m",
+        "mb",
+        "mib",
+        "g",
+        "gb",
+        "gib",
+    ):
+        raise ValueError("expected a size in bytes, like 1048576, 512KB or 50MB")
+    return int(digits) * _SIZE_UNITS[unit[:1]]
+
+
+def _text_rlimits(value: str, base: str = "") -> dict[str, str]:
+    """``nofile=4096, core=0, as=unlimited``."""
+    limits = {}
+    for item in text_words(value):
+        name, sep, amount = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected NAME=VALUE pairs (nofile=4096, core=0), got {item!r}")
+        limits[name.strip()] = amount.strip()
+    return limits
+
+
+# -- checks: a Python value (a dict, the API, a ProcessConfig call) to the stored value ----
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise TypeError(f"expected true or false, got {value!r}")
+
+
+def os_string(text: str) -> str:
+    """What the OS can take: C strings (a NUL byte could never reach the process) that
+    encode to bytes (a lone surrogate such as "\\ud800" does not; "\\udc80", Python's
+    stand-in for an undecodable byte of a file name, does)."""
+    if "\0" in text:
+        raise ValueError(f"{text!r} holds a NUL byte")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        raise ValueError(f"{text!r} holds a lone surrogate, which no OS string can") from None
+    return text
+
+
+def _args(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        try:
+            return tuple(os_string(word) for word in shlex.split(value))
+        except ValueError as exc:
+            raise ValueError(f"cannot split {value!r}: {exc}") from None
+    if isinstance(value, list | tuple):
+        out = []
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                raise TypeError(f"expected strings, got {item!r}")
+            out.append(os_string(str(item)))
+        return tuple(out)
+    raise TypeError(f"expected a list or a string, got {value!r}")
+
+
+class FrozenDict(dict):
+    """A dict that refuses changes, so a config's env cannot be altered behind its back."""
+
+    def _readonly(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a job config's env is read-only; use config.replace(env=...)")
+
+    __setitem__ = __delitem__ = __ior__ = _readonly  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+
+def _env(value: Any) -> Mapping[str, str]:
+    if value is None:
+        return FrozenDict()
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a dict of strings, got {value!r}")
+    out = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or "=" in key:
+            raise ValueError(f"bad variable name {key!r}")
+        os_string(key)
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise TypeError(f"variable {key!r}: expected a string, got {item!r}")
+        out[key] = os_string(str(item))
+    return FrozenDict(out)
+
+
+def _user_or_group(value: Any) -> int | str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"expected a name or a number, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"expected a number >= 0, got {value}")
+        return value
+    if isinstance(value, str) and value.strip():
+        text = os_string(value.strip())
+        return int(text) if text.isdigit() else text
+    raise TypeError(f"expected a name or a number, got {value!r}")
+
+
+def _path_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str) and value:
+        return os_string(value)
+    raise TypeError(f"expected a path, got {value!r}")
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer >= 0, got {value!r}")
+    if value < 0:
+        raise ValueError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive(value: Any) -> int:
+    size = _count(value)
+    if size < 1:
+        raise ValueError(f"expected an integer >= 1, got {value}")
+    return size
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _port(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected a port number, got {value!r}")
+    if not 1 <= value <= 65535:
+        raise ValueError(f"expected a port from 1 to 65535, got {value}")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"expected a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _labels(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"expected a list of labels, got {value!r}")
+    for label in value:
+        if (
+            not isinstance(label, str)
+            or not label
+            or any(ch.isspace() for ch in label)
+            or "/" in label
+        ):
+            raise ValueError(f"bad label {label!r}: a non-empty word without '/'")
+    return tuple(value)
+
+
+def _output_labels(value: Any) -> tuple[str, ...]:
+    labels = _labels(value)
+    if len(labels) > 2:
+        raise ValueError(f"at most two labels (stdout, stderr), got {list(labels)}")
+    return labels
+
+
+def _stream_labels(value: Any) -> tuple[str, ...]:
+    labels = _labels(value)
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"duplicate labels in {list(labels)}")
+    return labels
+
+
+def _channels(value: Any) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"expected a list of open files or sockets, got {value!r}")
+    for item in value:
+        if isinstance(item, bool) or not (isinstance(item, int) or hasattr(item, "fileno")):
+            raise TypeError(f"expected a file descriptor or an object with fileno(), got {item!r}")
+    return tuple(value)
+
+
+def _logfile(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise TypeError(f"expected a path, '-' or 'syslog[:facility][@address]', got {value!r}")
+    LogTarget.parse(value)
+    return value
+
+
+def _restart(value: Any) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in RESTART_MODES:
+        raise ValueError(f"expected one of {', '.join(RESTART_MODES)}, got {value!r}")
+    return value.strip().lower()
+
+
+def _stop_signal(value: Any) -> str:
+    """A signal, stored by name (``TERM``, ``QUIT``, ``RTMIN+3``)."""
+    from gaffer.core.names import parse_signal
+
+    return signal_name(parse_signal(value))
+
+
+def _umask(value: Any) -> int | None:
+    """None (gafferd's own), an integer, or octal text (``"022"``, ``"0o027"``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower().removeprefix("0o")
+        try:
+            value = int(text, 8)
+        except ValueError:
+            raise ValueError(f"expected an octal umask such as 022, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+        raise ValueError(f"expected a umask from 000 to 777 (octal), got {value!r}")
+    return value
+
+
+def _rlimits(value: Any) -> Mapping[str, int | str]:
+    """``{"nofile": 4096, "core": 0, "as": "unlimited"}``; a limit above gafferd's own
+    hard limit can only be set by root, so it is refused now rather than at each spawn."""
+    if value is None:
+        return FrozenDict()
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected NAME=VALUE limits, got {value!r}")
+    out: dict[str, int | str] = {}
+    for name, amount in value.items():
+        key = str(name).strip().lower()
+        if key not in RLIMITS:
+            raise ValueError(f"unknown limit {name!r}; known: {', '.join(sorted(RLIMITS))}")
+        if isinstance(amount, str) and amount.strip().lower() in (UNLIMITED, "infinity"):
+            wanted = resource.RLIM_INFINITY
+            out[key] = UNLIMITED
+        else:
+            try:
+                wanted = int(amount)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise ValueError(f"{key}: expected a number or unlimited, got {amount!r}") from None
+            if isinstance(amount, bool) or wanted < 0:
+                raise ValueError(f"{key}: expected a number >= 0 or unlimited, got {amount!r}")
+            out[key] = wanted
+        hard = resource.getrlimit(RLIMITS[key])[1]
+        over = hard != resource.RLIM_INFINITY and (
+            wanted == resource.RLIM_INFINITY or wanted > hard
+        )
+        if over and os.geteuid() != 0:
+            raise ValueError(
+                f"{key}: {amount} is over gafferd's hard limit ({hard}); only root may raise it"
+            )
+    return FrozenDict(out)
+
+
+def rlimit_values(limits: Mapping[str, int | str]) -> list[tuple[int, int]]:
+    """``(resource, value)`` pairs to give ``setrlimit`` (soft and hard)."""
+    return [
+        (RLIMITS[name], resource.RLIM_INFINITY if amount == UNLIMITED else int(amount))
+        for name, amount in limits.items()
+    ]
+
+
+def _give_up_on(value: Any) -> tuple[Any, ...]:
+    return give_up_on(value)
+
+
+def opt(
+    name: str, default: Any, check: Callable[[Any], Any], from_text: Any, schema: Schema, help: str
+) -> Option:
+    return Option(name, default, check, from_text, schema, help)
+
+
+OPTIONS: tuple[Option, ...] = (
+    opt("args", None, _args, _as_is, {"oneOf": [STRING, WORDS]},
+        "more arguments (a list, or a string split like a shell would)"),
+    opt("env", None, _env, None, {"type": "object", "additionalProperties": STRING},
+        "environment of the process (the ini file's [env:NAME] section)"),
+    opt("os_env", False, _bool, text_bool, BOOLEAN,
+        "start from gaffer's own environment (gafferd's jobs: true)"),
+    opt("uid", None, _user_or_group, _as_is, {"type": ["string", "integer", "null"]},
+        "the user to run as, a name or a number"),
+    opt("gid", None, _user_or_group, _as_is, {"type": ["string", "integer", "null"]},
+        "the group to run as, a name or a number"),
+    opt("cwd", None, _path_or_none, text_path, {"type": ["string", "null"]},
+        "working directory"),
+    opt("shell", False, _bool, text_bool, BOOLEAN, "run `sh -c cmd`"),
+    opt("detach", False, _bool, text_bool, BOOLEAN,
+        "not stopped when gaffer stops; outlives it"),
+    opt("numprocesses", 1, _count, text_int, COUNT, "how many copies to keep running"),
+    opt("flapping", FlappingInfo(), FlappingInfo.coerce, _off_or_text,
+        {"oneOf": [
+            {"type": "null"}, STRING, {"type": "array", "items": {"type": "number"}},
+            {"type": "object", "additionalProperties": False, "properties": {
+                "attempts": {"type": "integer", "minimum": 1}, "window": SECONDS,
+                "retry_in": SECONDS, "max_retry": {"type": "integer", "minimum": 1}}},
+        ]},
+        "crash-loop protection: attempts window retry_in max_retry, or off"),
+    opt("restart", "always", _restart, _as_is, {"type": "string", "enum": list(RESTART_MODES)},
+        "always, on-failure (not after exit 0 or its stop signal) or never"),
+    opt("backoff", BackoffInfo(), BackoffInfo.coerce, _off_or_text,
+        {"oneOf": [
+            {"type": "null"}, STRING, {"type": "array", "items": {"type": "number"}},
+            {"type": "object", "additionalProperties": False, "properties": {
+                "initial": SECONDS, "factor": {"type": "number", "minimum": 1},
+                "max": SECONDS}},
+        ]},
+        "delay before restarting a process that failed to start: initial, factor, max"),
+    opt("start_secs", DEFAULT_START_SECS, _seconds, text_seconds, SECONDS,
+        "a process that lives this long counts as started: running"),
+    opt("start_retries", DEFAULT_START_RETRIES, _count, text_int, COUNT,
+        "failed starts in a row retried before the job is fatal"),
+    opt("give_up_on", None, _give_up_on, text_words,
+        {"type": "array", "items": {"type": ["integer", "string"]}},
+        "exit codes and signals after which the job is fatal at once"),
+    opt("stop_signal", "TERM", _stop_signal, _as_is, {"type": ["string", "integer"]},
+        "the signal that stops a process (TERM; QUIT for nginx, INT...)"),
+    opt("redirect_output", None, _output_labels, text_words, WORDS,
+        "labels capturing stdout (and stderr) through pipes"),
+    opt("redirect_input", False, _bool, text_bool, BOOLEAN,
+        "give the process a stdin pipe"),
+    opt("custom_streams", None, _stream_labels, text_words, WORDS,
+        "labels of extra bidirectional pipes at fd 3, 4, ..."),
+    opt("custom_channels", None, _channels, None, {"type": "array", "maxItems": 0},
+        "open files or sockets given to the process (embedding only)"),
+    opt("graceful_timeout", DEFAULT_GRACEFUL_TIMEOUT, _seconds, text_seconds, SECONDS,
+        "seconds between the stop signal and SIGKILL"),
+    opt("priority", DEFAULT_PRIORITY, _int, text_int, {"type": "integer"},
+        "start order (lower first)"),
+    opt("port", None, _port, text_int, {"type": ["integer", "null"], "minimum": 1},
+        "PORT = port + slot for each process, as foreman does"),
+    opt("umask", None, _umask, _as_is, {"type": ["integer", "string", "null"]},
+        "the process's umask, octal (022); default: gafferd's"),
+    opt("rlimits", None, _rlimits, _text_rlimits,
+        {"type": "object", "additionalProperties": {"type": ["integer", "string"]}},
+        "resource limits: nofile=4096, nproc=64, core=0, as=unlimited..."),
+    opt("env_file", None, _path_or_none, text_path, {"type": ["string", "null"]},
+        "a dotenv file read at each (re)start; the job's env wins over it"),
+    opt("stdout_logfile", None, _logfile, text_logfile, LOGFILE,
+        "a path, - (gafferd's stdout) or syslog[:facility][@address]"),
+    opt("stderr_logfile", None, _logfile, text_logfile, LOGFILE,
+        "the same for stderr"),
+    opt("logfile_max_bytes", DEFAULT_MAX_BYTES, _count, text_size, COUNT,
+        "rotate a log file at this size (0: never)"),
+    opt("logfile_backups", DEFAULT_BACKUPS, _count, text_int, COUNT,
+        "rotated files kept"),
+    opt("logfile_buffer_bytes", DEFAULT_BUFFER_BYTES, _positive, text_size,
+        {"type": "integer", "minimum": 1},
+        "output kept in memory for a slow log; beyond, it is dropped and counted"),
+    opt("log_timestamps", False, _bool, text_bool, BOOLEAN,
+        "prefix every line of the log files with the time"),
+    opt("log_history", DEFAULT_LOG_HISTORY, _count, text_int, COUNT,
+        "lines of output kept in memory for `gaffer logs` (0: none)"),
+)  # fmt: skip
+BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
+
+
+def to_json(name: str, value: Any) -> Any:
+    """An option's stored value as the API, ``to_dict()`` and ``export`` show it."""
+    if isinstance(value, FlappingInfo | BackoffInfo):
+        return value.to_dict()
+    if name == "give_up_on":
+        return [match.to_json() for match in value]
+    if name == "umask" and value is not None:
+        return f"{value:03o}"
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
