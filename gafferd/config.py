@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gaffer.core.config import InvalidOption, ProcessConfig
-from gaffer.core.flapping import OFF as FLAPPING_OFF
 from gaffer.core.names import split_job_id, validate_session
+from gaffer.crashloop import OFF as FLAPPING_OFF
 from gaffer.errors import InvalidArgument
 from gafferd import ini
 from gafferd.settings import BY_INI_KEY, FileValue, to_bool, to_int, to_seconds

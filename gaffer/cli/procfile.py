@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from gaffer.core.flapping import FlappingInfo
+from gaffer.crashloop import FlappingInfo
 
 DEFAULT_BASE_PORT = 5000
 PORT_STEP = 100  # foreman's rule: each process type gets its own hundred ports

@@ -20,9 +20,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from gaffer import wire
 from gaffer.client.transport import Transport
 from gaffer.errors import ApiError, ClientError
-from gaffer.http import frames
 
 EventCallback = Callable[[str, dict[str, Any]], object]
 
@@ -168,8 +168,8 @@ class IOChannel:
             if isinstance(raw, str):
                 raw = raw.encode()
             try:
-                frame = frames.decode_frame(raw)
-            except frames.FrameError:
+                frame = wire.decode_frame(raw)
+            except wire.FrameError:
                 continue
             kind, ident, body = frame.type, frame.id, frame.body
             if kind == "message":
@@ -208,7 +208,7 @@ class IOChannel:
         future = asyncio.get_running_loop().create_future()
         self._pending[ident] = future
         payload = data.encode() if isinstance(data, str) else data
-        self._ws.write_message(frames.encode_frame("message", ident, payload), binary=True)
+        self._ws.write_message(wire.encode_frame("message", ident, payload), binary=True)
         await future
 
     async def close(self) -> None:

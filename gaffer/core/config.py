@@ -16,13 +16,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from gaffer.core.flapping import FlappingInfo
 from gaffer.core.logfile import (
     DEFAULT_BACKUPS,
     DEFAULT_BUFFER_BYTES,
     DEFAULT_MAX_BYTES,
     LogTarget,
 )
+from gaffer.crashloop import FlappingInfo
 
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
 

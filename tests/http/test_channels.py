@@ -20,16 +20,10 @@ import tornado.websocket
 from gaffer import Manager, ProcessConfig
 from gaffer.http import HttpHandler
 from gaffer.http.auth import Permissions
-from gaffer.http.frames import (
-    DROPPED_ID,
-    Frame,
-    FrameError,
-    Outbox,
-    decode_frame,
-    encode_frame,
-)
 from gaffer.http.identity import Identity
 from gaffer.http.keystore import KeyStore
+from gaffer.http.outbox import Outbox
+from gaffer.wire import DROPPED_ID, Frame, FrameError, decode_frame, encode_frame
 from tests.helpers import EventRecorder, child_cmd, wait_until
 
 TIMEOUT = 10.0
