@@ -148,5 +148,5 @@ class Job:
             "processes": [proc.pid for proc in processes],
             "flapping": self.flapping.snapshot() if self.flapping else None,
             "retry_pending": self.retry_timer is not None,
-            "config": self.config.to_dict(with_channels=False),
+            "config": self.config.to_dict(),
         }

@@ -2,13 +2,17 @@
 validate requests and to describe them in ``/openapi.json``.
 
 The validator understands the subset these schemas use: ``type`` (one or a list),
-``properties``, ``required``, ``additionalProperties: false``, ``items``, ``minimum``,
-``minLength``, ``enum`` and ``oneOf``. Its errors name the field: ``body.numprocesses:
-expected an integer, got 'two'``.
+``properties``, ``required``, ``additionalProperties: false``, ``items``, ``maxItems``,
+``minimum``, ``minLength``, ``enum`` and ``oneOf``. Its errors name the field:
+``body.numprocesses: expected an integer, got 'two'``.
+
+A job config is taken in the form ``ProcessConfig.to_dict()`` gives (every key of it), and
+shown in that form too (:func:`config_json`), so what a client reads it can send back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 Schema = dict[str, Any]
@@ -71,6 +75,11 @@ def validate(value: Any, schema: Schema, where: str = "body") -> None:
         raise SchemaError(where, f"expected at least {schema['minimum']}, got {value}")
     if "minLength" in schema and isinstance(value, str) and len(value) < schema["minLength"]:
         raise SchemaError(where, "expected a non-empty string")
+    if "maxItems" in schema and isinstance(value, list) and len(value) > schema["maxItems"]:
+        limit = schema["maxItems"]
+        expected = "an empty list" if limit == 0 else f"at most {limit} items"
+        why = f" ({schema['description']})" if "description" in schema else ""
+        raise SchemaError(where, f"expected {expected}{why}, got {_show(value)}")
     if isinstance(value, dict) and "properties" in schema:
         properties = schema["properties"]
         for key in schema.get("required", ()):
@@ -113,6 +122,9 @@ ENV = {"type": "object", "additionalProperties": STRING}
 COUNT = {"type": "integer", "minimum": 0}
 SECONDS = {"type": "number", "minimum": 0}
 LOGFILE = {"type": ["string", "null"], "minLength": 1}
+# a count that 0.5 clients may send as 2.0; FlappingInfo refuses 2.5 with a clear message
+WHOLE = {"type": "number", "minimum": 1, "description": "a whole number (2 or 2.0)"}
+CHANNELS_DESCRIPTION = "open files and sockets cannot be sent over HTTP"
 
 JOB_CONFIG: Schema = {
     "type": "object",
@@ -140,10 +152,10 @@ JOB_CONFIG: Schema = {
                     "type": "object",
                     "additionalProperties": False,
                     "properties": {
-                        "attempts": {"type": "integer", "minimum": 1},
+                        "attempts": WHOLE,
                         "window": SECONDS,
                         "retry_in": SECONDS,
-                        "max_retry": {"type": "integer", "minimum": 1},
+                        "max_retry": WHOLE,
                     },
                 },
             ]
@@ -151,6 +163,11 @@ JOB_CONFIG: Schema = {
         "redirect_output": WORDS,
         "redirect_input": {"type": "boolean"},
         "custom_streams": WORDS,
+        "custom_channels": {
+            "type": "array",
+            "maxItems": 0,
+            "description": CHANNELS_DESCRIPTION,
+        },
         "graceful_timeout": SECONDS,
         "priority": {"type": "integer"},
         "stdout_logfile": LOGFILE,
@@ -247,6 +264,20 @@ USER_KEY: Schema = {
     "required": ["key"],
     "properties": {"key": {"type": ["string", "null"]}},
 }
+
+
+def config_json(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's config (``ProcessConfig.to_dict()``) as the API shows it: the same keys, and
+    ``custom_channels``, open files of a program embedding the manager, as their descriptor
+    numbers (sending them back is refused: only ``[]`` crosses HTTP)."""
+    out = dict(config)
+    channels = out.get("custom_channels")
+    if channels:
+        out["custom_channels"] = [
+            channel if isinstance(channel, int) else channel.fileno() for channel in channels
+        ]
+    return out
+
 
 SCHEMAS = {
     "JobConfig": JOB_CONFIG,
