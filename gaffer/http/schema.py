@@ -273,10 +273,17 @@ def config_json(config: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(config)
     channels = out.get("custom_channels")
     if channels:
-        out["custom_channels"] = [
-            channel if isinstance(channel, int) else channel.fileno() for channel in channels
-        ]
+        out["custom_channels"] = [_descriptor(channel) for channel in channels]
     return out
+
+
+def _descriptor(channel: Any) -> int:
+    if isinstance(channel, int):
+        return channel
+    try:
+        return channel.fileno()
+    except (OSError, ValueError):  # closed since: a file says so by raising, a socket by -1
+        return -1
 
 
 SCHEMAS = {

@@ -28,6 +28,7 @@ from gaffer import FlappingInfo, GafferError, Manager, ProcessConfig
 from gaffer.client import ApiError, AsyncServer, BadRequest, Server
 from gaffer.client.channel import ChannelModeError
 from gaffer.http import HttpHandler
+from gaffer.http.schema import config_json
 from tests.cli.cli_helpers import Daemon, LongLived, check_no_leftovers, start_daemon
 from tests.helpers import CHILD, ROOT
 
@@ -215,6 +216,18 @@ async def test_info_of_an_embedded_job_with_open_channels_shows_descriptor_numbe
     finally:
         left.close()
         right.close()
+
+
+def test_config_json_shows_channels_as_descriptor_numbers(tmp_path: Path) -> None:
+    opened = (tmp_path / "f").open("w")
+    closed = (tmp_path / "g").open("w")
+    closed.close()
+    try:
+        config = {"name": "x", "custom_channels": [opened, 7, closed]}
+        assert config_json(config)["custom_channels"] == [opened.fileno(), 7, -1]
+        assert config_json({"name": "x", "custom_channels": []})["custom_channels"] == []
+    finally:
+        opened.close()
 
 
 # -- 5. integral floats for the flapping counts, over HTTP --------------------------------------
