@@ -19,9 +19,9 @@ from gaffer import (
     SpawnError,
 )
 from tests.helpers import (
-    CHILD,
     EventRecorder,
     child_cmd,
+    exec_done,
     open_fds,
     pid_exists,
     read_file,
@@ -424,13 +424,8 @@ async def test_every_process_carries_its_job_id_in_gaffer_job(monkeypatch):
     monkeypatch.setenv("GAFFER_JOB", "outer.job")  # as if this program ran under gafferd
 
     def job_of(os_pid: int) -> list[bytes]:
-        # a child forked but not yet exec'd still shows its parent's environment: wait for
-        # the exec (the fixture program on its command line) before reading it
-        def execd() -> bool:
-            with open(f"/proc/{os_pid}/cmdline", "rb") as handle:
-                return str(CHILD).encode() in handle.read()
-
-        wait_until_sync(execd, what=f"the exec of {os_pid}")
+        # until its exec is done a child shows its parent's environment, or none
+        wait_until_sync(lambda: exec_done(os_pid), what=f"the exec of {os_pid}")
         with open(f"/proc/{os_pid}/environ", "rb") as handle:
             environ = handle.read().split(b"\0")
         return [entry for entry in environ if entry.startswith(b"GAFFER_JOB=")]
