@@ -117,6 +117,21 @@ def wait_until_sync(
         time.sleep(interval)
 
 
+def exec_done(os_pid: int) -> bool:
+    """True once the process ``os_pid`` runs its own program. Right after a spawn it may not:
+    a forked child shows its parent's command line and environment until its exec, and
+    during the exec (the spawner already resumed after a vfork) it shows empty ones."""
+    try:
+        with open(f"/proc/{os_pid}/cmdline", "rb") as handle:
+            own = handle.read()
+        with open(f"/proc/{os_pid}/stat") as handle:
+            parent = handle.read().rsplit(")", 1)[1].split()[1]  # state, ppid, ...
+        with open(f"/proc/{parent}/cmdline", "rb") as handle:
+            return bool(own) and own != handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def pid_exists(pid: int) -> bool:
     """True while ``pid`` is a live process (a zombie counts as gone)."""
     try:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gaffer.cli import userconfig
 from gaffer.cli.render import Output
 from gaffer.client.aio import AsyncServer
 from gaffer.client.transport import DEFAULT_URL, Endpoint
-
-if TYPE_CHECKING:
-    from gaffer.core.flapping import FlappingInfo
+from gaffer.crashloop import FlappingInfo
 
 APP_DEFAULT = "default"
 
@@ -106,7 +104,6 @@ class Context:
         """The ``--flapping`` option (the Procfile default when not given); a malformed
         one is a usage error (exit 2)."""
         from gaffer.cli.procfile import CRASH_LOOP
-        from gaffer.core.flapping import FlappingInfo
 
         if self.args.flapping is None:
             return CRASH_LOOP

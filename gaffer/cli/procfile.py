@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from gaffer.core.flapping import FlappingInfo
+from gaffer.crashloop import FlappingInfo
 from gaffer.dotenv import DotenvError, load_env_files, parse_env, read_text  # noqa: F401 - its API
 
 DEFAULT_BASE_PORT = 5000

@@ -30,6 +30,13 @@ def _job(name: str, sessionid: str | None = None) -> tuple[str, str]:
     return (session, bare) if dot else ("default", name)
 
 
+def _config_body(config: Any) -> dict[str, Any]:
+    """The JSON body of a job config: a dict as it is, a ``ProcessConfig`` as its
+    ``to_dict()``, as the original client sent it."""
+    to_dict = getattr(config, "to_dict", None)
+    return dict(to_dict() if callable(to_dict) else config)
+
+
 def _q(part: str | int) -> str:
     return quote(str(part), safe="")
 
@@ -114,14 +121,15 @@ class AsyncServer:
 
     async def load(
         self,
-        config: Mapping[str, Any],
+        config: Any,
         sessionid: str | None = None,
         start: bool = True,
         force: bool = False,
     ) -> AsyncJob:
-        """Load a job from a config dict; ``force`` updates it when it exists (Conflict
-        otherwise). ``config["name"]`` may be ``session.name``."""
-        body = dict(config)
+        """Load a job from a config: a dict, or a ``ProcessConfig`` (what its ``to_dict()``
+        gives is sent); ``force`` updates it when it exists (Conflict otherwise).
+        ``config["name"]`` may be ``session.name``."""
+        body = _config_body(config)
         session, name = _job(body["name"], sessionid)
         body["name"] = name
         job = AsyncJob(self, session, name)
@@ -292,8 +300,10 @@ class AsyncJob:
             body["env"] = dict(env)
         return (await self.server.request("POST", f"{self.path}/commit", body))["pid"]
 
-    async def update(self, config: Mapping[str, Any], start: bool = False) -> None:
-        await self.server.request("PUT", self.path, {**config, "name": self.name, "start": start})
+    async def update(self, config: Any, start: bool = False) -> None:
+        """Give the job a new config (a dict or a ``ProcessConfig``)."""
+        body = {**_config_body(config), "name": self.name, "start": start}
+        await self.server.request("PUT", self.path, body)
 
     async def unload(self) -> None:
         await self.server.request("DELETE", self.path)

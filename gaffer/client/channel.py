@@ -20,15 +20,22 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from gaffer.client.transport import Transport
+from gaffer import wire
+from gaffer.client.transport import Transport, to_json
 from gaffer.errors import ApiError, ClientError
-from gaffer.http import frames
 
 EventCallback = Callable[[str, dict[str, Any]], object]
+READ, WRITE = 1, 2  # the bits of an IO channel's mode
 
 
 class ChannelClosed(ClientError):
     """The WebSocket closed (gafferd stopped, or the process exited)."""
+
+
+class ChannelModeError(ClientError, OSError):
+    """An IO channel used the way its ``mode`` does not allow: read from one opened
+    write-only (``mode=2``), or written to one opened read-only (``mode=1``). An
+    ``OSError`` too, as the original client raised ``IOError`` there."""
 
 
 class GafferSocket:
@@ -90,7 +97,7 @@ class GafferSocket:
     def _send(self, message: Any) -> None:
         if self._ws is None or self._ws.protocol is None:
             raise ChannelClosed("the channel is closed")
-        self._ws.write_message(message if isinstance(message, str) else json.dumps(message))
+        self._ws.write_message(message if isinstance(message, str) else to_json(message))
 
     async def subscribe(self, topic: str, callback: EventCallback) -> None:
         """Call ``callback(evtype, data)`` for every event of ``topic``. Raises ApiError
@@ -157,7 +164,22 @@ class IOChannel:
         self._ws = await self._transport.websocket(f"{path}?mode={self.mode}")
         self._reader = asyncio.ensure_future(self._read())
 
+    @property
+    def readable(self) -> bool:
+        return bool(self.mode & READ)
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.mode & WRITE)
+
     def on_data(self, listener: Callable[[bytes], object]) -> None:
+        """Call ``listener(data)`` with every chunk of output. ChannelModeError on a
+        channel opened without reading (``mode=2``): it would never be called."""
+        if not self.readable:
+            raise ChannelModeError(
+                f"the IO channel of process {self.pid} was opened write-only "
+                f"(mode={self.mode}): open it with mode=1 or 3 to read"
+            )
         self._listeners.append(listener)
 
     async def _read(self) -> None:
@@ -168,8 +190,8 @@ class IOChannel:
             if isinstance(raw, str):
                 raw = raw.encode()
             try:
-                frame = frames.decode_frame(raw)
-            except frames.FrameError:
+                frame = wire.decode_frame(raw)
+            except wire.FrameError:
                 continue
             kind, ident, body = frame.type, frame.id, frame.body
             if kind == "message":
@@ -201,14 +223,20 @@ class IOChannel:
         self.closed.set()
 
     async def write(self, data: bytes | str) -> None:
-        """Write ``data``; returns once gafferd has taken it (its OK response)."""
+        """Write ``data``; returns once gafferd has taken it (its OK response).
+        ChannelModeError on a channel opened read-only (``mode=1``)."""
+        if not self.writable:
+            raise ChannelModeError(
+                f"the IO channel of process {self.pid} was opened read-only "
+                f"(mode={self.mode}): open it with mode=2 or 3 to write"
+            )
         if self._ws is None or self._ws.protocol is None:
             raise ChannelClosed("the process channel is closed")
         ident = f"w{next(self._ids)}"
         future = asyncio.get_running_loop().create_future()
         self._pending[ident] = future
         payload = data.encode() if isinstance(data, str) else data
-        self._ws.write_message(frames.encode_frame("message", ident, payload), binary=True)
+        self._ws.write_message(wire.encode_frame("message", ident, payload), binary=True)
         await future
 
     async def close(self) -> None:

@@ -30,6 +30,21 @@ DEFAULT_URL = "http://127.0.0.1:5000"
 USER_AGENT = "gaffer-client"
 
 
+def to_json(value: Any) -> str:
+    """JSON of a request body. A value with ``to_dict()`` (a ``ProcessConfig``, a
+    ``FlappingInfo``) is sent as that; an open file or socket as its descriptor number,
+    which gafferd refuses with a 400 that says why (it cannot cross HTTP)."""
+    return json.dumps(value, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    if callable(getattr(value, "to_dict", None)):
+        return value.to_dict()
+    if callable(getattr(value, "fileno", None)):
+        return value.fileno()
+    raise TypeError(f"cannot send a {type(value).__name__} as JSON: {value!r}")
+
+
 class _UnixResolver(tornado.netutil.Resolver):
     def initialize(self, path: str) -> None:  # type: ignore[override]
         self.path = path
@@ -122,7 +137,7 @@ class Transport:
         data: bytes | None = raw
         extra = dict(headers or {})
         if body is not None:
-            data = json.dumps(body).encode()
+            data = to_json(body).encode()
             extra.setdefault("Content-Type", "application/json")
         if data is None and method in ("POST", "PUT"):
             data = b""

@@ -18,113 +18,19 @@ so the retries count across pauses until the job really runs longer than ``windo
 between crashes; and giving up keeps the count (the ``flap`` event reports it).
 
 Nothing here touches a loop, a clock or a process: the manager feeds ``record_exit(now)``
-and acts on the verdict, and tests drive it with plain numbers.
+and acts on the verdict, and tests drive it with plain numbers. The settings themselves
+(``FlappingInfo``) are a plain value of ``gaffer.crashloop``, re-exported here.
 """
 
 from __future__ import annotations
 
 import enum
-import math
 from collections import deque
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-OFF = frozenset(("off", "false", "no", "none"))  # words that turn crash-loop protection off
+from gaffer.crashloop import OFF, FlappingInfo
 
-
-@dataclass(frozen=True, slots=True)
-class FlappingInfo:
-    """Crash-loop settings of a job: ``attempts`` exits within ``window`` seconds is a flap;
-    a flapping job is retried ``retry_in`` seconds later, at most ``max_retry`` times."""
-
-    attempts: int = 2
-    window: float = 1.0
-    retry_in: float = 7.0
-    max_retry: int = 5
-
-    def __post_init__(self) -> None:
-        for key in ("attempts", "max_retry"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"flapping.{key}: expected an integer >= 1, got {value!r}")
-        for key in ("window", "retry_in"):
-            value = getattr(self, key)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ValueError(f"flapping.{key}: expected a number >= 0, got {value!r}")
-            object.__setattr__(self, key, float(value))
-
-    @classmethod
-    def coerce(cls, value: object) -> FlappingInfo | None:
-        """Accept a FlappingInfo, a dict, a 4-sequence, a string ``"2, 1., 7., 5"`` or None
-        (also written ``"off"``, as in an ini file or on a command line)."""
-        if value is None or isinstance(value, FlappingInfo):
-            return value
-        if isinstance(value, str) and value.strip().lower() in OFF:
-            return None
-        if isinstance(value, Mapping):
-            unknown = set(value) - {"attempts", "window", "retry_in", "max_retry"}
-            if unknown:
-                raise ValueError(f"flapping: unknown key(s) {', '.join(sorted(unknown))}")
-            return cls(**value)
-        if isinstance(value, str):
-            parts = value.replace(",", " ").split()
-            return cls._from_parts(parts, value)
-        if isinstance(value, Sequence):
-            return cls._from_parts(list(value), value)
-        raise ValueError(
-            f"flapping: expected a dict, a list or 'attempts window retry_in "
-            f"max_retry', got {value!r}"
-        )
-
-    @classmethod
-    def _from_parts(cls, parts: list, original: object) -> FlappingInfo:
-        if len(parts) != 4:
-            raise ValueError(
-                f"flapping: expected 4 values (attempts, window, retry_in, "
-                f"max_retry), got {original!r}"
-            )
-        try:
-            attempts, window, retry_in, max_retry = (
-                _to_int(parts[0]),
-                _to_float(parts[1]),
-                _to_float(parts[2]),
-                _to_int(parts[3]),
-            )
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"flapping: expected 'attempts window retry_in max_retry' as "
-                f"numbers, got {original!r}"
-            ) from None
-        return cls(attempts, window, retry_in, max_retry)
-
-    def to_dict(self) -> dict[str, float | int]:
-        return {
-            "attempts": self.attempts,
-            "window": self.window,
-            "retry_in": self.retry_in,
-            "max_retry": self.max_retry,
-        }
-
-
-def _to_float(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(value)
-    return float(value)
-
-
-def _to_int(value: object) -> int:
-    if isinstance(value, str):
-        return int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise ValueError(value)
+__all__ = ["OFF", "FlappingHistory", "FlappingInfo", "Verdict"]
 
 
 class Verdict(enum.Enum):

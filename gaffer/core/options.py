@@ -42,6 +42,8 @@ COUNT: Schema = {"type": "integer", "minimum": 0}
 SECONDS: Schema = {"type": "number", "minimum": 0}
 BOOLEAN: Schema = {"type": "boolean"}
 LOGFILE: Schema = {"type": ["string", "null"], "minLength": 1}
+# a count 0.5 clients may send as 2.0; FlappingInfo refuses 2.5 with a clear message
+WHOLE: Schema = {"type": "number", "minimum": 1, "description": "a whole number (2 or 2.0)"}
 
 
 @dataclass(frozen=True)
@@ -425,8 +427,8 @@ OPTIONS: tuple[Option, ...] = (
         {"oneOf": [
             {"type": "null"}, STRING, {"type": "array", "items": {"type": "number"}},
             {"type": "object", "additionalProperties": False, "properties": {
-                "attempts": {"type": "integer", "minimum": 1}, "window": SECONDS,
-                "retry_in": SECONDS, "max_retry": {"type": "integer", "minimum": 1}}},
+                "attempts": WHOLE, "window": SECONDS,
+                "retry_in": SECONDS, "max_retry": WHOLE}},
         ]},
         "crash-loop protection: attempts window retry_in max_retry, or off"),
     opt("restart", "always", _restart, _as_is, {"type": "string", "enum": list(RESTART_MODES)},
@@ -455,7 +457,7 @@ OPTIONS: tuple[Option, ...] = (
     opt("custom_streams", None, _stream_labels, text_words, WORDS,
         "labels of extra bidirectional pipes at fd 3, 4, ..."),
     opt("custom_channels", None, _channels, None, {"type": "array", "maxItems": 0},
-        "open files or sockets given to the process (embedding only)"),
+        "embedding only: open files and sockets cannot be sent over HTTP"),
     opt("graceful_timeout", DEFAULT_GRACEFUL_TIMEOUT, _seconds, text_seconds, SECONDS,
         "seconds between the stop signal and SIGKILL"),
     opt("priority", DEFAULT_PRIORITY, _int, text_int, {"type": "integer"},

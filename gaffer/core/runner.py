@@ -136,7 +136,7 @@ class JobRunner:
             "error": self.error,
             "flapping": flapping.snapshot() if flapping else None,
             "retry_pending": self.paused_by_flapping,
-            "config": self.config.to_dict(with_channels=False),
+            "config": self.config.to_dict(),
         }
 
     # -- commands -----------------------------------------------------------------------

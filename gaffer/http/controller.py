@@ -41,7 +41,7 @@ from gaffer.core.names import DEFAULT_SESSION, job_id, split_job_id, validate_se
 from gaffer.errors import ProcessError
 from gaffer.http.auth import Permissions, redact_env
 from gaffer.http.handlers.base import error_status
-from gaffer.http.schema import SCHEMAS, SchemaError, validate
+from gaffer.http.schema import SCHEMAS, SchemaError, config_json, validate
 
 logger = logging.getLogger("gaffer.http")
 
@@ -381,6 +381,7 @@ class Controller:
     @_command("info", ("name",), 1)
     async def info(self, args: _Args) -> dict[str, Any]:
         info = self.manager.info(self.readable_job(args))
+        info["config"] = config_json(info["config"])
         info["config"]["env"] = self.redact(info["config"].get("env") or {})
         return {"info": info}
 

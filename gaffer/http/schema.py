@@ -2,13 +2,17 @@
 validate requests and to describe them in ``/openapi.json``.
 
 The validator understands the subset these schemas use: ``type`` (one or a list),
-``properties``, ``required``, ``additionalProperties: false``, ``items``, ``minimum``,
-``minLength``, ``maxItems``, ``enum`` and ``oneOf``. Its errors name the field: ``body.numprocesses:
-expected an integer, got 'two'``.
+``properties``, ``required``, ``additionalProperties: false``, ``items``, ``maxItems``,
+``minimum``, ``minLength``, ``enum`` and ``oneOf``. Its errors name the field:
+``body.numprocesses: expected an integer, got 'two'``.
+
+A job config is taken in the form ``ProcessConfig.to_dict()`` gives (every key of it), and
+shown in that form too (:func:`config_json`), so what a client reads it can send back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from gaffer.core.options import OPTIONS
@@ -73,6 +77,11 @@ def validate(value: Any, schema: Schema, where: str = "body") -> None:
         raise SchemaError(where, f"expected at least {schema['minimum']}, got {value}")
     if "minLength" in schema and isinstance(value, str) and len(value) < schema["minLength"]:
         raise SchemaError(where, "expected a non-empty string")
+    if "maxItems" in schema and isinstance(value, list) and len(value) > schema["maxItems"]:
+        limit = schema["maxItems"]
+        expected = "an empty list" if limit == 0 else f"at most {limit} items"
+        why = f" ({schema['description']})" if "description" in schema else ""
+        raise SchemaError(where, f"expected {expected}{why}, got {_show(value)}")
     if isinstance(value, dict) and "properties" in schema:
         properties = schema["properties"]
         for key in schema.get("required", ()):
@@ -91,11 +100,6 @@ def validate(value: Any, schema: Schema, where: str = "body") -> None:
     if isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
         for key, item in value.items():
             validate(item, schema["additionalProperties"], f"{where}.{key}")
-    if isinstance(value, list) and len(value) > schema.get("maxItems", len(value)):
-        limit = schema["maxItems"]
-        raise SchemaError(
-            where, "expected an empty list" if not limit else f"at most {limit} items"
-        )
     if isinstance(value, list) and "items" in schema:
         for index, item in enumerate(value):
             validate(item, schema["items"], f"{where}[{index}]")
@@ -230,6 +234,27 @@ CLUSTER_JOB: Schema = {
         "per_node": {"type": "integer", "enum": [1]},
     },
 }
+
+
+def config_json(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's config (``ProcessConfig.to_dict()``) as the API shows it: the same keys, and
+    ``custom_channels``, open files of a program embedding the manager, as their descriptor
+    numbers (sending them back is refused: only ``[]`` crosses HTTP)."""
+    out = dict(config)
+    channels = out.get("custom_channels")
+    if channels:
+        out["custom_channels"] = [_descriptor(channel) for channel in channels]
+    return out
+
+
+def _descriptor(channel: Any) -> int:
+    if isinstance(channel, int):
+        return channel
+    try:
+        return channel.fileno()
+    except (OSError, ValueError):  # closed since: a file says so by raising, a socket by -1
+        return -1
+
 
 SCHEMAS = {
     "JobConfig": JOB_CONFIG,

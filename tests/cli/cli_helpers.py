@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 
 from tests.gafferd.harness import ROOT, Gafferd, free_port
-from tests.helpers import CHILD, wait_until_sync
+from tests.helpers import CHILD, exec_done, wait_until_sync
 
 #: gafferd processes that live for a whole test module: they and their jobs are no leak.
 LONG_LIVED: set[int] = set()
@@ -96,15 +96,17 @@ class Daemon:
         return self.request("GET", f"/{pid}")[0] == 200
 
     def wait_pids(self, job_id: str, count: int, timeout: float = 15) -> list[int]:
-        """Wait until ``job_id`` has ``count`` processes that really run (an OS pid each)."""
+        """Wait until ``job_id`` has ``count`` processes that really run (an OS pid each,
+        whose exec is done: /proc shows their own command line)."""
         found: list[int] = []
 
         def ready() -> bool:
             nonlocal found
             found = self.pids(job_id)
-            return len(found) == count and all(
-                self.request("GET", f"/{pid}")[1].get("os_pid") for pid in found
-            )
+            if len(found) != count:
+                return False
+            os_pids = [self.request("GET", f"/{pid}")[1].get("os_pid") for pid in found]
+            return all(os_pid and exec_done(os_pid) for os_pid in os_pids)
 
         wait_until_sync(ready, timeout=timeout, what=f"{count} processes of {job_id}: {found}")
         return found

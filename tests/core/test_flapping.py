@@ -97,9 +97,7 @@ def test_flapping_info_coerce_rejects_wrong_count(value):
         FlappingInfo.coerce(value)
 
 
-@pytest.mark.parametrize(
-    "value", ["a 1. 7. 5", "2 one 7. 5", "2.5 1 7 5", [2, None, 7, 5], [True, 1, 7, 5]]
-)
+@pytest.mark.parametrize("value", ["a 1. 7. 5", "2 one 7. 5", [2, None, 7, 5], [True, 1, 7, 5]])
 def test_flapping_info_coerce_rejects_non_numbers(value):
     with pytest.raises(ValueError, match="as numbers"):
         FlappingInfo.coerce(value)
@@ -121,6 +119,59 @@ def test_flapping_info_coerce_rejects_other_types(value):
 def test_flapping_info_coerce_validates_the_values():
     with pytest.raises(ValueError, match=r"flapping\.attempts"):
         FlappingInfo.coerce("0 1 7 5")
+
+
+# 0.5 callers wrote the counts as floats: FlappingInfo(attempts=1., window=1., ...)
+def test_flapping_info_accepts_integral_floats_for_counts():
+    info = FlappingInfo(attempts=1.0, window=1.0, retry_in=0.5, max_retry=2)
+    assert info == FlappingInfo(1, 1.0, 0.5, 2)
+    assert type(info.attempts) is int and type(info.max_retry) is int
+    assert info.to_dict() == {"attempts": 1, "window": 1.0, "retry_in": 0.5, "max_retry": 2}
+    assert FlappingInfo(max_retry=3.0).max_retry == 3
+    config = ProcessConfig("job", "true", flapping=FlappingInfo(2.0, 1.0, 7.0, 5.0))
+    assert config.flapping == FlappingInfo()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"attempts": 2.0, "window": 1, "retry_in": 7, "max_retry": 5.0},
+        "2. 1. 7. 5.",
+        [2.0, 1, 7, 5.0],
+    ],
+)
+def test_flapping_info_coerce_accepts_integral_floats(value):
+    assert FlappingInfo.coerce(value) == FlappingInfo(2, 1.0, 7.0, 5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "where", "shown"),
+    [
+        ({"attempts": 1.5}, "attempts", "1.5"),
+        ({"max_retry": 2.25}, "max_retry", "2.25"),
+        ({"attempts": float("nan")}, "attempts", "nan"),
+        ({"max_retry": float("inf")}, "max_retry", "inf"),
+        ({"attempts": 0.0}, "attempts", "0"),
+    ],
+)
+def test_flapping_info_refuses_non_integral_counts(kwargs, where, shown):
+    with pytest.raises(
+        ValueError, match=rf"flapping\.{where}: expected a whole number >= 1, got {shown}"
+    ):
+        FlappingInfo(**kwargs)
+
+
+@pytest.mark.parametrize("value", ["2.5 1 7 5", {"attempts": 2.5}, [2, 1, 7, 5.5]])
+def test_flapping_info_coerce_refuses_non_integral_counts(value):
+    with pytest.raises(ValueError, match="expected a whole number"):
+        FlappingInfo.coerce(value)
+
+
+def test_job_config_names_a_non_integral_count():
+    with pytest.raises(
+        ValueError, match=r"option 'flapping' of job 'job': flapping\.attempts.*1\.5"
+    ):
+        ProcessConfig("job", "true", flapping={"attempts": 1.5})
 
 
 # -- FlappingHistory ------------------------------------------------------------------------

@@ -22,10 +22,12 @@ from tests.helpers import (
     UNCONTAINED,
     EventRecorder,
     child_cmd,
+    exec_done,
     open_fds,
     pid_exists,
     read_file,
     wait_until,
+    wait_until_sync,
 )
 
 
@@ -427,6 +429,8 @@ async def test_every_process_carries_its_job_id_in_gaffer_job(monkeypatch):
     monkeypatch.setenv("GAFFER_JOB", "outer.job")  # as if this program ran under gafferd
 
     def job_of(os_pid: int) -> list[bytes]:
+        # until its exec is done a child shows its parent's environment, or none
+        wait_until_sync(lambda: exec_done(os_pid), what=f"the exec of {os_pid}")
         with open(f"/proc/{os_pid}/environ", "rb") as handle:
             environ = handle.read().split(b"\0")
         return [entry for entry in environ if entry.startswith(b"GAFFER_JOB=")]

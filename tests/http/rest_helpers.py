@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from tests.gafferd.harness import Gafferd, UnixHTTPConnection, free_port
-from tests.helpers import child_argv, wait_until_sync
+from tests.helpers import child_argv, exec_done, wait_until_sync
 
 #: gafferd processes that live for a whole test module (their jobs are not leaks).
 LONG_LIVED: set[int] = set()
@@ -170,15 +170,17 @@ class Api:
         return response.json["pids"]
 
     def wait_pids(self, job: str, count: int, timeout: float = 10) -> list[int]:
-        """Wait until the job has ``count`` kept-alive processes that really run."""
+        """Wait until the job has ``count`` kept-alive processes that really run (an OS
+        pid each, whose exec is done: /proc shows their own command line)."""
         found: list[int] = []
 
         def ready() -> bool:
             nonlocal found
             found = self.pids(job)
-            return len(found) == count and all(
-                self.get(f"/{pid}").json.get("os_pid") for pid in found
-            )
+            if len(found) != count:
+                return False
+            os_pids = [self.get(f"/{pid}").json.get("os_pid") for pid in found]
+            return all(os_pid and exec_done(os_pid) for os_pid in os_pids)
 
         wait_until_sync(ready, timeout=timeout, what=f"{count} processes of {job}: {found}")
         return found

@@ -20,16 +20,10 @@ import tornado.websocket
 from gaffer import Manager, ProcessConfig
 from gaffer.http import HttpHandler
 from gaffer.http.auth import Permissions
-from gaffer.http.frames import (
-    DROPPED_ID,
-    Frame,
-    FrameError,
-    Outbox,
-    decode_frame,
-    encode_frame,
-)
 from gaffer.http.identity import Identity
 from gaffer.http.keystore import KeyStore
+from gaffer.http.outbox import Outbox
+from gaffer.wire import DROPPED_ID, Frame, FrameError, decode_frame, encode_frame
 from tests.helpers import EventRecorder, child_cmd, wait_until
 
 TIMEOUT = 10.0
@@ -551,7 +545,7 @@ async def test_rpc_controller_specifics():
             1,
             1,
         )
-        expected = json.loads(json.dumps(config.to_dict(with_channels=False)))
+        expected = json.loads(json.dumps(config.to_dict()))  # 0.5: config == to_dict()
         expected["env"] = {"API_TOKEN": "<redacted>"}  # a LOCAL key is no admin
         assert info["config"] == expected
         stats = (await client.ok("stats", "dummy"))["stats"]
@@ -588,7 +582,7 @@ async def test_rpc_every_command():
     async with served() as server:
         manager = server.manager
         client = await server.channel()
-        await client.ok("load", echo_job("e").to_dict(with_channels=False), sessionid="s")
+        await client.ok("load", echo_job("e").to_dict(), sessionid="s")
         assert await client.ok("sessions") == {"sessions": ["s"]}
         assert await client.ok("jobs", "s") == {"sessionid": "s", "jobs": ["s.e"]}
         pid = (await client.ok("pids", "s.e"))["pids"][0]

@@ -1,4 +1,7 @@
-"""dev:start, dev:run, export: the Procfile app, locally."""
+"""dev:start, dev:run, export: the Procfile app, locally.
+
+dev:start and dev:run embed a Manager: they import the engine when they run, so that
+the other commands of ``gaffer`` start without it."""
 
 from __future__ import annotations
 
@@ -13,9 +16,6 @@ from gaffer.cli.commands import arg, command
 from gaffer.cli.commands.jobs import CONCURRENCY, FLAPPING
 from gaffer.cli.context import Context, UsageError
 from gaffer.cli.procfile import to_ini, to_json, to_systemd
-from gaffer.console import ConsoleOutput
-from gaffer.core.config import ProcessConfig
-from gaffer.core.manager import Manager
 
 
 async def _until_signal() -> int:
@@ -43,6 +43,10 @@ async def dev_start(context: Context) -> int:
 
     Every entry (or those named) is restarted when it exits, unless it crashes in a
     loop (see --flapping); its output is shown prefixed with the entry and pid."""
+    from gaffer.console import ConsoleOutput
+    from gaffer.core.config import ProcessConfig
+    from gaffer.core.manager import Manager
+
     app = context.app()
     jobs = app.jobs(
         context.concurrency(),
@@ -72,6 +76,10 @@ async def dev_run(context: Context) -> int:
     """Run a command here once, with the Procfile app's environment.
 
     Its output is shown; gaffer exits with its exit code."""
+    from gaffer.console import ConsoleOutput
+    from gaffer.core.config import ProcessConfig
+    from gaffer.core.manager import Manager
+
     if not context.args.cmd:
         raise UsageError("give the command to run")
     env = dict(os.environ)

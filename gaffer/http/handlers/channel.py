@@ -26,7 +26,7 @@ Server -> client, besides the answers: ``{"event": "gaffer:event", "data": {"eve
 ``cmd_name_missing``, ``auth_not_first``) and the connection stays usable. A message over
 1 MiB closes the connection (1009).
 
-Each connection has one bounded outgoing queue (frames.Outbox): events a slow client cannot
+Each connection has one bounded outgoing queue (outbox.Outbox): events a slow client cannot
 take are dropped and counted, never buffered without end, and never make the loop or the
 other clients wait. Answers to the client's own requests get twice the room.
 """
@@ -43,8 +43,8 @@ import tornado.websocket
 
 from gaffer.http.auth import LOCAL, Permissions
 from gaffer.http.controller import Controller, command_error
-from gaffer.http.frames import Outbox
 from gaffer.http.handlers.base import ApiError, Op, error_status
+from gaffer.http.outbox import Outbox
 from gaffer.http.topics import Subscription, parse_topic, subscription
 
 logger = logging.getLogger("gaffer.http")

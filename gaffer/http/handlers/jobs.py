@@ -12,6 +12,7 @@ from gaffer.core.config import ProcessConfig
 from gaffer.core.names import validate_session
 from gaffer.errors import InvalidArgument, ProcessNotFound
 from gaffer.http.handlers.base import ApiError, BaseHandler, Op
+from gaffer.http.schema import config_json
 
 READ, WRITE, MANAGE = "read", "write", "manage"
 
@@ -102,6 +103,7 @@ class JobHandler(BaseHandler):
 
     def get(self, sid: str, name: str) -> None:
         info = self.manager.info(self.job_id(sid, name, READ))
+        info["config"] = config_json(info["config"])
         info["config"]["env"] = self.redact(info["config"]["env"])
         self.write_json(info)
 

@@ -1,6 +1,6 @@
 """``/<pid>/channel[/<stream>]?mode=N``: a process's input and output over a WebSocket.
 
-Frames are binary, ``V1 <type> <id>\\0<body>`` (gaffer/http/frames.py). ``mode`` is a
+Frames are binary, ``V1 <type> <id>\\0<body>`` (gaffer/wire.py). ``mode`` is a
 bitmask: 1 readable, 2 writable, 3 both (the default).
 
 * Without a stream, the channel reads the process's first output label and writes its
@@ -30,17 +30,10 @@ import logging
 from typing import Any
 
 from gaffer.errors import ProcessError
-from gaffer.http.frames import (
-    DROPPED_ID,
-    ERROR_ID,
-    FrameError,
-    Outbox,
-    decode_frame,
-    encode_frame,
-    new_id,
-)
 from gaffer.http.handlers.base import ApiError, Op, as_pid
 from gaffer.http.handlers.channel import POLICY_VIOLATION, WebSocketBase
+from gaffer.http.outbox import Outbox
+from gaffer.wire import DROPPED_ID, ERROR_ID, FrameError, decode_frame, encode_frame, new_id
 
 logger = logging.getLogger("gaffer.http")
 

@@ -1,104 +1,21 @@
-"""What the WebSocket channels put on the wire, and the bounded queue they write through.
-
-The per-process IO channel (``/<pid>/channel``) speaks framed binary messages::
-
-    V1 <type> <id>\\0<body>
-
-``type`` is ``message`` (data), ``response`` (the answer to a client's ``message``, body
-``OK``) or ``error`` (body ``{"error": CODE, "errno": N, "reason": TEXT}``); ``id`` is a
-word (a uuid4 hex by default) tying a response or an error to its request.
+"""The bounded queue the WebSocket channels write through.
 
 Both channels send through an :class:`Outbox`: one bounded queue per connection, drained
 by one writer coroutine that awaits each write. A client that does not read only fills its
 own queue; once it is full, newer items are dropped and counted, and a notice takes their
 place in the queue, so the client learns where the gap is. Nothing a slow client does can
-hold up the loop or the other clients.
+hold up the loop or the other clients. (The frames of the process IO channel are in
+:mod:`gaffer.wire`.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-
-VERSION = b"V1"
-FRAME_TYPES = ("message", "response", "error")
-MAX_ID_LENGTH = 128
-
-#: ids of the frames the server sends on its own (not in answer to a request)
-ERROR_ID = "gaffer_error"
-DROPPED_ID = "gaffer_dropped"
 
 QUEUE_ITEMS = 1000
 QUEUE_BYTES = 4 * 1024 * 1024
-
-
-class FrameError(ValueError):
-    """Bytes that are not a ``V1 <type> <id>\\0<body>`` frame."""
-
-
-@dataclass(frozen=True)
-class Frame:
-    type: str
-    id: str
-    body: bytes = b""
-
-    def encode(self) -> bytes:
-        return encode_frame(self.type, self.id, self.body)
-
-
-def new_id() -> str:
-    return secrets.token_hex(16)
-
-
-def encode_frame(kind: str, frame_id: str, body: bytes | str = b"") -> bytes:
-    """``V1 <kind> <frame_id>\\0<body>``; ``body`` may be text (sent as UTF-8)."""
-    if kind not in FRAME_TYPES:
-        raise FrameError(f"unknown frame type {kind!r}")
-    _check_id(frame_id)
-    if isinstance(body, str):
-        body = body.encode()
-    return b"%s %s %s\0%s" % (VERSION, kind.encode(), frame_id.encode(), body)
-
-
-def decode_frame(data: bytes | str) -> Frame:
-    """Parse a frame; raise FrameError saying what is wrong."""
-    if isinstance(data, str):
-        data = data.encode()
-    head, sep, body = data.partition(b"\0")
-    if not sep:
-        raise FrameError("no NUL byte between the header and the body")
-    if len(head) > 2 * MAX_ID_LENGTH:
-        raise FrameError("the header is too long")
-    try:
-        parts = head.decode("ascii").split(" ")
-    except UnicodeDecodeError:
-        raise FrameError("the header is not ASCII") from None
-    if len(parts) != 3:
-        raise FrameError("the header must be 'V1 <type> <id>'")
-    version, kind, frame_id = parts
-    if version != VERSION.decode():
-        raise FrameError(f"unknown version {version!r} (expected V1)")
-    if kind not in FRAME_TYPES:
-        raise FrameError(f"unknown frame type {kind!r} (expected {', '.join(FRAME_TYPES)})")
-    _check_id(frame_id)
-    return Frame(kind, frame_id, body)
-
-
-def _check_id(frame_id: str) -> None:
-    if (
-        not frame_id
-        or len(frame_id) > MAX_ID_LENGTH
-        or not frame_id.isascii()
-        or not frame_id.isprintable()
-        or " " in frame_id
-    ):
-        raise FrameError(f"bad frame id {frame_id[:MAX_ID_LENGTH]!r}: a word of printable ASCII")
-
-
-# -- the outgoing queue ----------------------------------------------------------------------
 
 
 class _Gap:

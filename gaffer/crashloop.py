@@ -1,0 +1,106 @@
+"""``FlappingInfo``: the crash-loop settings a job's ``flapping`` option holds.
+
+A plain value, imported by the engine (``gaffer.core.flapping`` applies it), the ini
+reader, the HTTP API and the command line alike; it imports nothing of gaffer, so the
+client side can read and write the settings without loading the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+OFF = frozenset(("off", "false", "no", "none"))  # words that turn crash-loop protection off
+KEYS = ("attempts", "window", "retry_in", "max_retry")
+
+
+@dataclass(frozen=True, slots=True)
+class FlappingInfo:
+    """Crash-loop settings of a job: ``attempts`` exits within ``window`` seconds is a flap;
+    a flapping job is retried ``retry_in`` seconds later, at most ``max_retry`` times.
+
+    The counts may be given as floats with nothing after the point (``attempts=2.``), as
+    the original's callers wrote them; ``2.5`` is refused."""
+
+    attempts: int = 2
+    window: float = 1.0
+    retry_in: float = 7.0
+    max_retry: int = 5
+
+    def __post_init__(self) -> None:
+        for key in ("attempts", "max_retry"):
+            object.__setattr__(self, key, _count(key, getattr(self, key)))
+        for key in ("window", "retry_in"):
+            value = getattr(self, key)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValueError(f"flapping.{key}: expected a number >= 0, got {value!r}")
+            object.__setattr__(self, key, float(value))
+
+    @classmethod
+    def coerce(cls, value: object) -> FlappingInfo | None:
+        """Accept a FlappingInfo, a dict, a 4-sequence, a string ``"2, 1., 7., 5"`` or None
+        (also written ``"off"``, as in an ini file or on a command line)."""
+        if value is None or isinstance(value, FlappingInfo):
+            return value
+        if isinstance(value, str) and value.strip().lower() in OFF:
+            return None
+        if isinstance(value, Mapping):
+            unknown = set(value) - set(KEYS)
+            if unknown:
+                raise ValueError(f"flapping: unknown key(s) {', '.join(sorted(unknown))}")
+            return cls(**value)
+        if isinstance(value, str):
+            parts = value.replace(",", " ").split()
+            return cls._from_parts(parts, value)
+        if isinstance(value, Sequence):
+            return cls._from_parts(list(value), value)
+        raise ValueError(
+            f"flapping: expected a dict, a list or 'attempts window retry_in "
+            f"max_retry', got {value!r}"
+        )
+
+    @classmethod
+    def _from_parts(cls, parts: list, original: object) -> FlappingInfo:
+        if len(parts) != 4:
+            raise ValueError(
+                f"flapping: expected 4 values (attempts, window, retry_in, "
+                f"max_retry), got {original!r}"
+            )
+        try:
+            numbers = [_number(part) for part in parts]
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"flapping: expected 'attempts window retry_in max_retry' as "
+                f"numbers, got {original!r}"
+            ) from None
+        return cls(*numbers)
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {key: getattr(self, key) for key in KEYS}
+
+
+def _count(key: str, value: object) -> int:
+    """A whole number >= 1; a float with nothing after the point counts as one."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"flapping.{key}: expected a whole number >= 1, got {value!r}")
+    return value
+
+
+def _number(value: object) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+    return value
