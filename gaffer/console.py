@@ -29,7 +29,7 @@ COLORS = ("36", "33", "32", "35", "34", "31", "96", "93", "92", "95")  # ANSI fo
 SYSTEM_COLOR = "1"
 DEFAULT_EVENTS = (
     "load", "unload", "start", "stop", "spawn", "spawn_error", "exit", "reap", "flap",
-    "update", "reload", "log_dropped",
+    "fatal", "update", "reload", "log_dropped",
 )  # fmt: skip
 BUFFER_BYTES = 4 * 1024 * 1024
 
@@ -173,6 +173,8 @@ class ConsoleOutput:
             for key in [key for key in self._partial if key[0] == pid]:
                 self._emit(job, pid, self._partial.pop(key))
         text = describe_event(evtype, msg, name)
+        if text is None:
+            return
         self._write(self._line("gaffer", SYSTEM_COLOR if job == "" else self._color(job), text))
 
 
@@ -202,7 +204,8 @@ class _LogLines(logging.Handler):
             loop.call_soon_threadsafe(console._log_line, text)
 
 
-def describe_event(evtype: str, msg: dict, name: str) -> str:
+def describe_event(evtype: str, msg: dict, name: str) -> str | None:
+    """A console line for an event (None: nothing to show, another line says it)."""
     pid = msg.get("pid")
     who = f"{name}.{pid}" if pid is not None else name
     if evtype == "spawn":
@@ -215,7 +218,9 @@ def describe_event(evtype: str, msg: dict, name: str) -> str:
         return f"{who} reaped (scaled down)"
     if evtype == "flap":
         retry = msg.get("retry_in")
-        return f"{name} is flapping: " + (f"retry in {retry}s" if retry else "gave up")
+        return None if retry is None else f"{name} is flapping: retry in {retry}s"
+    if evtype == "fatal":
+        return f"{name} gave up (fatal): {msg.get('reason')}"
     if evtype == "spawn_error":
         return f"{name} cannot start: {msg.get('error')}"
     if evtype == "update":

@@ -202,9 +202,13 @@ def test_dev_start_gives_up_on_an_entry_as_told(cli: Cli, started: list[Reader],
     left stopped; the engine's warnings show as console lines, not bare log records."""
     (app / "Procfile").write_text(f"web: {WEB}\ncrash: exit 3\n")
     gaffer = dev_start(cli, started, "--flapping", "2 1 0.2 1")
-    output = gaffer.wait_output(said("crash is flapping: gave up"))
+    output = gaffer.wait_output(
+        said("crash gave up (fatal): crash loop (flapping: max_retry reached)")
+    )
     assert said("crash is flapping: retry in 0.2s").search(output), output
-    assert exits(output, "crash") == 3, output
+    # twice, paused, twice more (a pause starts a new history), then given up
+    assert exits(output, "crash") == 4, output
+    assert "max_retry reached" in output and "is flapping: gave up" not in output
     gaffer.wait_output(line("web.1", "web on 5000"))
     stop_and_check(gaffer)
     assert gaffer.stderr == "", gaffer.stderr
