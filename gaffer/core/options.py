@@ -18,11 +18,16 @@ from typing import Any
 
 from gaffer.core.flapping import OFF, FlappingInfo
 from gaffer.core.logtarget import LogTarget
-from gaffer.core.restart import RESTART_MODES, BackoffInfo, give_up_on, signal_name
+from gaffer.core.restart import give_up_on, signal_name
+from gaffer.crashloop import (
+    DEFAULT_RESTART,
+    DEFAULT_START_RETRIES,
+    DEFAULT_START_SECS,
+    RESTART_MODES,
+    BackoffInfo,
+)
 
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
-DEFAULT_START_SECS = 1.0  # a process that lives this long counts as started (supervisor's)
-DEFAULT_START_RETRIES = 5
 DEFAULT_PRIORITY = 999  # lower starts first, as in supervisor; unset jobs start last
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_BACKUPS = 10
@@ -431,7 +436,8 @@ OPTIONS: tuple[Option, ...] = (
                 "retry_in": SECONDS, "max_retry": WHOLE}},
         ]},
         "crash-loop protection: attempts window retry_in max_retry, or off"),
-    opt("restart", "always", _restart, _as_is, {"type": "string", "enum": list(RESTART_MODES)},
+    opt("restart", DEFAULT_RESTART, _restart, _as_is,
+        {"type": "string", "enum": list(RESTART_MODES)},
         "always, on-failure (not after exit 0 or its stop signal) or never"),
     opt("backoff", BackoffInfo(), BackoffInfo.coerce, _off_or_text,
         {"oneOf": [

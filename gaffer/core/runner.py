@@ -141,9 +141,14 @@ class JobRunner:
 
     # -- commands -----------------------------------------------------------------------
     def start(self) -> None:
-        """Start a stopped (or given up, or paused) job: its target back to the config's,
-        its crash history reset. On a running job: reconcile only."""
-        if self.wanted and not self.gave_up and not self.paused_by_flapping:
+        """Start a stopped (or given up, paused, exited) job: its target back to the
+        config's, its crash history reset. On a running job: reconcile only."""
+        if (
+            self.wanted
+            and not self.gave_up
+            and not self.paused_by_flapping
+            and self.state is not State.EXITED
+        ):
             self.manage()
             return
         self._cancel_timers()
@@ -195,7 +200,18 @@ class JobRunner:
         self.manage()
 
     def update(self, config: ProcessConfig, env: Mapping[str, str] | None, start: bool) -> None:
-        """A new config (and env): processes replaced, the target the larger of both."""
+        """A new config (and env): processes replaced, the target the larger of both. A
+        config that changes only ``numprocesses`` scales the job instead: its processes
+        stay (an ini file edited to run 4 instead of 2 starts 2, it does not replace 2)."""
+        if (env is None or env == self.job.env) and config.replace(
+            numprocesses=self.config.numprocesses
+        ) == self.config:
+            self.job.config = config
+            if start and self.stopped:
+                self.start()
+            else:
+                self.scale(config.numprocesses)
+            return
         sinks = self._table.acquire_sinks(self.name, config)
         self._cancel_timers()
         self._table.release_sinks(self.sinks)

@@ -66,12 +66,12 @@ JOB_TRANSITIONS: Mapping[State, frozenset[State]] = {
     ),
     S.WAITING: frozenset(),
     # starting -> stopped: the manager stops, its detached processes are left running
-    S.STARTING: frozenset({S.RUNNING, S.BACKOFF, S.STOPPING, S.STOPPED, S.FATAL}),
-    S.RUNNING: frozenset({S.STARTING, S.BACKOFF, S.STOPPING, S.STOPPED, S.FATAL}),
+    S.STARTING: frozenset({S.RUNNING, S.BACKOFF, S.STOPPING, S.STOPPED, S.EXITED, S.FATAL}),
+    S.RUNNING: frozenset({S.STARTING, S.BACKOFF, S.STOPPING, S.STOPPED, S.EXITED, S.FATAL}),
     S.READY: frozenset(),
     S.BACKOFF: frozenset({S.STARTING, S.RUNNING, S.STOPPING, S.STOPPED, S.FATAL}),
     S.STOPPING: frozenset({S.STOPPED, S.STARTING, S.RUNNING, S.BACKOFF}),
-    S.EXITED: frozenset(),
+    S.EXITED: frozenset({S.STARTING, S.STOPPED}),
     S.FATAL: frozenset({S.STARTING, S.RUNNING, S.STOPPED, S.BACKOFF}),
 }
 

@@ -496,6 +496,20 @@ def test_load_a_json_file_with_one_job(daemon: Daemon, any_cli: Cli) -> None:
     no_traceback(again)
 
 
+def test_load_of_a_program_that_does_not_exist_fails_with_the_reason(
+    daemon: Daemon, cli: Cli, tmp_path: Path
+) -> None:
+    path = tmp_path / "ghost.json"
+    path.write_text(json.dumps({"name": "ghost", "cmd": "/no/such/program --flag"}))
+    result = cli("load", str(path))
+    assert result.returncode == 1, result
+    assert "default.ghost cannot start: cmd: program '/no/such/program' not found" in (
+        result.stderr
+    ), result
+    info = daemon.info("default.ghost")
+    assert info["state"] in ("backoff", "fatal") and "not found" in info["error"]
+
+
 def test_load_jobs_of_a_json_document(daemon: Daemon, cli: Cli) -> None:
     path = cli.cwd / "jobs.json"
     jobs = [

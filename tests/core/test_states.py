@@ -96,7 +96,9 @@ class Moves:
     async def wait_job(self, name: str, state: str, timeout: float = 10) -> None:
         """The job's next move to ``state`` (published from now on)."""
         after = len(self.events.events)
-        await self.events.wait("state", name=name, new=state, timeout=timeout, after=after)
+        await self.events.wait(
+            "state", name=name, new=state, pid=None, timeout=timeout, after=after
+        )
 
     def record(self) -> None:
         for _, msg in self.events.events:
@@ -133,7 +135,7 @@ async def walk_no_process_wanted(tmp_path):
         moves = Moves(manager)
         manager.load(sleeper("zero", numprocesses=0))
         manager.stop_job("zero")
-        await moves.events.wait("state", name="default.zero", new="stopped")
+        await moves.events.wait("state", name="default.zero", new="stopped", pid=None)
         assert moves.of_job("default.zero") == [("stopped", "running"), ("running", "stopped")]
         moves.record()
 
@@ -235,7 +237,7 @@ async def walk_scaled_to_nothing_during_a_backoff(tmp_path):
         manager.load(ProcessConfig("gone", "/no/such/program"))  # backoff after the failure
         await moves.wait_job("default.gone", "backoff")
         manager.scale("gone", "=0")
-        await moves.events.wait("state", name="default.gone", new="running")
+        await moves.events.wait("state", name="default.gone", new="running", pid=None)
         assert moves.of_job("default.gone") == [("stopped", "backoff"), ("backoff", "running")]
         moves.record()
 
@@ -350,6 +352,35 @@ async def walk_a_detached_job_left_running(tmp_path):
     moves.record()
 
 
+async def walk_jobs_that_end_for_good(tmp_path):
+    async with Manager() as manager:
+        moves = Moves(manager)
+        # dies young, not restarted: starting -> exited; started again, then stopped
+        manager.load(ProcessConfig("young", child_cmd("exit", 0), restart="never"))
+        await moves.wait_job("default.young", "exited")
+        manager.start_job("young")  # exited -> starting
+        await moves.wait_job("default.young", "exited")
+        manager.stop_job("young")  # exited -> stopped
+        await moves.wait_job("default.young", "stopped")
+        # lives past start_secs, then ends: running -> exited
+        cmd = child_cmd("crash", 200, 0)
+        manager.load(ProcessConfig("old", cmd, restart="on-failure", start_secs=0.05))
+        await moves.wait_job("default.old", "exited")
+        assert moves.of_job("default.young") == [
+            ("stopped", "starting"),
+            ("starting", "exited"),
+            ("exited", "starting"),
+            ("starting", "exited"),
+            ("exited", "stopped"),
+        ]
+        assert moves.of_job("default.old") == [
+            ("stopped", "starting"),
+            ("starting", "running"),
+            ("running", "exited"),
+        ]
+        moves.record()
+
+
 WALKS = [
     walk_start_run_crash_stop,
     walk_no_process_wanted,
@@ -364,6 +395,7 @@ WALKS = [
     walk_started_again_while_stopping,
     walk_a_fatal_job_given_no_process_to_run,
     walk_a_detached_job_left_running,
+    walk_jobs_that_end_for_good,
 ]
 WALKED: set[str] = set()
 

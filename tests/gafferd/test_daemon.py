@@ -111,6 +111,24 @@ def test_hup_applies_exactly_the_difference(gafferd_factory):
     assert daemon.stop() == 0
 
 
+def test_hup_with_only_numprocesses_changed_scales_the_job(gafferd_factory):
+    """Scale survives: 2 -> 4 in the file adds 2 processes and keeps the 2 running; 4 -> 1
+    reaps 3. The job's config follows (a later start goes back to the file's number)."""
+    daemon = gafferd_factory(TWO_JOBS).start()
+    wait_until_sync(lambda: len(daemon.job_pids("sleep 1001")) == 2, what="2 alpha")
+    before = daemon.job_pids("sleep 1001")
+    daemon.write(TWO_JOBS.replace("numprocesses = 2", "numprocesses = 4"))
+    daemon.signal(signal.SIGHUP)
+    wait_until_sync(lambda: len(daemon.job_pids("sleep 1001")) == 4, what="4 alpha")
+    assert before <= daemon.job_pids("sleep 1001")  # the first two were kept
+    daemon.write(TWO_JOBS.replace("numprocesses = 2", "numprocesses = 1"))
+    daemon.signal(signal.SIGHUP)
+    wait_until_sync(lambda: len(daemon.job_pids("sleep 1001")) == 1, what="1 alpha")
+    status, info = daemon.request("GET", "/jobs/default/alpha")
+    assert status == 200 and (info["numprocesses"], info["config"]["numprocesses"]) == (1, 1)
+    assert daemon.stop() == 0
+
+
 def test_a_broken_file_on_hup_keeps_everything_running(gafferd_factory):
     daemon = gafferd_factory(TWO_JOBS).start()
     wait_until_sync(lambda: len(daemon.job_pids("sleep 100")) == 3, what="3 children")

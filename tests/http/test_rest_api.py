@@ -327,12 +327,42 @@ def test_scenario_18_start_stop_and_reload_through_state(any_api: Api) -> None:
     info = api.info(f"default.{job}")
     assert (info["running"], info["active"]) == (1, True)
 
-    for bad in ("5", "start", ""):
+    for bad in ("5", "begin", ""):
         error_of(api.post(f"{path}/state", bad), 400, "bad_request")
     assert api.pids(f"default.{job}") == [after]  # a bad state changed nothing
     error_of(api.post("/jobs/default/nope/state", "1"), 404, "not_found")
     error_of(api.get("/jobs/default/nope/state"), 404, "not_found")
     assert api.delete(path).status == 200
+
+
+def test_a_fatal_job_is_visible_and_start_resets_it(api: Api) -> None:
+    api.load(
+        "doomed",
+        "fail-loud",
+        0,
+        3,
+        "no database",
+        redirect_output=["out", "err"],
+        flapping=None,
+        backoff="0.01 1 0.01",
+        start_retries=1,
+    )
+    info: dict = {}
+
+    def fatal() -> bool:
+        nonlocal info
+        info = api.info("default.doomed")
+        return info["state"] == "fatal"
+
+    wait_until_sync(fatal, what="the job fatal")
+    assert info["stopped"] is True and info["processes"] == []
+    assert (info["last_exit"]["exit_status"], info["restarts"]) == (3, 1)
+    assert api.post("/jobs/default/doomed/state", "start").status == 202
+    assert api.info("default.doomed")["state"] in ("starting", "backoff", "fatal")
+    wait_until_sync(
+        lambda: api.info("default.doomed")["restarts"] >= 2, what="started again, restarted"
+    )
+    assert api.delete("/jobs/default/doomed").status == 200
 
 
 # -- scenario 19: scale -----------------------------------------------------------------------

@@ -162,7 +162,8 @@ class JobStateHandler(BaseHandler):
             response="text/plain",
         ),
         "post": Op(
-            "Text 1 starts the job, 0 stops it, 2 reloads it",
+            "Text 1 (or start) starts the job, a fatal one too; 0 (stop) stops it; "
+            "2 (reload) reloads it",
             body="text",
             permission="manage",
             statuses=(202, 400, 404),
@@ -178,14 +179,17 @@ class JobStateHandler(BaseHandler):
         text = self.body.decode(errors="replace").strip().strip('"')
         action = {
             "1": self.manager.start_job,
+            "start": self.manager.start_job,  # also a fatal job: its history is reset
             "0": self.manager.stop_job,
+            "stop": self.manager.stop_job,
             "2": self.manager.reload,
-        }.get(text)
+            "reload": self.manager.reload,
+        }.get(text.lower())
         if action is None:
             raise ApiError(
                 400,
                 "bad_request",
-                f"the state must be 0 (stop), 1 (start) or 2 (reload), got {text[:20]!r}",
+                f"the state must be 1 or start, 0 or stop, 2 or reload, got {text[:20]!r}",
             )
         action(job)
         self.write_json({"ok": True}, 202)
