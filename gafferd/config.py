@@ -19,16 +19,12 @@ from typing import Any
 from gaffer.core.config import InvalidOption, ProcessConfig
 from gaffer.core.flapping import OFF as FLAPPING_OFF
 from gaffer.core.names import split_job_id, validate_session
-from gaffer.errors import InvalidArgument
+from gaffer.errors import ConfigError, InvalidArgument
 from gafferd import ini
 from gafferd.settings import BY_INI_KEY, FileValue, to_bool, to_int, to_seconds
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 CONFIG_NAME = "gafferd.ini"
-
-
-class ConfigError(Exception):
-    """A configuration problem; the message says where and why."""
 
 
 # -- job keys: one converter per ProcessConfig option, from the ini string -----------------

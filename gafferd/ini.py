@@ -18,8 +18,10 @@ import glob
 import os
 from dataclasses import dataclass, field
 
+from gaffer.errors import ConfigError
 
-class IniError(ValueError):
+
+class IniError(ConfigError):
     """A problem in an ini file, at ``path:line``."""
 
     def __init__(self, path: str, line: int | None, message: str) -> None:

@@ -15,10 +15,10 @@ import sys
 from typing import Any
 
 import gaffer
+from gaffer.errors import ConfigError, GafferError, SecurityError, UsageError
 from gaffer.http import binding
 from gafferd.config import (
     EX_CONFIG,
-    ConfigError,
     DaemonConfig,
     describe,
     find_config,
@@ -27,17 +27,28 @@ from gafferd.config import (
 from gafferd.daemon import daemonize
 from gafferd.logs import DaemonLog
 from gafferd.pidfile import AlreadyRunning, Pidfile
-from gafferd.settings import SETTINGS, Effective, SettingError, add_arguments, resolve
+from gafferd.settings import SETTINGS, Effective, add_arguments, resolve
 
 EX_OK = 0
 EX_FAILURE = 1
 EX_USAGE = 2
 
+#: The exit code of each class of error (the first of its classes found, most derived
+#: first): gafferd's edge, as error_status is the HTTP layer's.
+EXIT_CODES: dict[type[BaseException], int] = {
+    UsageError: EX_USAGE,
+    ConfigError: EX_CONFIG,
+    SecurityError: EX_CONFIG,
+    AlreadyRunning: EX_FAILURE,
+    GafferError: EX_FAILURE,
+}
+
+
+def exit_code(exc: BaseException) -> int:
+    return next((EXIT_CODES[k] for k in type(exc).__mro__ if k in EXIT_CODES), EX_FAILURE)
+
+
 logger = logging.getLogger("gafferd")
-
-
-class SecurityError(ValueError):
-    """A setting combination gafferd refuses because it would expose the API."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +111,7 @@ def check_process_limit(config: DaemonConfig, effective: Effective) -> None:
     limit = effective.process_limit
     wanted = sum(spec.config.numprocesses for spec in config.jobs.values())
     if limit is not None and wanted > limit:
-        raise ValueError(
+        raise ConfigError(
             f"the jobs of {config.path or 'the configuration'} ask for {wanted} processes, "
             f"over process_limit = {limit} (from {effective.origins['process_limit']})"
         )
@@ -145,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         path, directory = find_config(args.config, os.environ)
         config = load_config(path, directory)
         effective = resolve(config.settings, os.environ, cli_values(args))
-    except (ConfigError, SettingError) as exc:
+    except ConfigError as exc:
         print(f"gafferd: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return exit_code(exc)
     plugin_dir = effective.plugin_dir or _default_plugin_dir(directory)
     plugins = _plugins(plugin_dir, config)
     if args.print_config:
@@ -161,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         check_exposure(effective)
         check_process_limit(config, effective)
         _check_tls(effective)
-    except (SecurityError, ValueError) as exc:
+    except (SecurityError, ConfigError) as exc:
         print(f"gafferd: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return exit_code(exc)
     if args.check_config:
         print(
             f"gafferd: configuration OK ({path or 'no file'}: {len(config.jobs)} job(s), "
@@ -177,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         sockets = bind_all(effective)
     except AlreadyRunning as exc:
         print(f"gafferd: {exc}", file=sys.stderr)
-        return EX_FAILURE
+        return exit_code(exc)
     except OSError as exc:
         print(
             f"gafferd: {exc.strerror or exc} (bind from {effective.origins['bind']})",
@@ -193,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     except AlreadyRunning as exc:
         logger.error("%s", exc)
         log.close()
-        return EX_FAILURE
+        return exit_code(exc)
     from gafferd.server import Gafferd
 
     server = Gafferd(
@@ -214,7 +225,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _admins(args: argparse.Namespace, effective: Effective, config: Any) -> int:
-    from gaffer.errors import GafferError
     from gaffer.http.handlers.accounts import create_admin
     from gaffer.http.keystore import KeyStore
     from gafferd.server import auth_db_path
@@ -234,7 +244,7 @@ def _admins(args: argparse.Namespace, effective: Effective, config: Any) -> int:
             key, user = create_admin(store, username, password)
     except (GafferError, ValueError) as exc:
         print(f"gafferd: {exc}", file=sys.stderr)
-        return EX_FAILURE
+        return exit_code(exc)
     print(f"created admin user {user.username!r} in {path}")
     print(f"API key (shown once, keep it): {key}")
     return EX_OK
@@ -245,7 +255,7 @@ def _ask_password() -> str:
 
     first = getpass.getpass("password: ")
     if first != getpass.getpass("password again: "):
-        raise ValueError("the passwords differ")
+        raise UsageError("the passwords differ")
     return first
 
 

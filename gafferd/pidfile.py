@@ -10,8 +10,10 @@ from __future__ import annotations
 import fcntl
 import os
 
+from gaffer.errors import GafferError
 
-class AlreadyRunning(RuntimeError):
+
+class AlreadyRunning(GafferError, RuntimeError):
     def __init__(self, path: str, pid: str) -> None:
         self.path, self.pid = path, pid
         super().__init__(

@@ -25,11 +25,11 @@ from typing import Any
 
 from gaffer import Manager
 from gaffer.console import DEFAULT_EVENTS, ConsoleOutput
-from gaffer.errors import ProcessError
+from gaffer.errors import ConfigError, ProcessError
 from gaffer.http import HttpHandler, binding
 from gaffer.http.identity import Identity
 from gaffer.http.keystore import KeyStore
-from gafferd.config import ConfigError, DaemonConfig, JobSpec, load_config
+from gafferd.config import DaemonConfig, JobSpec, load_config
 from gafferd.logs import DaemonLog
 from gafferd.memory import MemoryTrimmer
 from gafferd.settings import Effective, SettingError, resolve
@@ -39,7 +39,7 @@ logger = logging.getLogger("gafferd")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
-class StartupError(Exception):
+class StartupError(ConfigError):
     """A job of the file could not be loaded at start: a configuration error."""
 
 

@@ -15,13 +15,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gaffer.errors import ConfigError
 from gaffer.http.binding import parse_address
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOOPS = ("uvloop", "asyncio")
 
 
-class SettingError(ValueError):
+class SettingError(ConfigError):
     """A setting value that cannot be used; ``origin`` says where it came from."""
 
     def __init__(self, name: str, raw: object, origin: str, reason: str) -> None:

@@ -10,15 +10,12 @@ from gaffer.cli import userconfig
 from gaffer.cli.render import Output
 from gaffer.client.aio import AsyncServer
 from gaffer.client.transport import DEFAULT_URL, Endpoint
+from gaffer.errors import UsageError
 
 if TYPE_CHECKING:
     from gaffer.core.flapping import FlappingInfo
 
 APP_DEFAULT = "default"
-
-
-class UsageError(ValueError):
-    """The command was called wrongly: exit code 2."""
 
 
 class Context:

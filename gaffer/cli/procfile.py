@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gaffer.core.flapping import FlappingInfo
+from gaffer.errors import ConfigError
 
 DEFAULT_BASE_PORT = 5000
 PORT_STEP = 100  # foreman's rule: each process type gets its own hundred ports
@@ -40,7 +41,7 @@ REDIRECT_OUTPUT = ("out", "err")
 CRASH_LOOP = FlappingInfo()
 
 
-class ProcfileError(ValueError):
+class ProcfileError(ConfigError):
     """A problem in a Procfile or an env file; ``str()`` is ``path:line: message``."""
 
     def __init__(self, path: str, line: int | None, message: str) -> None:

@@ -23,11 +23,12 @@ from gaffer.core.logfile import (
     DEFAULT_MAX_BYTES,
     LogTarget,
 )
+from gaffer.errors import ConfigError
 
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
 
 
-class InvalidOption(ValueError):
+class InvalidOption(ConfigError):
     """A job option that cannot be used; ``option`` names it."""
 
     def __init__(self, option: str, message: str) -> None:
@@ -174,10 +175,10 @@ class ProcessConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProcessConfig:
         if not isinstance(data, Mapping):
-            raise ValueError(f"a job config must be a dict, got {type(data).__name__}")
+            raise InvalidOption("config", f"a job config must be a dict, got {type(data).__name__}")
         missing = [key for key in ("name", "cmd") if key not in data]
         if missing:
-            raise ValueError(f"job config misses {' and '.join(missing)}")
+            raise InvalidOption(missing[0], f"job config misses {' and '.join(missing)}")
         settings = dict(data)
         return cls(settings.pop("name"), settings.pop("cmd"), **settings)
 

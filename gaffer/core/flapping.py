@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gaffer.errors import ConfigError
+
 OFF = frozenset(("off", "false", "no", "none"))  # words that turn crash-loop protection off
 
 
@@ -39,7 +41,7 @@ class FlappingInfo:
         for key in ("attempts", "max_retry"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"flapping.{key}: expected an integer >= 1, got {value!r}")
+                raise ConfigError(f"flapping.{key}: expected an integer >= 1, got {value!r}")
         for key in ("window", "retry_in"):
             value = getattr(self, key)
             if (
@@ -48,7 +50,7 @@ class FlappingInfo:
                 or not math.isfinite(value)
                 or value < 0
             ):
-                raise ValueError(f"flapping.{key}: expected a number >= 0, got {value!r}")
+                raise ConfigError(f"flapping.{key}: expected a number >= 0, got {value!r}")
             object.__setattr__(self, key, float(value))
 
     @classmethod
@@ -62,14 +64,14 @@ class FlappingInfo:
         if isinstance(value, Mapping):
             unknown = set(value) - {"attempts", "window", "retry_in", "max_retry"}
             if unknown:
-                raise ValueError(f"flapping: unknown key(s) {', '.join(sorted(unknown))}")
+                raise ConfigError(f"flapping: unknown key(s) {', '.join(sorted(unknown))}")
             return cls(**value)
         if isinstance(value, str):
             parts = value.replace(",", " ").split()
             return cls._from_parts(parts, value)
         if isinstance(value, Sequence):
             return cls._from_parts(list(value), value)
-        raise ValueError(
+        raise ConfigError(
             f"flapping: expected a dict, a list or 'attempts window retry_in "
             f"max_retry', got {value!r}"
         )
@@ -77,7 +79,7 @@ class FlappingInfo:
     @classmethod
     def _from_parts(cls, parts: list, original: object) -> FlappingInfo:
         if len(parts) != 4:
-            raise ValueError(
+            raise ConfigError(
                 f"flapping: expected 4 values (attempts, window, retry_in, "
                 f"max_retry), got {original!r}"
             )
@@ -89,7 +91,7 @@ class FlappingInfo:
                 _to_int(parts[3]),
             )
         except (TypeError, ValueError):
-            raise ValueError(
+            raise ConfigError(
                 f"flapping: expected 'attempts window retry_in max_retry' as "
                 f"numbers, got {original!r}"
             ) from None
@@ -106,7 +108,7 @@ class FlappingInfo:
 
 def _to_float(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(value)
+        raise ConfigError(value)
     return float(value)
 
 
@@ -117,7 +119,7 @@ def _to_int(value: object) -> int:
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise ValueError(value)
+    raise ConfigError(value)
 
 
 class Verdict(enum.Enum):

@@ -21,6 +21,7 @@ from typing import Any
 import tornado.httpserver
 import tornado.web
 
+from gaffer.errors import ConfigError
 from gaffer.http import binding
 from gaffer.http.handlers.base import access_log
 from gaffer.http.routes import routes
@@ -149,13 +150,13 @@ class HttpHandler:
 def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
     if not certfile:
         if keyfile:
-            raise ValueError("keyfile given without certfile")
+            raise ConfigError("keyfile given without certfile")
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(certfile, keyfile)
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(
+        raise ConfigError(
             f"cannot load TLS certificate {certfile!r}"
             f"{f' with key {keyfile!r}' if keyfile else ''}: {exc}"
         ) from None

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gaffer.errors import InvalidArgument, ProcessError
+from gaffer.errors import InvalidArgument, PermissionDenied
 
 __all__ = [
     "ADMIN",
@@ -31,7 +31,7 @@ __all__ = [
     "REDACTED",
     "RIGHTS",
     "SECRET_NAMES",
-    "Forbidden",
+    "PermissionDenied",
     "Permissions",
     "grants_within",
     "redact_env",
@@ -42,13 +42,6 @@ RIGHTS = ("read", "write", "manage")
 
 _FLAGS = ("admin", "create_key", "create_user")
 _FIELDS = (*_FLAGS, "manage", "write", "read")
-
-
-class Forbidden(ProcessError):
-    """The caller is known but its permissions do not cover the request (HTTP 403)."""
-
-    errno = 403
-    reason = "forbidden"
 
 
 def _bad(message: str) -> InvalidArgument:
@@ -192,10 +185,10 @@ class Permissions:
         raise ValueError(f"unknown right {right!r}")
 
     def require(self, right: str, target: str) -> None:
-        """Raise :class:`Forbidden` unless ``can(right, target)``."""
+        """Raise :class:`PermissionDenied` unless ``can(right, target)``."""
         if not self.can(right, target):
             what = "everything" if target == "*" else repr(target)
-            raise Forbidden(f"this key may not {right} {what}")
+            raise PermissionDenied(f"this key may not {right} {what}")
 
 
 def grants_within(child: Permissions, parent: Permissions) -> bool:

@@ -23,6 +23,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from gaffer.errors import ProtocolError
+
 VERSION = b"V1"
 FRAME_TYPES = ("message", "response", "error")
 MAX_ID_LENGTH = 128
@@ -35,7 +37,7 @@ QUEUE_ITEMS = 1000
 QUEUE_BYTES = 4 * 1024 * 1024
 
 
-class FrameError(ValueError):
+class FrameError(ProtocolError):
     """Bytes that are not a ``V1 <type> <id>\\0<body>`` frame."""
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gaffer.errors import ProtocolError
+
 Schema = dict[str, Any]
 
 _NAMES = {
@@ -24,7 +26,7 @@ _NAMES = {
 }
 
 
-class SchemaError(ValueError):
+class SchemaError(ProtocolError):
     def __init__(self, where: str, message: str) -> None:
         self.where = where
         super().__init__(f"{where}: {message}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from gaffer.errors import ProcessNotFound
 from gaffer.http.auth import ADMIN, Permissions, grants_within
-from gaffer.http.handlers.base import ApiError, BaseHandler, Op
+from gaffer.http.handlers.base import BaseHandler, Op, RequestError
 from gaffer.http.keystore import ADMIN_USER, KeyStore, UserRecord
 
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="gaffer"'}
@@ -27,7 +27,7 @@ class AccountsHandler(BaseHandler):
     def store(self) -> KeyStore:
         identity = self.settings.get("auth")
         if identity is None or identity.store is None:
-            raise ApiError(404, "not_found", "this gafferd has no key store (see auth_db)")
+            raise RequestError(404, "not_found", "this gafferd has no key store (see auth_db)")
         return identity.store
 
     def own_user_key_ids(self) -> set[str]:
@@ -93,9 +93,9 @@ class AuthHandler(AccountsHandler):
         username, password = self._credentials()
         user = await self.in_thread(self.store.authenticate_user, username, password)
         if user is None:
-            raise ApiError(401, "unauthorized", "wrong user name or password", CHALLENGE)
+            raise RequestError(401, "unauthorized", "wrong user name or password", CHALLENGE)
         if user.key_id is None:
-            raise ApiError(
+            raise RequestError(
                 403,
                 "forbidden",
                 f"user {username!r} has no key: an admin binds one with "
@@ -121,7 +121,7 @@ class AuthHandler(AccountsHandler):
         header = self.request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "basic" or not token:
-            raise ApiError(
+            raise RequestError(
                 401,
                 "unauthorized",
                 "send a user name and password with HTTP Basic authentication",
@@ -130,7 +130,7 @@ class AuthHandler(AccountsHandler):
         try:
             username, _, password = base64.b64decode(token).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            raise ApiError(400, "bad_request", "malformed Basic credentials") from None
+            raise RequestError(400, "bad_request", "malformed Basic credentials") from None
         return username, password
 
 
@@ -156,18 +156,18 @@ class KeysHandler(AccountsHandler):
         elif self.key_id is not None:
             keys = [store.get_key(self.key_id), *store.sub_keys(self.key_id)]
         else:
-            raise ApiError(403, "forbidden", "send an API key to see keys")
+            raise RequestError(403, "forbidden", "send an API key to see keys")
         self.write_json({"keys": [key.to_dict() for key in keys]})
 
     def post(self) -> None:
         if not self.permissions.can_create_key or self.key_id is None:
-            raise ApiError(403, "forbidden", "this key may not create keys")
+            raise RequestError(403, "forbidden", "this key may not create keys")
         body = self.json_body("NewKey")
         permissions = Permissions.from_dict(body["permissions"])
         parent = body.get("parent")
         if not self.permissions.is_admin:
             if parent not in (None, self.key_id) and not self.may_see_key(parent):
-                raise ApiError(403, "forbidden", "a key may only make sub-keys of itself")
+                raise RequestError(403, "forbidden", "a key may only make sub-keys of itself")
             parent = parent or self.key_id  # the store refuses escalation from the parent
         key, record = self.store.create_key(
             permissions, label=body.get("label", ""), parent=parent, ttl=body.get("ttl")
@@ -199,7 +199,7 @@ class KeyHandler(AccountsHandler):
     def _record(self, key: str) -> Any:
         record = self.store.get_key(key)  # 404
         if not self.may_see_key(record.key_id):
-            raise ApiError(403, "forbidden", "this key may not see that key")
+            raise RequestError(403, "forbidden", "this key may not see that key")
         return record
 
     def head(self, key: str) -> None:
@@ -234,19 +234,21 @@ class UsersHandler(AccountsHandler):
 
     def get(self) -> None:
         if not self.permissions.can_create_user:
-            raise ApiError(403, "forbidden", "this key may not list users")
+            raise RequestError(403, "forbidden", "this key may not list users")
         self.write_json({"users": [user.to_dict() for user in self.store.list_users()]})
 
     async def post(self) -> None:
         if not self.permissions.can_create_user:
-            raise ApiError(403, "forbidden", "this key may not create users")
+            raise RequestError(403, "forbidden", "this key may not create users")
         body = self.json_body("NewUser")
         user_type = body.get("user_type", 1)
         if user_type == ADMIN_USER and not self.permissions.is_admin:
-            raise ApiError(403, "forbidden", "only an admin key may create an admin user")
+            raise RequestError(403, "forbidden", "only an admin key may create an admin user")
         key_id = body.get("key")
         if key_id is not None and not self.may_see_key(key_id):
-            raise ApiError(403, "forbidden", "a user may only be bound to a key the caller may see")
+            raise RequestError(
+                403, "forbidden", "a user may only be bound to a key the caller may see"
+            )
         user = await self.in_thread(
             self.store.create_user,
             body["username"],
@@ -265,7 +267,7 @@ class UserAccess(AccountsHandler):
     def user(self, username: str) -> UserRecord:
         user = self.store.get_user(username)  # 404
         if not self.may_manage_user(user):
-            raise ApiError(403, "forbidden", f"this key may not manage user {username!r}")
+            raise RequestError(403, "forbidden", f"this key may not manage user {username!r}")
         return user
 
 
@@ -303,9 +305,11 @@ class UserHandler(UserAccess):
         user = self.user(username)
         body = self.json_body("UpdateUser")
         if body.get("user_type") == ADMIN_USER and not self.permissions.is_admin:
-            raise ApiError(403, "forbidden", "only an admin key may make an admin user")
+            raise RequestError(403, "forbidden", "only an admin key may make an admin user")
         if "key" in body and body["key"] is not None and not self.may_see_key(body["key"]):
-            raise ApiError(403, "forbidden", "a user may only be bound to a key the caller may see")
+            raise RequestError(
+                403, "forbidden", "a user may only be bound to a key the caller may see"
+            )
         if "password" in body:
             await self.in_thread(self.store.set_password, user.username, body["password"])
         if "key" in body:
@@ -319,7 +323,7 @@ class UserHandler(UserAccess):
     def delete(self, username: str) -> None:
         user = self.user(username)
         if not self.permissions.can_create_user:
-            raise ApiError(403, "forbidden", "this key may not delete users")
+            raise RequestError(403, "forbidden", "this key may not delete users")
         self.store.delete_user(user.username)
         self.write_json({"ok": True})
 
@@ -355,7 +359,9 @@ class UserKeyHandler(UserAccess):
         user = self.user(username)
         body = self.json_body("UserKey")
         if body["key"] is not None and not self.may_see_key(body["key"]):
-            raise ApiError(403, "forbidden", "a user may only be bound to a key the caller may see")
+            raise RequestError(
+                403, "forbidden", "a user may only be bound to a key the caller may see"
+            )
         self.store.set_user_key(user.username, body["key"])
         self.write_json({"ok": True})
 

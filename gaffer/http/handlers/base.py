@@ -1,10 +1,10 @@
 """What every handler shares: who is asking (keys), bodies (size, JSON, schema), and errors.
 
-Errors are mapped to statuses in one place (``error_status``): gaffer's ``ProcessError``
-carries an HTTP-like ``errno`` and a stable ``reason``; the body of every error is
-``{"error": <code>, "reason": <text for a person>}``. A handler never lets a traceback
-reach the client: unexpected exceptions are logged with their traceback and answered with
-a 500 that says to look at gafferd's log.
+Errors are mapped to statuses in one place (``error_status``, from the class of the
+error: the engine's errors know no HTTP); the body of every error is ``{"error": <code>,
+"reason": <text for a person>}``. A handler never lets a traceback reach the client:
+unexpected exceptions are logged with their traceback and answered with a 500 that says to
+look at gafferd's log.
 """
 
 from __future__ import annotations
@@ -17,22 +17,36 @@ from typing import Any
 
 import tornado.web
 
-from gaffer.core.config import InvalidOption
 from gaffer.core.names import MAX_DIGITS
-from gaffer.errors import ProcessError
-from gaffer.http.auth import LOCAL, Permissions, redact_env
+from gaffer.errors import (
+    ConfigError,
+    GafferError,
+    InvalidArgument,
+    ManagerStopped,
+    PermissionDenied,
+    ProcessConflict,
+    ProcessError,
+    ProcessLimitReached,
+    ProcessNotFound,
+    ProtocolError,
+    SpawnError,
+    StreamNotFound,
+    StreamNotRedirected,
+)
+from gaffer.http import commands
+from gaffer.http.auth import LOCAL, Permissions
 from gaffer.http.schema import SCHEMAS, SchemaError, validate
 
 logger = logging.getLogger("gaffer.http")
 
 
-class ApiError(tornado.web.HTTPError):
+class RequestError(GafferError, tornado.web.HTTPError):
     """An error answered as ``{"error": code, "reason": reason}`` with ``status``."""
 
     def __init__(
         self, status: int, code: str, reason: str, headers: dict[str, str] | None = None
     ) -> None:
-        super().__init__(status)
+        tornado.web.HTTPError.__init__(self, status)
         self.status, self.code, self.api_reason = status, code, reason
         self.headers = headers or {}  # sent with the error (WWW-Authenticate...)
 
@@ -52,15 +66,41 @@ class Op:
     params: dict[str, str] = field(default_factory=dict)  # query parameters
 
 
+#: The HTTP status of each class of error (the first of its classes found here, most
+#: derived first); ``ProcessError.reason`` is the ``"error"`` code of the body.
+STATUSES: dict[type[BaseException], int] = {
+    PermissionDenied: 403,
+    ProcessNotFound: 404,
+    StreamNotFound: 404,
+    ProcessConflict: 409,
+    StreamNotRedirected: 409,
+    ProcessLimitReached: 409,
+    ManagerStopped: 409,
+    InvalidArgument: 400,
+    SpawnError: 500,
+    ProcessError: 500,
+}
+_status_of: dict[type[BaseException], int] = {}
+
+
+def _status(kind: type[BaseException]) -> int:
+    status = _status_of.get(kind)
+    if status is None:
+        status = next((STATUSES[k] for k in kind.__mro__ if k in STATUSES), 500)
+        _status_of[kind] = status
+    return status
+
+
 def error_status(exc: BaseException) -> tuple[int, str, str]:
     """(status, code, reason) of an exception: the one table of the HTTP layer."""
-    if isinstance(exc, ApiError):
+    if isinstance(exc, RequestError):
         return exc.status, exc.code, exc.api_reason
     if isinstance(exc, ProcessError):
-        status = exc.errno if 400 <= exc.errno < 600 else 500
-        return status, exc.reason, exc.message
-    if isinstance(exc, InvalidOption):  # a job config that does not validate
+        return _status(type(exc)), exc.reason, exc.message
+    if isinstance(exc, ConfigError):  # a job config that does not validate
         return 400, "bad_config", str(exc)
+    if isinstance(exc, ProtocolError):
+        return 400, "bad_request", str(exc)
     if isinstance(exc, tornado.web.HTTPError):
         reason = (
             exc.log_message % exc.args
@@ -100,7 +140,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
-        self._deferred: ApiError | None = None
+        self._deferred: RequestError | None = None
         self.permissions: Permissions = LOCAL
         self.key_id: str | None = None
 
@@ -115,13 +155,13 @@ class BaseHandler(tornado.web.RequestHandler):
             limit = self.settings["max_body_bytes"]
             length = self.request.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > limit:
-                raise ApiError(413, "too_large", f"the body is {length} bytes; at most {limit}")
+                raise RequestError(413, "too_large", f"the body is {length} bytes; at most {limit}")
             auth = self.settings.get("auth")
             if auth is not None:
                 self.permissions, self.key_id = await auth.identify(
                     self.request.headers.get("X-Api-Key")
                 )
-        except ApiError as exc:
+        except RequestError as exc:
             if not self._has_body():
                 raise
             # answering before the body is read would close the connection under a client
@@ -136,24 +176,17 @@ class BaseHandler(tornado.web.RequestHandler):
             "Transfer-Encoding", ""
         ).lower()
 
-    def require(self, right: str, target: str = "*") -> None:
-        """Raise 403 unless the key may ``right`` ("read", "write", "manage") ``target``."""
-        allowed = {
-            "read": self.permissions.can_read,
-            "write": self.permissions.can_write,
-            "manage": self.permissions.can_manage,
-        }[right](target)
-        if not allowed:
-            what = "everything" if target == "*" else target
-            raise ApiError(403, "forbidden", f"this key may not {right} {what}")
+    def authorize(self, command: str, **values: Any) -> commands.Call:
+        """Check that the key may run ``command`` (gaffer/http/commands.py) on its target."""
+        return commands.authorize(
+            command, self.manager, self.permissions, values, self.settings.get("policy")
+        )
 
-    def require_admin(self) -> None:
-        if not self.permissions.is_admin:
-            raise ApiError(403, "forbidden", "this needs an admin key")
-
-    def redact(self, env: dict[str, str]) -> dict[str, str]:
-        """Secrets in environments are shown to admin keys only."""
-        return env if self.permissions.is_admin else redact_env(env)
+    def call(self, command: str, **values: Any) -> Any:
+        """Check, then run ``command``: its result (an awaitable for the stats)."""
+        return commands.run(
+            command, self.manager, self.permissions, values, self.settings.get("policy")
+        )
 
     # -- bodies ----------------------------------------------------------------------------
     def data_received(self, chunk: bytes) -> None:
@@ -168,7 +201,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def body(self) -> bytes:
         if self._too_large:
             limit = self.settings["max_body_bytes"]
-            raise ApiError(413, "too_large", f"the body is over {limit} bytes")
+            raise RequestError(413, "too_large", f"the body is over {limit} bytes")
         return b"".join(self._chunks)
 
     def json_body(self, schema: str) -> Any:
@@ -179,12 +212,12 @@ class BaseHandler(tornado.web.RequestHandler):
             try:
                 data = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as exc:
-                raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from None
+                raise RequestError(400, "invalid_json", f"the body is not JSON: {exc}") from None
             _check_unicode(data)
         try:
             validate(data, SCHEMAS[schema])
         except SchemaError as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
+            raise RequestError(400, "bad_request", str(exc)) from None
         return data
 
     # -- answers ---------------------------------------------------------------------------
@@ -220,7 +253,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.send_error_json(status, code, reason or self._reason, headers)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, tornado.web.HTTPError | ProcessError | InvalidOption):
+        if isinstance(value, tornado.web.HTTPError | ProcessError | ConfigError):
             return  # an answered error: the access log line says it
         logger.error(
             "%s %s failed", self.request.method, self.request.uri, exc_info=(typ, value, tb)
@@ -276,9 +309,9 @@ def access_log(handler: tornado.web.RequestHandler) -> None:
 def as_pid(text: str) -> int:
     """A pid from a path: any run of digits (a long one names no process: 404)."""
     if not (text.isascii() and text.isdigit()):
-        raise ApiError(400, "bad_request", f"the pid must be a number, got {text!r}")
+        raise RequestError(400, "bad_request", f"the pid must be a number, got {text!r}")
     if len(text) > MAX_DIGITS:
-        raise ApiError(404, "not_found", f"no process with pid {text[:20]}...")
+        raise RequestError(404, "not_found", f"no process with pid {text[:20]}...")
     return int(text)
 
 
@@ -289,7 +322,7 @@ def _check_unicode(data: Any, where: str = "the body") -> None:
         try:
             data.encode("utf-8")
         except UnicodeEncodeError:
-            raise ApiError(
+            raise RequestError(
                 400, "bad_request", f"{where} holds a lone surrogate, which is not text"
             ) from None
     elif isinstance(data, dict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tornado.web
 
 import gaffer
-from gaffer.http.handlers.base import ApiError, BaseHandler, Op
+from gaffer.http.handlers.base import BaseHandler, Op, RequestError
 
 
 class PublicHandler(BaseHandler):
@@ -42,4 +42,4 @@ class SiteHandler(tornado.web.StaticFileHandler):
 
 class NotFoundHandler(BaseHandler):
     async def prepare(self) -> None:
-        raise ApiError(404, "not_found", f"no route for {self.request.path}")
+        raise RequestError(404, "not_found", f"no route for {self.request.path}")

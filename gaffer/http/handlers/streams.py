@@ -23,9 +23,8 @@ from typing import Any
 import tornado.iostream
 
 from gaffer.core.events import EventStream
-from gaffer.http.handlers.base import ApiError, BaseHandler, Op, as_pid
+from gaffer.http.handlers.base import BaseHandler, Op, RequestError, as_pid
 from gaffer.http.handlers.jobs import job_id
-from gaffer.http.handlers.processes import process_of
 
 FEEDS = ("longpoll", "continuous", "eventsource")
 QUEUE_ITEMS = 1000
@@ -49,7 +48,7 @@ class FeedHandler(BaseHandler):
     def feed(self) -> tuple[str, float | None]:
         feed = self.get_query_argument("feed", "longpoll")
         if feed not in FEEDS:
-            raise ApiError(
+            raise RequestError(
                 400, "bad_request", f"feed must be one of {', '.join(FEEDS)}, got {feed!r}"
             )
         heartbeat = self.get_query_argument("heartbeat", None)
@@ -60,11 +59,11 @@ class FeedHandler(BaseHandler):
         try:
             seconds = float(heartbeat)
         except ValueError:
-            raise ApiError(
+            raise RequestError(
                 400, "bad_request", f"heartbeat must be seconds, got {heartbeat!r}"
             ) from None
         if not 0 < seconds <= 3600:
-            raise ApiError(400, "bad_request", "heartbeat must be from 0 to 3600 seconds")
+            raise RequestError(400, "bad_request", "heartbeat must be from 0 to 3600 seconds")
         return feed, seconds
 
     async def start_feed(self, feed: str, raw: bool = False) -> None:
@@ -231,7 +230,7 @@ class StatsStreamHandler(FeedHandler):
     }
 
     async def get(self, sid: str, name: str) -> None:
-        job = job_id(self, sid, name, "read")
+        job = self.authorize("stats", name=job_id(sid, name)).job
         if self.get_query_argument("feed", None) is None:
             self.write_json(await self.manager.astats(job))
             return
@@ -287,7 +286,7 @@ class OutputStreamHandler(FeedHandler):
 
     async def get(self, pid: str, label: str) -> None:
         feed, heartbeat = self.feed()
-        proc = process_of(self, pid, "read")
+        proc = self.authorize("read_output", pid=as_pid(pid)).proc
         source = QueueSource()
 
         def on_output(event_label: str, msg: dict[str, Any]) -> None:
@@ -355,6 +354,7 @@ class StdinHandler(BaseHandler):
     }
 
     def post(self, pid: str) -> None:
-        proc = process_of(self, pid, "write")
-        self.manager.send(as_pid(pid), self.body)
-        self.write_json({"ok": True, "pid": proc.pid, "bytes": len(self.body)})
+        proc = self.authorize("send", pid=as_pid(pid)).proc
+        data = self.body
+        self.call("send", pid=proc.pid, data=data)
+        self.write_json({"ok": True, "pid": proc.pid, "bytes": len(data)})
