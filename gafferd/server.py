@@ -27,8 +27,11 @@ from gaffer import Manager
 from gaffer.console import DEFAULT_EVENTS, ConsoleOutput
 from gaffer.errors import ConfigError, ProcessError
 from gaffer.http import HttpHandler, binding
+from gaffer.http.commands import Policy
+from gaffer.http.connections import ConnectionLimits
 from gaffer.http.identity import Identity
 from gaffer.http.keystore import KeyStore
+from gaffer.http.throttle import LoginThrottle
 from gafferd.config import DaemonConfig, JobSpec, load_config
 from gafferd.logs import DaemonLog
 from gafferd.memory import MemoryTrimmer
@@ -73,6 +76,8 @@ class Gafferd:
         self._webhooks_slot = AppSlot()
         self.file_jobs: dict[str, JobSpec] = {}
         self.keystore: KeyStore | None = None
+        # failed logins are counted across reloads
+        self.login_throttle = LoginThrottle(effective.login_attempts, effective.login_max_delay)
         self._failed = False
 
     # -- start and stop --------------------------------------------------------------------
@@ -207,6 +212,8 @@ class Gafferd:
             self._log.set_level(effective.log_level)
         if self.manager is not None:
             self.manager.process_limit = effective.process_limit
+        self.login_throttle.free = effective.login_attempts
+        self.login_throttle.max_delay = effective.login_max_delay
         if self.webhooks is not None or config.webhooks:
             old_hooks = self._webhooks_slot.replace(self._make_webhooks(config, effective))
             if old_hooks is not None:
@@ -220,6 +227,11 @@ class Gafferd:
             "insecure",
             "login_ttl",
             "cors_origins",
+            "allowed_hosts",
+            "max_connections",
+            "header_timeout",
+            "idle_timeout",
+            "log_root",
         )
         if any(getattr(effective, key) != getattr(old, key) for key in http_keys):
             self._rebind(effective)
@@ -275,7 +287,16 @@ class Gafferd:
             certfile=effective.certfile,
             keyfile=effective.keyfile,
             plugin_sites=self.plugins.sites,
-            settings={"auth": identity, "cors_origins": tuple(effective.cors_origins)},
+            settings={
+                "auth": identity,
+                "cors_origins": tuple(effective.cors_origins),
+                "allowed_hosts": tuple(effective.allowed_hosts),
+                "policy": Policy(log_root=effective.log_root),
+                "login_throttle": self.login_throttle,
+            },
+            limits=ConnectionLimits(
+                effective.max_connections, effective.header_timeout, effective.idle_timeout
+            ),
         )
 
     def _store(self, effective: Effective) -> KeyStore | None:

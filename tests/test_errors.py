@@ -33,9 +33,9 @@ def exception_classes() -> dict[str, list[type]]:
     by_name: dict[str, list[type]] = {}
     for module in _modules():
         for _, value in inspect.getmembers(module, inspect.isclass):
-            if issubclass(value, BaseException) and value.__module__ == module.__name__:
-                if value not in by_name.setdefault(value.__name__, []):
-                    by_name[value.__name__].append(value)
+            mine = issubclass(value, BaseException) and value.__module__ == module.__name__
+            if mine and value not in by_name.setdefault(value.__name__, []):
+                by_name[value.__name__].append(value)
     return by_name
 
 

@@ -126,7 +126,10 @@ class Gafferd:
                 if body is None
                 else (body if isinstance(body, bytes | str) else json.dumps(body))
             )
-            conn.request(method, path, body=data, headers=headers or {})
+            headers = dict(headers or {})
+            if data is not None and not any(name.lower() == "content-type" for name in headers):
+                headers["Content-Type"] = "application/json"  # gafferd takes no other body
+            conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
             raw = response.read()
         finally:

@@ -21,7 +21,6 @@ from gaffer.errors import (
     ProcessNotFound,
 )
 from gaffer.http import keystore as keystore_module
-from gaffer.http.handlers.base import error_status
 from gaffer.http.auth import (
     ADMIN,
     LOCAL,
@@ -30,6 +29,7 @@ from gaffer.http.auth import (
     grants_within,
     redact_env,
 )
+from gaffer.http.handlers.base import error_status
 from gaffer.http.keystore import (
     KeyRecord,
     KeyStore,

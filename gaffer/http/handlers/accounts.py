@@ -5,13 +5,15 @@
   digests, so a key cannot be given back twice: every login mints one.
 * A key that may create keys creates sub-keys of itself, holding at most its own rights
   (no escalation); deleting a key deletes its sub-keys. An admin key may create any key.
-* Passwords are hashed with scrypt, in a worker thread (about 50 ms each).
+* Passwords are hashed with scrypt, in a worker thread (about 50 ms each). Failed logins
+  are counted per client address and slowed down (gaffer/http/throttle.py).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 from typing import Any
 
 from gaffer.errors import ProcessNotFound
@@ -91,9 +93,24 @@ class AuthHandler(AccountsHandler):
 
     async def get(self) -> None:
         username, password = self._credentials()
-        user = await self.in_thread(self.store.authenticate_user, username, password)
+        throttle = self.settings.get("login_throttle")
+        address = self.request.remote_ip or "-"
+        if throttle is not None and (wait := throttle.wait(address)) > 0:
+            seconds = str(math.ceil(wait))
+            raise RequestError(
+                429,
+                "too_many_requests",
+                f"too many failed logins from {address}: try again in {seconds} s",
+                {"Retry-After": seconds},
+            )
+        store = self.store
+        user = await self.in_thread(store.authenticate_user, username, password)
         if user is None:
+            if throttle is not None:
+                throttle.failed(address)
             raise RequestError(401, "unauthorized", "wrong user name or password", CHALLENGE)
+        if throttle is not None:
+            throttle.succeeded(address)
         if user.key_id is None:
             raise RequestError(
                 403,

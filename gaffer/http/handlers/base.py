@@ -114,11 +114,16 @@ def error_status(exc: BaseException) -> tuple[int, str, str]:
 VERBS = ("get", "head", "post", "put", "delete", "patch")
 
 
+MAX_JSON_DEPTH = 32  # nesting of a JSON body: no request needs more
+HARD_BODY_LIMIT = 16 * 1024 * 1024  # a body longer than this is not even read
+
+
 def _after_body(method: Any) -> Any:
     """Run the verb only if nothing was refused while the body was still coming."""
 
     @functools.wraps(method)
     def verb(self: BaseHandler, *args: Any, **kwargs: Any) -> Any:
+        self._body_read = True  # tornado calls verbs once the whole body came
         if self._deferred is not None:
             raise self._deferred
         return method(self, *args, **kwargs)
@@ -129,6 +134,9 @@ def _after_body(method: Any) -> Any:
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     ops: dict[str, Op] = {}
+    #: Content-Types a body may have: JSON only, never a type a web page may send to
+    #: another site without a CORS pre-flight (text/plain, forms)
+    body_types: tuple[str, ...] = ("application/json",)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -141,6 +149,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self._size = 0
         self._too_large = False
         self._deferred: RequestError | None = None
+        self._body_read = False
         self.permissions: Permissions = LOCAL
         self.key_id: str | None = None
 
@@ -152,22 +161,43 @@ class BaseHandler(tornado.web.RequestHandler):
     async def prepare(self) -> None:
         self._cors()
         try:
-            limit = self.settings["max_body_bytes"]
-            length = self.request.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > limit:
-                raise RequestError(413, "too_large", f"the body is {length} bytes; at most {limit}")
+            self.check_body()
             auth = self.settings.get("auth")
             if auth is not None:
                 self.permissions, self.key_id = await auth.identify(
                     self.request.headers.get("X-Api-Key")
                 )
         except RequestError as exc:
-            if not self._has_body():
-                raise
-            # answering before the body is read would close the connection under a client
-            # still sending it (a broken pipe, not our answer): read it (and drop it) first
-            self._deferred = exc
-            self._too_large = True
+            self.refuse(exc)
+
+    def refuse(self, exc: RequestError) -> None:
+        """Answer ``exc``, once the body (if one comes) is read and dropped: answering
+        before would close the connection under a client still sending it (a broken pipe,
+        not our answer). A body too long to be worth reading is not: the answer says
+        ``Connection: close``."""
+        length = self.request.headers.get("Content-Length", "")
+        if not self._has_body() or (length.isdigit() and int(length) > HARD_BODY_LIMIT):
+            raise exc
+        self._deferred = exc
+        self._too_large = True
+
+    def check_body(self) -> None:
+        """413 for a declared length over the limit, 415 for a body that is not JSON."""
+        if not self._has_body():
+            return
+        headers = self.request.headers
+        limit = self.settings["max_body_bytes"]
+        length = headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise RequestError(413, "too_large", f"the body is {length} bytes; at most {limit}")
+        kind = headers.get("Content-Type", "").partition(";")[0].strip().lower()
+        if kind not in self.body_types:
+            raise RequestError(
+                415,
+                "unsupported_media_type",
+                f"send the body as {' or '.join(self.body_types)} (Content-Type), "
+                f"not {kind[:60] or 'without a type'}",
+            )
 
     def _has_body(self) -> bool:
         headers = self.request.headers
@@ -175,6 +205,13 @@ class BaseHandler(tornado.web.RequestHandler):
         return (length.isdigit() and int(length) > 0) or "chunked" in headers.get(
             "Transfer-Encoding", ""
         ).lower()
+
+    def _body_unread(self) -> bool:
+        """A body came (or is coming) that nobody read: the connection cannot go on."""
+        if self._body_read or not self._has_body():
+            return False
+        length = self.request.headers.get("Content-Length", "")
+        return not (length.isdigit() and self._size >= int(length))
 
     def authorize(self, command: str, **values: Any) -> commands.Call:
         """Check that the key may run ``command`` (gaffer/http/commands.py) on its target."""
@@ -194,6 +231,10 @@ class BaseHandler(tornado.web.RequestHandler):
         if self._size > self.settings["max_body_bytes"]:
             self._too_large = True
             self._chunks.clear()
+            if self._size > HARD_BODY_LIMIT // 2 and not self._finished:
+                # a chunked body that does not end: answer now, the connection closes
+                limit = self.settings["max_body_bytes"]
+                self.send_error_json(413, "too_large", f"the body is over {limit} bytes")
         elif not self._too_large:
             self._chunks.append(chunk)
 
@@ -206,14 +247,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def json_body(self, schema: str) -> Any:
         raw = self.body
-        if not raw.strip():
-            data: Any = {}
-        else:
-            try:
-                data = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise RequestError(400, "invalid_json", f"the body is not JSON: {exc}") from None
-            _check_unicode(data)
+        data = parse_json(raw) if raw.strip() else {}
         try:
             validate(data, SCHEMAS[schema])
         except SchemaError as exc:
@@ -238,6 +272,10 @@ class BaseHandler(tornado.web.RequestHandler):
         self._cors()
         for name, value in (headers or {}).items():
             self.set_header(name, value)
+        if status == 405:
+            self.set_header("Allow", ", ".join(allowed_methods(type(self))))
+        if self._body_unread():  # tornado closes such a connection: say so
+            self.set_header("Connection", "close")
         self.write_json({"error": code, "reason": reason}, status)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -315,9 +353,37 @@ def as_pid(text: str) -> int:
     return int(text)
 
 
-def _check_unicode(data: Any, where: str = "the body") -> None:
+def allowed_methods(handler: type[tornado.web.RequestHandler]) -> list[str]:
+    """The methods a handler answers (the ``Allow`` of its 405)."""
+    base = tornado.web.RequestHandler
+    return [
+        name.upper()
+        for name in (*VERBS, "options")
+        if getattr(handler, name, None) is not getattr(base, name)
+    ]
+
+
+def parse_json(raw: bytes | str, what: str = "the body") -> Any:
+    """JSON, nested at most MAX_JSON_DEPTH deep, all of it text (400 invalid_json)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, "invalid_json", f"{what} is not JSON: {exc}") from None
+    except RecursionError:
+        raise _too_deep(what) from None
+    _check_unicode(data, what, root=what)
+    return data
+
+
+def _too_deep(what: str) -> RequestError:
+    reason = f"{what} is nested deeper than {MAX_JSON_DEPTH} levels"
+    return RequestError(400, "invalid_json", reason)
+
+
+def _check_unicode(data: Any, where: str = "the body", depth: int = 0, root: str = "") -> None:
     """JSON may escape lone surrogates ("\\ud800"), which are no text: no file name,
-    environment, URL or log line can hold them. Refused wherever they are."""
+    environment, URL or log line can hold them. Refused wherever they are; so is a
+    nesting deeper than MAX_JSON_DEPTH."""
     if isinstance(data, str):
         try:
             data.encode("utf-8")
@@ -325,10 +391,13 @@ def _check_unicode(data: Any, where: str = "the body") -> None:
             raise RequestError(
                 400, "bad_request", f"{where} holds a lone surrogate, which is not text"
             ) from None
-    elif isinstance(data, dict):
+        return
+    if isinstance(data, dict | list) and depth >= MAX_JSON_DEPTH:
+        raise _too_deep(root or where)
+    if isinstance(data, dict):
         for key, value in data.items():
-            _check_unicode(key, where)
-            _check_unicode(value, f"{where}[{key!r}]")
+            _check_unicode(key, where, depth + 1, root)
+            _check_unicode(value, f"{where}[{key!r}]", depth + 1, root)
     elif isinstance(data, list):
         for index, value in enumerate(data):
-            _check_unicode(value, f"{where}[{index}]")
+            _check_unicode(value, f"{where}[{index}]", depth + 1, root)

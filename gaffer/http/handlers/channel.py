@@ -44,7 +44,7 @@ import tornado.websocket
 from gaffer.http.auth import LOCAL, Permissions
 from gaffer.http.controller import Controller, command_error
 from gaffer.http.frames import Outbox
-from gaffer.http.handlers.base import Op, RequestError, error_status
+from gaffer.http.handlers.base import Op, RequestError, error_status, parse_json
 from gaffer.http.topics import Subscription, parse_topic, subscription
 
 logger = logging.getLogger("gaffer.http")
@@ -90,12 +90,10 @@ class WebSocketBase(tornado.websocket.WebSocketHandler):
         return MAX_MESSAGE_BYTES
 
     def check_origin(self, origin: str) -> bool:
-        """Same-origin and clients without an Origin header (tornado does not ask for
-        those), and the origins of the ``cors_origins`` setting."""
-        origins = self.settings.get("cors_origins") or ()
-        if origin in origins or "*" in origins:
-            return True
-        return super().check_origin(origin)
+        """The server's own origin, or one of ``cors_origins``: the rule of every request
+        (gaffer/http/sameorigin.py), which refused any other before routing."""
+        host = self.request.headers.get("Host", "")
+        return self.settings["origin_policy"].origin_ok(origin, host)
 
     async def prepare(self) -> None:
         """A key in the X-Api-Key header is checked now (a wrong one: 403, no upgrade).
@@ -284,9 +282,9 @@ class ChannelHandler(WebSocketBase):
             self.invalid("binary_frame", "this channel speaks JSON text messages, not binary")
             return
         try:
-            msg = json.loads(message)
-        except ValueError as exc:
-            self.invalid("invalid_json", f"the message is not JSON: {exc}")
+            msg = parse_json(message, "the message")
+        except RequestError as exc:
+            self.invalid(exc.code, exc.api_reason)
             return
         if not isinstance(msg, dict):
             self.invalid("not_an_object", "a message is a JSON object {event, data}")

@@ -129,6 +129,7 @@ class JobPidsHandler(BaseHandler):
 
 
 class JobStateHandler(BaseHandler):
+    body_types = ("application/json", "application/octet-stream")
     ops = {
         "get": Op(
             "1 when the job has live processes, else 0 (text)",

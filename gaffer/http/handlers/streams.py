@@ -344,6 +344,7 @@ class OutputStreamHandler(FeedHandler):
 
 
 class StdinHandler(BaseHandler):
+    body_types = ("application/octet-stream", "application/json")
     ops = {
         "post": Op(
             "Write the raw body to the process's stdin",
