@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from bench import engine, http, io, peers
+from bench import attack, engine, http, io, peers
 
-BENCHMARKS = {"engine": engine.main, "io": io.main, "http": http.main, "peers": peers.main}
+BENCHMARKS = {
+    "engine": engine.main,
+    "io": io.main,
+    "http": http.main,
+    "attack": attack.main,
+    "peers": peers.main,
+}
 
 
 def main(argv: list[str]) -> int:

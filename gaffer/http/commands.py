@@ -30,7 +30,9 @@ send                   write     process    ``pid``, ``data``, ``stream``
 =====================  ========  =========  ==============================================
 
 ``read_output`` is not run: the feeds that show a process's output (``/streams``,
-``/<pid>/channel``, the ``STREAM`` topic) ask :func:`authorize` with it.
+``/<pid>/channel``, the ``STREAM`` topic) ask :func:`authorize` with it. The event feeds
+(``/watch``, the ``EVENTS`` topic) show each event to keys that may read its job
+(:func:`may_see_event`).
 
 Environments are shown with their secrets redacted (``gaffer.http.auth.redact_env``)
 unless the key is an admin key; a process shows only its job's own variables, and how
@@ -47,7 +49,7 @@ from typing import Any
 from gaffer.core.config import ProcessConfig
 from gaffer.core.logfile import LogTarget
 from gaffer.core.names import DEFAULT_SESSION, validate_session
-from gaffer.errors import PermissionDenied
+from gaffer.errors import PermissionDenied, ProcessError
 from gaffer.http.auth import Permissions, redact_env
 
 READ, WRITE, MANAGE, LIST = "read", "write", "manage", "list"
@@ -317,6 +319,18 @@ def _kill(call: Call) -> None:
 @_command("send", WRITE, "process")
 def _send(call: Call) -> None:
     call.manager.send(call.proc.pid, call.values["data"], stream=call.values.get("stream"))
+
+
+def may_see_event(permissions: Permissions, msg: Any) -> bool:
+    """Whether a key sees an event of the feeds (/watch, the EVENTS topic): read on its
+    job; an event of no job (or of a name that is no job id) only with read on "*"."""
+    name = msg.get("name") if isinstance(msg, dict) else None
+    if not isinstance(name, str) or not name:
+        return permissions.can_read("*")
+    try:
+        return permissions.can_read(name)
+    except ProcessError:  # not a job id: only for keys that read everything
+        return permissions.can_read("*")
 
 
 def own_env(env: Mapping[str, str], configured: Mapping[str, str]) -> dict[str, str]:

@@ -157,14 +157,6 @@ class Subscription(ABC):
     @abstractmethod
     def stop(self) -> None: ...
 
-    def may_read(self, job: Any) -> bool:
-        if not isinstance(job, str) or not job:
-            return self.permissions.can_read("*")
-        try:
-            return self.permissions.can_read(job)
-        except ProcessError:  # not a job id: only for keys that read everything
-            return self.permissions.can_read("*")
-
     def process(self, command: str = "process_info") -> Any:
         """The process of a pid topic, once the key may run ``command`` (a read of the
         one table, gaffer/http/commands.py) on it (404, 403)."""
@@ -197,8 +189,7 @@ class EventsSubscription(Subscription):
     def _on_event(self, evtype: str, msg: Any) -> None:
         if not self.active:
             return
-        name = msg.get("name") if isinstance(msg, dict) else None
-        if self.may_read(name):
+        if commands.may_see_event(self.permissions, msg):
             self.deliver(self.event(evtype, msg), 0)
 
 

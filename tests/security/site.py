@@ -3,8 +3,10 @@ requests a browser, an attacker or a careless client would send, headers and all
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +36,11 @@ class Answer:
         return f"<Answer {self.status} {self.raw[:300]!r}>"
 
 
-def start(directory: Path, gaffer: str = "", jobs: str = "", **kwargs: Any) -> tuple[Gafferd, int]:
-    """gafferd bound to a TCP port and to its unix socket; ``gaffer``: more [gaffer] keys."""
+def configured(
+    directory: Path, gaffer: str = "", jobs: str = "", **kwargs: Any
+) -> tuple[Gafferd, int]:
+    """gafferd (not started) bound to a TCP port and to its unix socket; ``gaffer``: more
+    [gaffer] keys."""
     port = free_port()
     ini = f"""
         [gaffer]
@@ -44,7 +49,27 @@ def start(directory: Path, gaffer: str = "", jobs: str = "", **kwargs: Any) -> t
 
         {jobs}
     """
-    return Gafferd(directory, ini, **kwargs).start(), port
+    return Gafferd(directory, ini, **kwargs), port
+
+
+def start(directory: Path, gaffer: str = "", jobs: str = "", **kwargs: Any) -> tuple[Gafferd, int]:
+    daemon, port = configured(directory, gaffer, jobs, **kwargs)
+    return daemon.start(), port
+
+
+def keyed(directory: Path, gaffer: str = "", jobs: str = "") -> tuple[Gafferd, int, str]:
+    """A started gafferd requiring keys, and the key of its admin user ``admin``/``pw``."""
+    daemon, port = configured(directory, "require_key = true\n" + gaffer, jobs)
+    created = daemon.run("--create-admin-user", "--username", "admin", "--password", "pw")
+    assert created.returncode == 0, created.stderr
+    match = re.search(r"API key \(shown once, keep it\): (gk_\S+)", created.stdout)
+    assert match, created.stdout
+    return daemon.start(), port, match.group(1)
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 def tcp(
@@ -54,12 +79,23 @@ def tcp(
     body: Any = None,
     headers: dict[str, str] | None = None,
     timeout: float = 10,
+    key: str | None = None,
+    source: str | None = None,
 ) -> Answer:
-    """One request on a new connection to 127.0.0.1:port; ``headers`` may replace Host."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    """One request on a new connection to 127.0.0.1:port (from the loopback address
+    ``source``); ``headers`` may replace Host. A dict or list ``body`` is sent as JSON."""
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=timeout, source_address=(source, 0) if source else None
+    )
+    headers = dict(headers or {})
+    if key is not None:
+        headers["X-Api-Key"] = key
     try:
-        data = body if body is None or isinstance(body, bytes | str) else json.dumps(body)
-        conn.request(method, path, body=data, headers=headers or {})
+        data = body
+        if body is not None and not isinstance(body, bytes | str):
+            data = json.dumps(body)
+            headers.setdefault("Content-Type", "application/json")
+        conn.request(method, path, body=data, headers=headers)
         response = conn.getresponse()
         return Answer(response.status, response.headers, response.read())
     finally:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import concurrent.futures
+import functools
 import math
 from typing import Any
 
@@ -22,6 +24,7 @@ from gaffer.http.handlers.base import BaseHandler, Op, RequestError
 from gaffer.http.keystore import ADMIN_USER, KeyStore, UserRecord
 
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="gaffer"'}
+MAX_KEY_DEPTH = 32  # sub-keys of sub-keys... looked up to find the user a key is of
 
 
 class AccountsHandler(BaseHandler):
@@ -32,16 +35,31 @@ class AccountsHandler(BaseHandler):
             raise RequestError(404, "not_found", "this gafferd has no key store (see auth_db)")
         return identity.store
 
-    def own_user_key_ids(self) -> set[str]:
-        """Keys that make a user the caller's own: its key, and the key a login key was
-        made from. (They say whose user it is; they give no power over those keys.)"""
-        if self.key_id is None:
-            return set()
-        ids = {self.key_id}
-        parent = self.store.get_key(self.key_id).parent
-        if parent:
-            ids.add(parent)
-        return ids
+    def is_own_user(self, user: UserRecord) -> bool:
+        """Whether the caller acts as ``user``: its key is the user's key, or descends from
+        it (a login key) holding *every* right of it. A narrower sub-key is a key handed
+        to someone else, for less: it never acts on the user it comes from (changing the
+        user's password would give it the user's full rights back at the next login)."""
+        if self.key_id is None or user.key_id is None:
+            return False
+        store = self.store
+        try:
+            user_key = store.get_key(user.key_id)
+        except ProcessNotFound:
+            return False
+        if not grants_within(user_key.permissions, self.permissions):
+            return False
+        key_id: str | None = self.key_id
+        for _ in range(MAX_KEY_DEPTH):
+            if key_id is None:
+                return False
+            if key_id == user.key_id:
+                return True
+            try:
+                key_id = store.get_key(key_id).parent
+            except ProcessNotFound:
+                return False
+        return False
 
     def may_see_key(self, key_id: str) -> bool:
         """An admin sees every key; another key itself and its sub-keys, never its
@@ -57,7 +75,7 @@ class AccountsHandler(BaseHandler):
             return True
         if user.is_admin_user:
             return False
-        if user.key_id in self.own_user_key_ids():
+        if self.is_own_user(user):
             return True  # the caller's own user: its password, its details
         if not self.permissions.can_create_user:
             return False
@@ -95,7 +113,8 @@ class AuthHandler(AccountsHandler):
         username, password = self._credentials()
         throttle = self.settings.get("login_throttle")
         address = self.request.remote_ip or "-"
-        if throttle is not None and (wait := throttle.wait(address)) > 0:
+        store = self.store
+        if throttle is not None and (wait := throttle.begin(address)) > 0:
             seconds = str(math.ceil(wait))
             raise RequestError(
                 429,
@@ -103,8 +122,14 @@ class AuthHandler(AccountsHandler):
                 f"too many failed logins from {address}: try again in {seconds} s",
                 {"Retry-After": seconds},
             )
-        store = self.store
-        user = await self.in_thread(store.authenticate_user, username, password)
+        try:
+            user = await self.manager.loop.run_in_executor(
+                _password_checks(), store.authenticate_user, username, password
+            )
+        except BaseException:
+            if throttle is not None:
+                throttle.failed(address)
+            raise
         if user is None:
             if throttle is not None:
                 throttle.failed(address)
@@ -381,6 +406,13 @@ class UserKeyHandler(UserAccess):
             )
         self.store.set_user_key(user.username, body["key"])
         self.write_json({"ok": True})
+
+
+@functools.cache
+def _password_checks() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads of /auth's password checks: two, for all clients together (a scrypt
+    takes ~16 MiB: twenty guessers at once must not take twenty times that)."""
+    return concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="gaffer-login")
 
 
 def create_admin(store: KeyStore, username: str, password: str) -> tuple[str, UserRecord]:

@@ -23,6 +23,7 @@ from typing import Any
 import tornado.iostream
 
 from gaffer.core.events import EventStream
+from gaffer.http.commands import may_see_event
 from gaffer.http.handlers.base import BaseHandler, Op, RequestError, as_pid
 from gaffer.http.handlers.jobs import job_id
 
@@ -153,15 +154,11 @@ class WatchHandler(FeedHandler):
                         return
                     continue
                 evtype, msg = item
-                if evtype != EventStream.DROPPED and not self._may_see(msg):
+                if evtype != EventStream.DROPPED and not may_see_event(self.permissions, msg):
                     continue
                 if not await self.send(event_frame(feed, evtype, msg)) or feed == "longpoll":
                     break
         self.finish()
-
-    def _may_see(self, msg: Any) -> bool:
-        name = msg.get("name") if isinstance(msg, dict) else None
-        return self.permissions.can_read(name) if name else self.permissions.can_read("*")
 
 
 class QueueSource:
