@@ -175,7 +175,7 @@ class Manager:
         if self.started:
             raise RuntimeError("manager already started")
         if self._use_guard:
-            self._guard = Guard(self.loop, self._watcher)
+            self._guard = Guard(self.loop, self._watcher, on_restart=self._publish)
         if self._use_subreaper:
             self._start_subreaper()
         self._stopped = None
