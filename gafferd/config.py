@@ -108,6 +108,10 @@ AUTH_KEYS = ("db",)
 GAFFER_FILE_KEYS = ("include", "include_dir")
 
 
+#: keys whose values hold a ";" that means something: an inline comment there is refused
+COMMAND_KEYS = ("cmd", "args")
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A job as the ini file describes it."""
@@ -116,6 +120,7 @@ class JobSpec:
     config: ProcessConfig
     start: bool
     origin: str
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)  # key: path:line
 
     @property
     def id(self) -> str:
@@ -169,6 +174,12 @@ def load_config(path: str | None, directory: str | None = None) -> DaemonConfig:
         sections = ini.merge(ini.read(path))
     except ini.IniError as exc:
         raise ConfigError(str(exc)) from None
+    if not any(section.path == os.path.abspath(path) for section in sections):
+        # a file being rewritten may be read empty: applying it would unload every job
+        raise ConfigError(
+            f"{path}: the file is empty (no [section]): refused; write at least [gaffer], "
+            "or start gafferd without -c for no configuration"
+        )
     return _build(path, directory or os.path.dirname(os.path.abspath(path)), sections)
 
 
@@ -298,6 +309,8 @@ def _read_job(section: ini.Section, target: str) -> JobSpec:
     values: dict[str, Any] = dict(JOB_DEFAULTS)
     env: dict[str, str] = {}
     for key, entry in section.entries.items():
+        if key.lower().startswith("env:") or key.lower() in COMMAND_KEYS:
+            _refuse_cut(section, key)
         if key.lower().startswith("env:"):
             variable = key[len("env:") :].strip()
             if not variable:
@@ -323,7 +336,22 @@ def _read_job(section: ini.Section, target: str) -> JobSpec:
         key = _key_of(section, exc.option)
         reason = re.sub(r"^option '[^']*' of job '[^']*': ", "", str(exc))
         raise _error(section, key, reason) from None
-    return JobSpec(session, config, start, section.origin)
+    origins = {key.lower(): entry.origin for key, entry in section.entries.items()}
+    return JobSpec(session, config, start, section.origin, origins)
+
+
+def _refuse_cut(section: ini.Section, key: str) -> None:
+    """A command line or an environment value cut by an inline comment would run (or
+    set) half of what is written: an error, never silence."""
+    entry = section.entries[key]
+    if entry.comment:
+        raise _error(
+            section,
+            key,
+            f"' ;' starts a comment here, which would cut the value before "
+            f"{entry.comment[:40]!r}: put comments on a line of their own, quote the ';', "
+            "or write it without a space before it ('a; b')",
+        )
 
 
 def _key_of(section: ini.Section, option: str) -> str | None:
@@ -336,12 +364,14 @@ def _key_of(section: ini.Section, option: str) -> str | None:
 def _with_env(spec: JobSpec, section: ini.Section) -> JobSpec:
     env = dict(spec.config.env)
     for key, entry in section.entries.items():
+        _refuse_cut(section, key)
         if key in env:
             raise _error(
                 section, key, f"{key} is also set as env:{key} in [job:...] at {spec.origin}"
             )
         env[key] = entry.value
-    return JobSpec(spec.session, spec.config.replace(env=env), spec.start, spec.origin)
+    config = spec.config.replace(env=env)
+    return JobSpec(spec.session, config, spec.start, spec.origin, spec.origins)
 
 
 def describe(config: DaemonConfig) -> list[str]:

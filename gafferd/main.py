@@ -17,6 +17,7 @@ from typing import Any
 import gaffer
 from gaffer.errors import ConfigError, GafferError, SecurityError, UsageError
 from gaffer.http import binding
+from gafferd.checks import check_jobs
 from gafferd.config import (
     EX_CONFIG,
     DaemonConfig,
@@ -68,7 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
         "/etc/gaffer/gafferd.ini for root]",
     )
     parser.add_argument(
-        "--check-config", action="store_true", help="validate the configuration and exit"
+        "--check-config",
+        action="store_true",
+        help="validate the configuration and exit: also reports, with file and line, a cmd "
+        "whose program is not found, a cwd that does not exist, an unbalanced quote, an "
+        "undefined $VAR (errors, exit 78, unless --lenient)",
+    )
+    parser.add_argument(
+        "--lenient",
+        action="store_true",
+        help="with --check-config: report the problems jobs would meet as warnings (exit 0)",
     )
     parser.add_argument(
         "--print-config",
@@ -176,9 +186,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gafferd: {exc}", file=sys.stderr)
         return exit_code(exc)
     if args.check_config:
+        problems = check_jobs(config)
+        kind = "warning" if args.lenient else "error"
+        for problem in problems:
+            print(f"gafferd: {kind}: {problem}", file=sys.stderr)
+        if problems and not args.lenient:
+            print(
+                f"gafferd: {len(problems)} problem(s) in {path}; --lenient reports them "
+                "as warnings",
+                file=sys.stderr,
+            )
+            return EX_CONFIG
         print(
             f"gafferd: configuration OK ({path or 'no file'}: {len(config.jobs)} job(s), "
-            f"{len(config.webhooks)} webhook(s))"
+            f"{len(config.webhooks)} webhook(s)"
+            f"{f', {len(problems)} warning(s)' if problems else ''})"
         )
         return EX_OK
     pidfile = Pidfile(effective.pidfile) if effective.pidfile else None

@@ -32,6 +32,7 @@ from gaffer.http.connections import ConnectionLimits
 from gaffer.http.identity import Identity
 from gaffer.http.keystore import KeyStore
 from gaffer.http.throttle import LoginThrottle
+from gafferd.checks import check_jobs
 from gafferd.config import DaemonConfig, JobSpec, load_config
 from gafferd.logs import DaemonLog
 from gafferd.memory import MemoryTrimmer
@@ -124,6 +125,7 @@ class Gafferd:
 
     def _load_jobs(self) -> None:
         assert self.manager is not None
+        _warn_problems(self.config, "")
         try:
             for spec in self.config.jobs_by_priority():
                 self._load(spec)
@@ -169,6 +171,7 @@ class Gafferd:
             logger.error("SIGHUP: configuration not reloaded, keeping the running one: %s", exc)
             return
         logger.info("SIGHUP: reloading %s", self.config.path or "(no file)")
+        _warn_problems(config, "reload: ")
         self._apply_jobs(config)
         self._apply_settings(config, effective)
         self.config, self.effective = config, effective
@@ -321,6 +324,12 @@ class Gafferd:
             timeout=effective.webhook_timeout,
             retries=effective.webhook_retries,
         )
+
+
+def _warn_problems(config: DaemonConfig, prefix: str) -> None:
+    """What jobs of the file will meet (gafferd --check-config calls them errors)."""
+    for problem in check_jobs(config):
+        logger.warning("%s%s", prefix, problem)
 
 
 def auth_db_path(effective: Effective, config: DaemonConfig) -> str:

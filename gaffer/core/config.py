@@ -23,6 +23,7 @@ from gaffer.core.logfile import (
     DEFAULT_MAX_BYTES,
     LogTarget,
 )
+from gaffer.core.names import MAX_NAME
 from gaffer.errors import ConfigError
 
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
@@ -211,6 +212,8 @@ def _check_name(name: object) -> str:
         )
     if not name.isprintable():  # control characters, lone surrogates: no URL, no log line
         raise InvalidOption("name", f"option 'name': {name!r} holds unprintable characters")
+    if len(name) > MAX_NAME:
+        raise InvalidOption("name", f"option 'name': longer than {MAX_NAME} characters")
     return name
 
 

@@ -171,12 +171,13 @@ class BaseHandler(tornado.web.RequestHandler):
             self.refuse(exc)
 
     def refuse(self, exc: RequestError) -> None:
-        """Answer ``exc``, once the body (if one comes) is read and dropped: answering
-        before would close the connection under a client still sending it (a broken pipe,
-        not our answer). A body too long to be worth reading is not: the answer says
-        ``Connection: close``."""
+        """Answer ``exc`` from the verb, once the body (if one comes) is read and dropped.
+        An answer from prepare() would close the connection (tornado closes a connection
+        whose request it has not read to the end), under a client that may still be
+        sending (a broken pipe, not our answer). A body too long to be worth reading is
+        not read: that answer says ``Connection: close``."""
         length = self.request.headers.get("Content-Length", "")
-        if not self._has_body() or (length.isdigit() and int(length) > HARD_BODY_LIMIT):
+        if length.isdigit() and int(length) > HARD_BODY_LIMIT:
             raise exc
         self._deferred = exc
         self._too_large = True
