@@ -15,6 +15,7 @@ brackets). Builtin bases are kept where callers rely on them (``except ValueErro
       SecurityError (ValueError)            settings gafferd refuses: they would expose it
       UsageError (ValueError)               a command line that makes no sense
       AlreadyRunning (RuntimeError) [gafferd.pidfile]  another gafferd holds the pidfile
+      PidfileError (OSError) [gafferd.pidfile]  the pidfile is a symbolic link...
       ProcessError (reason: a stable code)  a manager command failed
         ProcessNotFound                     unknown job, pid or session
           UnknownCommand [http.controller]  no such /channel command

@@ -27,7 +27,7 @@ from gafferd.config import (
 )
 from gafferd.daemon import daemonize
 from gafferd.logs import DaemonLog
-from gafferd.pidfile import AlreadyRunning, Pidfile
+from gafferd.pidfile import AlreadyRunning, Pidfile, PidfileError
 from gafferd.settings import SETTINGS, Effective, add_arguments, resolve
 
 EX_OK = 0
@@ -41,6 +41,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     ConfigError: EX_CONFIG,
     SecurityError: EX_CONFIG,
     AlreadyRunning: EX_FAILURE,
+    PidfileError: EX_CONFIG,
     GafferError: EX_FAILURE,
 }
 
@@ -140,6 +141,26 @@ def check_exposure(effective: Effective) -> None:
         )
 
 
+def check_root(effective: Effective, euid: int | None = None) -> None:
+    """As root, without keys, serve a unix socket only (mode 0600: root alone connects),
+    unless told to: on a TCP port, any local user, or a web page of the operator's
+    browser, would run commands as root."""
+    if (os.geteuid() if euid is None else euid) != 0:
+        return
+    if effective.require_key or effective.allow_root_without_keys:
+        return
+    tcp = [bind for bind in effective.bind if binding.parse_address(bind).kind != "unix"]
+    if tcp:
+        raise SecurityError(
+            f"refusing to run as root without keys on {', '.join(tcp)} (bind from "
+            f"{effective.origins['bind']}): every local user could run commands as root. "
+            "Run gafferd as a user of its own (etc/gafferd.service), or set require_key = "
+            "true (gafferd --create-admin-user makes the first key), or bind only "
+            "unix:/run/gaffer/gafferd.sock, or set allow_root_without_keys = true to "
+            "accept the risk"
+        )
+
+
 def bind_all(effective: Effective, keep: list[socket.socket] | None = None) -> list[socket.socket]:
     """A listening socket per address; those already bound in ``keep`` are duplicated
     rather than bound again. Raises OSError naming the address."""
@@ -180,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         return _admins(args, effective, config)
     try:
         check_exposure(effective)
+        check_root(effective)
         check_process_limit(config, effective)
         _check_tls(effective)
     except (SecurityError, ConfigError) as exc:
@@ -208,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         if pidfile is not None:
             pidfile.check()
         sockets = bind_all(effective)
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, PidfileError) as exc:
         print(f"gafferd: {exc}", file=sys.stderr)
         return exit_code(exc)
     except OSError as exc:
@@ -223,10 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if pidfile is not None:
             pidfile.acquire()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, PidfileError) as exc:
         logger.error("%s", exc)
         log.close()
         return exit_code(exc)
+    except OSError as exc:
+        logger.error("cannot write the pidfile %s: %s", effective.pidfile, exc.strerror or exc)
+        log.close()
+        return EX_CONFIG
     from gafferd.server import Gafferd
 
     server = Gafferd(

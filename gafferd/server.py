@@ -235,6 +235,7 @@ class Gafferd:
             "header_timeout",
             "idle_timeout",
             "log_root",
+            "allow_root_without_keys",
         )
         if any(getattr(effective, key) != getattr(old, key) for key in http_keys):
             self._rebind(effective)
@@ -243,10 +244,11 @@ class Gafferd:
                 logger.warning("reload: %s changed; it takes effect at the next start", name)
 
     def _rebind(self, effective: Effective) -> None:
-        from gafferd.main import SecurityError, bind_all, check_exposure
+        from gafferd.main import SecurityError, bind_all, check_exposure, check_root
 
         try:
             check_exposure(effective)
+            check_root(effective)
             sockets = bind_all(effective, keep=self._sockets)
             http = self._http_handler(sockets, effective)
         except (OSError, ValueError, SecurityError) as exc:

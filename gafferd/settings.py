@@ -384,6 +384,7 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Let gafferd run as root with require_key off on a TCP address (by default it "
         "refuses: any local user could run commands as root).",
+        reload=True,
     ),
 )
 BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}

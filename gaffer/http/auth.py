@@ -227,11 +227,20 @@ SECRET_NAMES = re.compile(r"KEY|SECRET|TOKEN|PASSWORD", re.IGNORECASE)
 REDACTED = "<redacted>"
 
 
+#: Values that carry credentials whatever their name: ``scheme://user:password@host``.
+SECRET_VALUES = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
+
+
 def redact_env(env: Mapping[str, Any] | None) -> dict[str, Any]:
     """A copy of ``env`` where the value of every variable whose name contains KEY, SECRET,
-    TOKEN or PASSWORD (any case) is ``"<redacted>"``. ``None`` gives ``{}``."""
+    TOKEN or PASSWORD (any case), or that holds a URL with a password
+    (``postgres://user:pw@host``), is ``"<redacted>"``. ``None`` gives ``{}``."""
     if not env:
         return {}
     return {
-        name: REDACTED if SECRET_NAMES.search(str(name)) else value for name, value in env.items()
+        name: REDACTED
+        if SECRET_NAMES.search(str(name))
+        or (isinstance(value, str) and SECRET_VALUES.search(value))
+        else value
+        for name, value in env.items()
     }
