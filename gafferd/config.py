@@ -21,7 +21,15 @@ from gaffer.core.flapping import OFF as FLAPPING_OFF
 from gaffer.core.names import split_job_id, validate_session
 from gaffer.errors import ConfigError, InvalidArgument
 from gafferd import ini
-from gafferd.settings import BY_INI_KEY, FileValue, to_bool, to_int, to_seconds
+from gafferd.settings import (
+    BY_INI_KEY,
+    FileValue,
+    to_bool,
+    to_int,
+    to_path,
+    to_seconds,
+    to_text,
+)
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 CONFIG_NAME = "gafferd.ini"
@@ -108,8 +116,9 @@ AUTH_KEYS = ("db",)
 GAFFER_FILE_KEYS = ("include", "include_dir")
 
 
-#: keys whose values hold a ";" that means something: an inline comment there is refused
-COMMAND_KEYS = ("cmd", "args")
+#: job keys whose values are text (commands, paths, names): a ";" may belong in them, so
+#: an inline comment that would cut one is refused rather than guessed
+TEXT_JOB_KEYS = ("cmd", "args", "uid", "gid", "cwd", "stdout_logfile", "stderr_logfile")
 
 
 @dataclass(frozen=True)
@@ -218,6 +227,8 @@ def _build(path: str, directory: str, sections: list[ini.Section]) -> DaemonConf
                 settings["auth_db"] = FileValue(value, section.entries[key].origin)
                 auth[key] = value
         elif kind == "plugin" and target:
+            for key in section.entries:
+                _refuse_cut(section, key)  # free text, for the plugin
             plugins[target] = {key: entry.value for key, entry in section.entries.items()}
         else:
             raise _error(
@@ -255,6 +266,8 @@ def _read_gaffer(section: ini.Section, settings: dict[str, FileValue]) -> None:
             raise _error(
                 section, key, f"{setting.name} is already set at {settings[setting.name].origin}"
             )
+        if setting.convert in (to_path, to_text):
+            _refuse_cut(section, key)
         value = entry.value
         if setting.relative and value and value not in ("-", "syslog"):
             value = _path(value, os.path.dirname(entry.path))
@@ -277,6 +290,7 @@ def _read_keys(section: ini.Section, allowed: tuple[str, ...], base: str) -> dic
     for key, entry in section.entries.items():
         if key.lower() not in allowed:
             raise _error(section, key, f"unknown key; known: {', '.join(allowed)}")
+        _refuse_cut(section, key)  # paths
         out[key.lower()] = _path(entry.value, base) if entry.value else ""
     return out
 
@@ -284,6 +298,7 @@ def _read_keys(section: ini.Section, allowed: tuple[str, ...], base: str) -> dic
 def _read_webhooks(section: ini.Section) -> list[tuple[str, str]]:
     hooks = []
     for key, entry in section.entries.items():
+        _refuse_cut(section, key)  # URLs
         urls = entry.value.replace(",", " ").split()
         if not urls:
             raise _error(section, key, "expected one or more http(s):// URLs")
@@ -309,7 +324,7 @@ def _read_job(section: ini.Section, target: str) -> JobSpec:
     values: dict[str, Any] = dict(JOB_DEFAULTS)
     env: dict[str, str] = {}
     for key, entry in section.entries.items():
-        if key.lower().startswith("env:") or key.lower() in COMMAND_KEYS:
+        if key.lower().startswith("env:") or key.lower() in TEXT_JOB_KEYS:
             _refuse_cut(section, key)
         if key.lower().startswith("env:"):
             variable = key[len("env:") :].strip()
@@ -341,8 +356,10 @@ def _read_job(section: ini.Section, target: str) -> JobSpec:
 
 
 def _refuse_cut(section: ini.Section, key: str) -> None:
-    """A command line or an environment value cut by an inline comment would run (or
-    set) half of what is written: an error, never silence."""
+    """A text value (a command line, an environment value, a path, a URL) cut by an
+    inline comment would run, set or open half of what is written: an error, never
+    silence. Values of other types (numbers, booleans, lists of addresses) cannot hold a
+    ';' and take comments."""
     entry = section.entries[key]
     if entry.comment:
         raise _error(

@@ -100,8 +100,10 @@ def test_a_body_far_over_the_limit_gets_a_json_413(site):
         b"POST /jobs/default HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Content-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n"
     )
-    status, answer = _json_answer(_exchange(port, head))
+    received = _exchange(port, head)
+    status, answer = _json_answer(received)
     assert (status, answer["error"]) == (413, "too_large")
+    assert b"\r\nconnection: close\r\n" in received.lower()  # its body is not read
     chunked = (
         b"POST /jobs/default HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n"

@@ -98,9 +98,10 @@ def test_check_config_names_what_jobs_will_meet_with_file_and_line(tmp_path: Pat
         "cmd = (sleep 5 &) ; exec sleep 6",
         "args = 100 ; 200",
         "env:PATH = /bin ; /usr/bin",
+        "stdout_logfile = out.log ; the output",
     ],
 )
-def test_a_semicolon_after_a_space_never_cuts_a_command_silently(tmp_path: Path, line: str):
+def test_a_semicolon_after_a_space_never_cuts_a_text_value_silently(tmp_path: Path, line: str):
     cmd = "" if line.startswith("cmd") else "cmd = sleep 5\n"
     daemon = Gafferd(tmp_path, f"[job:cut]\nshell = true\n{cmd}{line}\n")
     result = daemon.run("--check-config")
