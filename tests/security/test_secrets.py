@@ -17,6 +17,11 @@ GAFFERD_ENV = {
 }
 
 
+def test_redaction_is_linear_in_the_size_of_values():
+    huge = {"A": "a" * 2_000_000, "B": "://" * 500_000, "C": "x://" + "y" * 1_000_000}
+    assert redact_env(huge) == huge  # at once: no backtracking over 2 MB
+
+
 def test_url_credentials_are_redacted_whatever_the_name():
     env = {
         "DATABASE": "postgres://app:pw@db/app",
