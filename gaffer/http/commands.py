@@ -86,6 +86,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
+NO_POLICY = Policy()
 
 
 def _command(name: str, right: str, target: str) -> Callable[[Any], Any]:
@@ -106,7 +107,7 @@ def authorize(
     """The call of ``name`` once the key may run it on its target (PermissionDenied, or
     ProcessNotFound for an unknown pid, otherwise)."""
     command = COMMANDS[name]
-    call = Call(manager, permissions, values, policy or Policy())
+    call = Call(manager, permissions, values, policy or NO_POLICY)
     if command.target == "job":
         call.job = values["name"]
         permissions.require(command.right, call.job)
@@ -127,7 +128,13 @@ def run(
     policy: Policy | None = None,
 ) -> Any:
     """Check, then run command ``name``; its result (an awaitable for stats)."""
-    call = authorize(name, manager, permissions, values, policy)
+    return execute(name, authorize(name, manager, permissions, values, policy))
+
+
+def execute(name: str, call: Call) -> Any:
+    """Run command ``name`` for a ``call`` that :func:`authorize` returned for it (more
+    arguments may have been added to ``call.values`` since: a REST handler checks the
+    right before it reads the body)."""
     func = COMMANDS[name].run
     assert func is not None, f"{name} is a permission only"
     return func(call)

@@ -226,6 +226,12 @@ class BaseHandler(tornado.web.RequestHandler):
             command, self.manager, self.permissions, values, self.settings.get("policy")
         )
 
+    @staticmethod
+    def execute(command: str, call: commands.Call, **values: Any) -> Any:
+        """Run ``command`` for a call :meth:`authorize` checked, with more arguments."""
+        call.values.update(values)
+        return commands.execute(command, call)
+
     # -- bodies ----------------------------------------------------------------------------
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)

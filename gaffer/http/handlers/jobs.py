@@ -51,12 +51,12 @@ class SessionHandler(BaseHandler):
 
     def post(self, sid: str) -> None:
         # the right first, then the body: a key that may not load learns nothing more
-        self.authorize("load", sessionid=session_id(sid))
+        call = self.authorize("load", sessionid=session_id(sid))
         body = self.json_body("JobConfig")
         if "name" not in body:
             raise RequestError(400, "bad_request", "body.name: required")
         start = body.pop("start", True)
-        self.call("load", sessionid=sid, config=body, start=start)
+        self.execute("load", call, config=body, start=start)
         self.write_json({"ok": True})
 
 
@@ -87,7 +87,7 @@ class JobHandler(BaseHandler):
 
     def put(self, sid: str, name: str) -> None:
         job = job_id(sid, name)
-        self.authorize("update", name=job)
+        call = self.authorize("update", name=job)
         body = self.json_body("JobConfig")
         if body.setdefault("name", name) != name:
             raise RequestError(
@@ -96,7 +96,7 @@ class JobHandler(BaseHandler):
                 f"body.name {body['name']!r} is not the job of the path, {name!r}",
             )
         start = body.pop("start", False)
-        self.call("update", name=job, config=body, start=start)
+        self.execute("update", call, config=body, start=start)
         self.write_json({"ok": True}, 201)
 
     def delete(self, sid: str, name: str) -> None:
@@ -181,9 +181,9 @@ class JobNumprocessesHandler(BaseHandler):
 
     def post(self, sid: str, name: str) -> None:
         job = job_id(sid, name)
-        self.authorize("scale", name=job)
+        call = self.authorize("scale", name=job)
         body = self.json_body("Scale")
-        self.write_json({"numprocesses": self.call("scale", name=job, n=body["scale"])})
+        self.write_json({"numprocesses": self.execute("scale", call, n=body["scale"])})
 
 
 class JobSignalHandler(BaseHandler):
@@ -198,9 +198,9 @@ class JobSignalHandler(BaseHandler):
 
     def post(self, sid: str, name: str) -> None:
         job = job_id(sid, name)
-        self.authorize("killall", name=job)
+        call = self.authorize("killall", name=job)
         body = self.json_body("Signal")
-        self.call("killall", name=job, sig=body["signal"])
+        self.execute("killall", call, sig=body["signal"])
         self.write_json({"ok": True}, 202)
 
 
@@ -216,10 +216,10 @@ class JobCommitHandler(BaseHandler):
 
     def post(self, sid: str, name: str) -> None:
         job = job_id(sid, name)
-        self.authorize("commit", name=job)
+        call = self.authorize("commit", name=job)
         body = self.json_body("Commit")
-        pid = self.call(
-            "commit", name=job, graceful_timeout=body.get("graceful_timeout"), env=body.get("env")
+        pid = self.execute(
+            "commit", call, graceful_timeout=body.get("graceful_timeout"), env=body.get("env")
         )
         self.write_json({"pid": pid})
 

@@ -45,9 +45,9 @@ class ProcessSignalHandler(BaseHandler):
     }
 
     def post(self, pid: str) -> None:
-        self.authorize("kill", pid=as_pid(pid))
+        call = self.authorize("kill", pid=as_pid(pid))
         body = self.json_body("Signal")
-        self.call("kill", pid=as_pid(pid), sig=body["signal"])
+        self.execute("kill", call, sig=body["signal"])
         self.write_json({"ok": True}, 202)
 
 

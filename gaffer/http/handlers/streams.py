@@ -352,7 +352,7 @@ class StdinHandler(BaseHandler):
     }
 
     def post(self, pid: str) -> None:
-        proc = self.authorize("send", pid=as_pid(pid)).proc
+        call = self.authorize("send", pid=as_pid(pid))
         data = self.body
-        self.call("send", pid=proc.pid, data=data)
-        self.write_json({"ok": True, "pid": proc.pid, "bytes": len(data)})
+        self.execute("send", call, data=data)
+        self.write_json({"ok": True, "pid": call.proc.pid, "bytes": len(data)})
