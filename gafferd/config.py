@@ -257,6 +257,7 @@ def _error(section: ini.Section, key: str | None, reason: str) -> ConfigError:
 def _read_gaffer(section: ini.Section, settings: dict[str, FileValue]) -> None:
     for key, entry in section.entries.items():
         if key in GAFFER_FILE_KEYS:
+            _refuse_cut(section, key)  # paths
             continue  # read by the ini reader
         setting = BY_INI_KEY.get(key.lower())
         if setting is None:

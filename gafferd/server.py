@@ -35,7 +35,7 @@ from gaffer.http.throttle import LoginThrottle
 from gafferd.checks import check_jobs
 from gafferd.config import DaemonConfig, JobSpec, load_config
 from gafferd.logs import DaemonLog
-from gafferd.memory import MemoryTrimmer
+from gafferd.memory import MemoryTrimmer, map_large_allocations
 from gafferd.settings import Effective, SettingError, resolve
 
 logger = logging.getLogger("gafferd")
@@ -84,6 +84,7 @@ class Gafferd:
     # -- start and stop --------------------------------------------------------------------
     def run(self) -> int:
         raise_fd_limit()
+        map_large_allocations()
         manager = self.manager = Manager(
             loop_kind=self.effective.loop,
             guard=self.effective.guard,
