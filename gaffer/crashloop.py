@@ -13,6 +13,8 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from gaffer.errors import ConfigError
+
 OFF = frozenset(("off", "false", "no", "none"))  # words that turn crash-loop protection off
 RESTART_MODES = ("always", "on-failure", "never")
 DEFAULT_RESTART = "always"
@@ -45,7 +47,7 @@ class FlappingInfo:
                 or not math.isfinite(value)
                 or value < 0
             ):
-                raise ValueError(f"flapping.{key}: expected a number >= 0, got {value!r}")
+                raise ConfigError(f"flapping.{key}: expected a number >= 0, got {value!r}")
             object.__setattr__(self, key, float(value))
 
     @classmethod
@@ -59,14 +61,14 @@ class FlappingInfo:
         if isinstance(value, Mapping):
             unknown = set(value) - set(KEYS)
             if unknown:
-                raise ValueError(f"flapping: unknown key(s) {', '.join(sorted(unknown))}")
+                raise ConfigError(f"flapping: unknown key(s) {', '.join(sorted(unknown))}")
             return cls(**value)
         if isinstance(value, str):
             parts = value.replace(",", " ").split()
             return cls._from_parts(parts, value)
         if isinstance(value, Sequence):
             return cls._from_parts(list(value), value)
-        raise ValueError(
+        raise ConfigError(
             f"flapping: expected a dict, a list or 'attempts window retry_in "
             f"max_retry', got {value!r}"
         )
@@ -74,14 +76,14 @@ class FlappingInfo:
     @classmethod
     def _from_parts(cls, parts: list, original: object) -> FlappingInfo:
         if len(parts) != 4:
-            raise ValueError(
+            raise ConfigError(
                 f"flapping: expected 4 values (attempts, window, retry_in, "
                 f"max_retry), got {original!r}"
             )
         try:
             numbers = [_number(part) for part in parts]
         except (TypeError, ValueError):
-            raise ValueError(
+            raise ConfigError(
                 f"flapping: expected 'attempts window retry_in max_retry' as "
                 f"numbers, got {original!r}"
             ) from None
@@ -96,13 +98,13 @@ def _count(key: str, value: object) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"flapping.{key}: expected a whole number >= 1, got {value!r}")
+        raise ConfigError(f"flapping.{key}: expected a whole number >= 1, got {value!r}")
     return value
 
 
 def _number(value: object) -> int | float:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(value)
+        raise ConfigError(value)
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -131,12 +133,12 @@ class BackoffInfo:
                 or not math.isfinite(value)
                 or value < 0
             ):
-                raise ValueError(f"backoff.{key}: expected a number >= 0, got {value!r}")
+                raise ConfigError(f"backoff.{key}: expected a number >= 0, got {value!r}")
             object.__setattr__(self, key, float(value))
         if self.factor < 1:
-            raise ValueError(f"backoff.factor: expected a number >= 1, got {self.factor!r}")
+            raise ConfigError(f"backoff.factor: expected a number >= 1, got {self.factor!r}")
         if self.max < self.initial:
-            raise ValueError(f"backoff.max: {self.max} is below backoff.initial {self.initial}")
+            raise ConfigError(f"backoff.max: {self.max} is below backoff.initial {self.initial}")
 
     @classmethod
     def coerce(cls, value: object) -> BackoffInfo | None:
@@ -150,17 +152,17 @@ class BackoffInfo:
         if isinstance(value, Mapping):
             unknown = set(value) - {"initial", "factor", "max"}
             if unknown:
-                raise ValueError(f"backoff: unknown key(s) {', '.join(sorted(unknown))}")
+                raise ConfigError(f"backoff: unknown key(s) {', '.join(sorted(unknown))}")
             return cls(**value)
         if isinstance(value, Sequence) and len(value) == 3:
             try:
                 numbers = [float(part) if isinstance(part, str) else part for part in value]
             except ValueError:
-                raise ValueError(
+                raise ConfigError(
                     f"backoff: expected 'initial factor max' as numbers, got {value!r}"
                 ) from None
             return cls(*numbers)
-        raise ValueError(
+        raise ConfigError(
             f"backoff: expected 'initial, factor, max' (e.g. 0.1, 2, 30) or off, got {value!r}"
         )
 

@@ -25,13 +25,17 @@ from typing import Any
 
 from gaffer import Manager
 from gaffer.console import DEFAULT_EVENTS, ConsoleOutput
-from gaffer.errors import ProcessError
+from gaffer.errors import ConfigError, ProcessError
 from gaffer.http import HttpHandler, binding
+from gaffer.http.commands import Policy
+from gaffer.http.connections import ConnectionLimits
 from gaffer.http.identity import Identity
 from gaffer.http.keystore import KeyStore
-from gafferd.config import ConfigError, DaemonConfig, JobSpec, load_config
+from gaffer.http.throttle import LoginThrottle
+from gafferd.checks import check_jobs
+from gafferd.config import DaemonConfig, JobSpec, load_config
 from gafferd.logs import DaemonLog
-from gafferd.memory import MemoryTrimmer
+from gafferd.memory import MemoryTrimmer, map_large_allocations
 from gafferd.settings import Effective, SettingError, resolve
 
 logger = logging.getLogger("gafferd")
@@ -39,7 +43,7 @@ logger = logging.getLogger("gafferd")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
-class StartupError(Exception):
+class StartupError(ConfigError):
     """A job of the file could not be loaded at start: a configuration error."""
 
 
@@ -74,11 +78,14 @@ class Gafferd:
         self.file_jobs: dict[str, JobSpec] = {}
         self.keystore: KeyStore | None = None
         self.cluster: Any = None  # the ClusterRegistry when `cluster` is set
+        # failed logins are counted across reloads
+        self.login_throttle = LoginThrottle(effective.login_attempts, effective.login_max_delay)
         self._failed = False
 
     # -- start and stop --------------------------------------------------------------------
     def run(self) -> int:
         raise_fd_limit()
+        map_large_allocations()
         manager = self.manager = Manager(
             loop_kind=self.effective.loop,
             guard=self.effective.guard,
@@ -126,6 +133,7 @@ class Gafferd:
 
     def _load_jobs(self) -> None:
         assert self.manager is not None
+        _warn_problems(self.config, "")
         try:
             for spec in self.config.jobs_by_priority():
                 self._load(spec)
@@ -171,6 +179,7 @@ class Gafferd:
             logger.error("SIGHUP: configuration not reloaded, keeping the running one: %s", exc)
             return
         logger.info("SIGHUP: reloading %s", self.config.path or "(no file)")
+        _warn_problems(config, "reload: ")
         self._apply_jobs(config)
         self._apply_settings(config, effective)
         self.config, self.effective = config, effective
@@ -214,6 +223,8 @@ class Gafferd:
             self._log.set_level(effective.log_level)
         if self.manager is not None:
             self.manager.process_limit = effective.process_limit
+        self.login_throttle.free = effective.login_attempts
+        self.login_throttle.max_delay = effective.login_max_delay
         if self.webhooks is not None or config.webhooks:
             old_hooks = self._webhooks_slot.replace(self._make_webhooks(config, effective))
             if old_hooks is not None:
@@ -227,6 +238,12 @@ class Gafferd:
             "insecure",
             "login_ttl",
             "cors_origins",
+            "allowed_hosts",
+            "max_connections",
+            "header_timeout",
+            "idle_timeout",
+            "log_root",
+            "allow_root_without_keys",
         )
         if any(getattr(effective, key) != getattr(old, key) for key in http_keys):
             self._rebind(effective)
@@ -243,10 +260,11 @@ class Gafferd:
                 logger.warning("reload: %s changed; it takes effect at the next start", name)
 
     def _rebind(self, effective: Effective) -> None:
-        from gafferd.main import SecurityError, bind_all, check_exposure
+        from gafferd.main import SecurityError, bind_all, check_exposure, check_root
 
         try:
             check_exposure(effective)
+            check_root(effective)
             sockets = bind_all(effective, keep=self._sockets)
             http = self._http_handler(sockets, effective)
         except (OSError, ValueError, SecurityError) as exc:
@@ -298,7 +316,13 @@ class Gafferd:
                 "auth": identity,
                 "cors_origins": tuple(effective.cors_origins),
                 "cluster": self.cluster,
+                "allowed_hosts": tuple(effective.allowed_hosts),
+                "policy": Policy(log_root=effective.log_root),
+                "login_throttle": self.login_throttle,
             },
+            limits=ConnectionLimits(
+                effective.max_connections, effective.header_timeout, effective.idle_timeout
+            ),
         )
 
     def _store(self, effective: Effective) -> KeyStore | None:
@@ -323,6 +347,12 @@ class Gafferd:
             timeout=effective.webhook_timeout,
             retries=effective.webhook_retries,
         )
+
+
+def _warn_problems(config: DaemonConfig, prefix: str) -> None:
+    """What jobs of the file will meet (gafferd --check-config calls them errors)."""
+    for problem in check_jobs(config):
+        logger.warning("%s%s", prefix, problem)
 
 
 def auth_db_path(effective: Effective, config: DaemonConfig) -> str:

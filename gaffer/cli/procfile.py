@@ -417,6 +417,8 @@ def to_systemd(
             ]
             if user is not None:
                 lines.append(f"User={user}")
+            else:  # the exporting user rarely exists where the units go: no guess
+                lines.append("# runs as root: export with --user NAME to run it as NAME")
             lines.append(f"WorkingDirectory={_specifiers(job['cwd'])}")
             for key, value in env.items():
                 lines.append("Environment=" + _systemd_quote(f"{key}={value}", '"'))

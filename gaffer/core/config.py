@@ -15,6 +15,7 @@ from typing import Any
 
 from gaffer.core.flapping import FlappingInfo
 from gaffer.core.logtarget import LogTarget
+from gaffer.core.names import MAX_NAME
 from gaffer.core.options import (
     BY_NAME,
     DEFAULT_GRACEFUL_TIMEOUT,
@@ -25,7 +26,7 @@ from gaffer.core.options import (
     to_json,
 )
 from gaffer.core.restart import BackoffInfo, ExitMatch
-from gaffer.errors import InvalidArgument
+from gaffer.errors import ConfigError, InvalidArgument
 
 __all__ = [
     "DEFAULT_GRACEFUL_TIMEOUT",
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 
-class InvalidOption(ValueError):
+class InvalidOption(ConfigError):
     """A job option that cannot be used; ``option`` names it."""
 
     def __init__(self, option: str, message: str) -> None:
@@ -199,10 +200,10 @@ class ProcessConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProcessConfig:
         if not isinstance(data, Mapping):
-            raise ValueError(f"a job config must be a dict, got {type(data).__name__}")
+            raise InvalidOption("config", f"a job config must be a dict, got {type(data).__name__}")
         missing = [key for key in ("name", "cmd") if key not in data]
         if missing:
-            raise ValueError(f"job config misses {' and '.join(missing)}")
+            raise InvalidOption(missing[0], f"job config misses {' and '.join(missing)}")
         settings = dict(data)
         return cls(settings.pop("name"), settings.pop("cmd"), **settings)
 
@@ -261,6 +262,8 @@ def _check_name(name: object) -> str:
         )
     if not name.isprintable():  # control characters, lone surrogates: no URL, no log line
         raise InvalidOption("name", f"option 'name': {name!r} holds unprintable characters")
+    if len(name) > MAX_NAME:
+        raise InvalidOption("name", f"option 'name': longer than {MAX_NAME} characters")
     return name
 
 

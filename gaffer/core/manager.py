@@ -121,7 +121,7 @@ class Manager(Observing, Aliases04):
         if self.started:
             raise RuntimeError("manager already started")
         if self._use_guard:
-            self._table.guard = Guard(self.loop, self._table.watcher)
+            self._table.guard = Guard(self.loop, self._table.watcher, on_restart=self._publish)
         if self._use_subreaper:
             self._start_subreaper()
         self._stopped = None

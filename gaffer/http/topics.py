@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gaffer.core.names import job_id
-from gaffer.errors import ProcessError, StreamNotRedirected
+from gaffer.errors import InvalidArgument, ProcessError, StreamNotRedirected
+from gaffer.http import commands
 from gaffer.http.auth import Permissions
 
 SOURCES = ("EVENTS", "JOB", "PROCESS", "STATS", "STREAM")
@@ -47,8 +48,7 @@ MAX_TOPIC_LENGTH = 512
 Deliver = Callable[[dict[str, Any], int], object]
 
 
-class TopicError(ProcessError):
-    errno = 400
+class TopicError(InvalidArgument):
     reason = "bad_topic"
 
 
@@ -157,19 +157,15 @@ class Subscription(ABC):
     @abstractmethod
     def stop(self) -> None: ...
 
-    def may_read(self, job: Any) -> bool:
-        if not isinstance(job, str) or not job:
-            return self.permissions.can_read("*")
-        try:
-            return self.permissions.can_read(job)
-        except ProcessError:  # not a job id: only for keys that read everything
-            return self.permissions.can_read("*")
+    def process(self, command: str = "process_info") -> Any:
+        """The process of a pid topic, once the key may run ``command`` (a read of the
+        one table, gaffer/http/commands.py) on it (404, 403)."""
+        values = {"pid": self.topic.pid}
+        return commands.authorize(command, self.manager, self.permissions, values).proc
 
-    def process(self) -> Any:
-        """The process of a pid topic, once the key may read its job (404, 403)."""
-        proc = self.manager.get_process(self.topic.pid)
-        self.permissions.require("read", proc.name)
-        return proc
+    def job_target(self, command: str, job: str) -> str:
+        """``job``, once the key may run ``command`` on it (403)."""
+        return commands.authorize(command, self.manager, self.permissions, {"name": job}).job
 
     def event(self, evtype: str, msg: Any) -> dict[str, Any]:
         payload = dict(msg) if isinstance(msg, dict) else {"value": msg}
@@ -193,8 +189,7 @@ class EventsSubscription(Subscription):
     def _on_event(self, evtype: str, msg: Any) -> None:
         if not self.active:
             return
-        name = msg.get("name") if isinstance(msg, dict) else None
-        if self.may_read(name):
+        if commands.may_see_event(self.permissions, msg):
             self.deliver(self.event(evtype, msg), 0)
 
 
@@ -227,7 +222,7 @@ class JobSubscription(_PrefixSubscription):
         self.job = self.topic.target or ""
         # permission first: a key learns nothing of jobs it may not read. The job may be
         # loaded later: its events (load, start, spawn...) come then.
-        self.permissions.require("read", self.job)
+        self.job_target("info", self.job)
         self.prefix = f"job.{self.job}"
         super().start()
 
@@ -249,7 +244,7 @@ class StatsSubscription(Subscription):
     def start(self) -> None:
         target = self.topic.target or ""
         if target.isdigit():
-            self.proc = self.process()
+            self.proc = self.process("process_stats")
             self.job = None
             self.proc.monitor(self._on_stat)
             # the monitor would keep ticking for a pid that is gone: let go at its exit
@@ -258,7 +253,7 @@ class StatsSubscription(Subscription):
         else:
             self.proc = None
             self.job = target
-            self.permissions.require("read", target)
+            self.job_target("stats", target)
             self.manager.monitor(self._on_stat, target)  # 404 for an unknown job
         self.active = True
 
@@ -286,7 +281,7 @@ class StreamSubscription(Subscription):
     """The output of a process, decoded as UTF-8 text."""
 
     def start(self) -> None:
-        proc = self.process()
+        proc = self.process("read_output")
         label = self.topic.label
         if label is None:
             labels = list(dict.fromkeys(x for x in proc.output_labels if x))

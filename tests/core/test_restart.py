@@ -87,7 +87,7 @@ def test_give_up_on_reads_codes_and_signal_names():
 
 @pytest.mark.parametrize("value", ["256", "-1", "NOSUCHSIG", [True], [2.5]])
 def test_give_up_on_refuses_what_is_no_exit(value):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"give_up_on|signal"):
         give_up_on(value)
 
 

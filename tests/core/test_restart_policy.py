@@ -119,7 +119,7 @@ async def test_stop_signal_is_what_stop_sends(tmp_path):
 
 
 async def test_umask_and_rlimits_are_the_process_s():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     wanted = min(256, hard)
     async with Manager() as manager:
         events = EventRecorder(manager)

@@ -316,15 +316,17 @@ def test_continuation_lines_and_comments(tmp_path):
         """
         # a comment
         ; another
-        [job:web]
+        [job:web]   ; a comment after a header
         cmd = sleep
-        args = 100   ; the duration
+        args = 100
             200
+        numprocesses = 2   ; after a value that no ';' belongs in
         env:URL = http://example.com/#fragment
     """,
     )
     spec = load_config(path).jobs["default.web"].config
     assert spec.args == ("100", "200")
+    assert spec.numprocesses == 2
     assert spec.env == {"URL": "http://example.com/#fragment"}
 
 

@@ -581,7 +581,8 @@ def _send(
     conn = UnixHTTPConnection(gafferd.socket, timeout=30)
     try:
         try:
-            conn.request(method, path, body=body, encode_chunked=chunked)
+            headers = {"Content-Type": "application/json"}
+            conn.request(method, path, body=body, headers=headers, encode_chunked=chunked)
         except (BrokenPipeError, ConnectionResetError):
             pass  # answered (and closed) early: the answer is there to read
         response = conn.getresponse()
