@@ -25,6 +25,7 @@ from gaffer.core.options import (
     os_string,
     to_json,
 )
+from gaffer.core.probespec import ProbeSpec
 from gaffer.core.restart import BackoffInfo, ExitMatch
 from gaffer.errors import ConfigError, InvalidArgument
 
@@ -85,6 +86,15 @@ class ProcessConfig:
         umask: the process's umask (an int, or octal text ``"022"``).
         rlimits: resource limits, ``{"nofile": 4096, "core": 0, "as": "unlimited"}``.
         env_file: a dotenv file read at each (re)start; ``env`` wins over it.
+        ready: how a process says it is ready: ``notify`` (systemd's sd_notify),
+            ``fd:N``, ``tcp:PORT``, ``http:URL``, ``exec:COMMAND`` (readiness.py).
+        ready_interval, ready_timeout: seconds between readiness probes; seconds a
+            process has to be ready (beyond: a failed start).
+        health: a probe run on every running process: ``tcp:``, ``http:``, ``exec:``.
+        health_interval, health_timeout, health_failures, health_action: how often, how
+            long, how many failures in a row, then ``restart``, ``stop`` or ``event``.
+        requires: jobs that must be ready before this one starts; stopped after it.
+        on_exit: ``restart`` (the restart policy), ``ignore`` or ``shutdown``.
         priority: start order in gafferd and at manager start (lower first).
         stdout_logfile, stderr_logfile: where the output also goes: a path, ``"-"`` for
             gaffer's own stdout, or ``"syslog[:facility][@address]"``.
@@ -123,6 +133,16 @@ class ProcessConfig:
     graceful_timeout: float
     priority: int
     port: int | None
+    ready: ProbeSpec | None
+    ready_interval: float
+    ready_timeout: float
+    health: ProbeSpec | None
+    health_interval: float
+    health_timeout: float
+    health_failures: int
+    health_action: str
+    requires: tuple[str, ...]
+    on_exit: str
     umask: int | None
     rlimits: Mapping[str, int | str]
     env_file: str | None
