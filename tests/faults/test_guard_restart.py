@@ -78,7 +78,7 @@ async def test_a_guard_that_keeps_dying_young_is_restarted_later_not_in_a_loop()
 
     async with Manager(guard=True) as manager:
         events = EventRecorder(manager, "guard_restarted")
-        guard = manager._guard
+        guard = manager._table.guard
         first = guard.pid
         os.kill(first, signal.SIGKILL)
         await events.wait("guard_restarted", old_pid=first)
