@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gaffer.core import deps
 from gaffer.core.config import InvalidOption, ProcessConfig
 from gaffer.core.names import split_job_id, validate_session
 from gaffer.core.options import OPTIONS, text_path
@@ -175,7 +176,22 @@ def _build(path: str, directory: str, sections: list[ini.Section]) -> DaemonConf
                 section, None, f"environment for job {job}, which no [job:...] section defines"
             )
         jobs[job] = _with_env(jobs[job], section)
+    _check_requirements(jobs)
     return DaemonConfig(path, directory, settings, jobs, tuple(webhooks), auth, plugins)
+
+
+def _check_requirements(jobs: Mapping[str, JobSpec]) -> None:
+    """``requires`` may not make a cycle (a job would wait for itself for ever)."""
+    graph = {job: deps.resolve(job, spec.config.requires) for job, spec in jobs.items()}
+    cycle = deps.find_cycle(graph)
+    if cycle is None:
+        return
+    spec = jobs[cycle[0]]
+    where = spec.origins.get("requires", spec.origin)
+    raise ConfigError(
+        f"{where}: [job:{cycle[0]}] requires = {', '.join(spec.config.requires)}: "
+        f"a dependency cycle: {' -> '.join(cycle)}"
+    )
 
 
 def _error(section: ini.Section, key: str | None, reason: str) -> ConfigError:

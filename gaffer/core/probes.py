@@ -129,6 +129,12 @@ async def _exec(
             os.killpg(pid, signal.SIGKILL)
         await exited  # reaped by the watcher: never a zombie
         return Result(False, f"exec: {command[:MAX_REASON]!r} still running after {seconds:g}s")
+    except asyncio.CancelledError:  # its process stopped, or the manager: the probe goes too
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(exited), 1.0)
+        raise
     finally:
         if guard is not None:
             guard(pid, False)

@@ -635,3 +635,50 @@ def test_check_config_refuses_jobs_over_the_process_limit(gafferd_factory):
     assert daemon.run("--check-config", "--process-limit", "off").returncode == 0
     raised = daemon.run("--check-config", "--process-limit", "20000")
     assert raised.returncode == 0, raised
+
+
+def test_a_dependency_cycle_is_a_configuration_error(gafferd_factory):
+    daemon = gafferd_factory("""
+        [job:web]
+        cmd = {child} sleep 1001
+        requires = db
+
+        [job:db]
+        cmd = {child} sleep 1002
+        requires = default.web
+    """)
+    refused = daemon.run("--check-config")
+    assert refused.returncode == 78, refused
+    line = daemon.ini.read_text().splitlines().index("requires = db") + 1
+    assert f"{daemon.ini}:{line}: [job:default.web] requires = db: a dependency cycle: " in (
+        refused.stderr
+    ), refused.stderr
+    assert "default.web -> default.db -> default.web" in refused.stderr
+
+
+def test_jobs_start_in_dependency_order_and_stop_in_reverse(gafferd_factory, tmp_path):
+    flag = tmp_path / "db-ready"
+    daemon = gafferd_factory(f"""
+        [job:web]
+        cmd = {{child}} sleep 1001
+        requires = db
+        priority = 1
+
+        [job:db]
+        cmd = {{child}} sleep 1002
+        ready = exec:test -e {flag}
+        ready_interval = 0.05
+        priority = 2
+    """).start()
+    wait_until_sync(lambda: daemon.job_pids("sleep 1002"), what="db spawned")
+
+    def web_state() -> str:
+        status, info = daemon.request("GET", "/jobs/default/web")
+        assert status == 200, info
+        return info["state"]
+
+    assert web_state() == "waiting"
+    assert not daemon.job_pids("sleep 1001")  # web has not started: db is not ready
+    flag.touch()
+    wait_until_sync(lambda: daemon.job_pids("sleep 1001"), what="web started")
+    assert daemon.stop() == 0
