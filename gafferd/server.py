@@ -25,6 +25,7 @@ from typing import Any
 
 from gaffer import Manager
 from gaffer.console import DEFAULT_EVENTS, ConsoleOutput
+from gaffer.core.config import ProcessConfig
 from gaffer.errors import ConfigError, ProcessError
 from gaffer.http import HttpHandler, binding
 from gaffer.http.commands import Policy
@@ -91,6 +92,7 @@ class Gafferd:
             guard=self.effective.guard,
             subreaper=self.effective.subreaper,
             process_limit=self.effective.process_limit,
+            container=self.effective.container,
         )
         loop = manager.loop
         for sig in STOP_SIGNALS:
@@ -106,7 +108,9 @@ class Gafferd:
         apps: list[Any] = [*self.plugins.apps, self._webhooks_slot, self._http_slot]
         if self.cluster is not None:
             apps.append(self.cluster)
-        if self.effective.verbose:
+        if self.effective.container:  # the container's log is gafferd's stdout
+            apps.append(ConsoleOutput(output=True, events=DEFAULT_EVENTS))
+        elif self.effective.verbose:
             apps.append(
                 ConsoleOutput(
                     output=self.effective.verbose >= 2,
@@ -129,7 +133,10 @@ class Gafferd:
         if self.keystore is not None:
             self.keystore.close()
         logger.info("gafferd stopped")
-        return 78 if self._failed else 0
+        if self._failed:
+            return 78
+        # a job with on_exit = shutdown ended: its code is gafferd's (a container's)
+        return manager.exit_code if manager.exit_code is not None else 0
 
     def _load_jobs(self) -> None:
         assert self.manager is not None
@@ -152,10 +159,18 @@ class Gafferd:
 
     def _load(self, spec: JobSpec) -> None:
         try:
-            self.manager.load(spec.config, sessionid=spec.session, start=spec.start)
+            self.manager.load(
+                self._contained(spec.config), sessionid=spec.session, start=spec.start
+            )
         except (ProcessError, ValueError) as exc:
             raise StartupError(f"{spec.origin}: [job:{spec.id}] cannot be loaded: {exc}") from None
         self.file_jobs[spec.id] = spec
+
+    def _contained(self, config: ProcessConfig) -> ProcessConfig:
+        """In a container every job's output is captured, to show on gafferd's stdout."""
+        if self.effective.container and not config.redirect_output and not config.detach:
+            return config.replace(redirect_output=("stdout", "stderr"))
+        return config
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         logger.info("%s: stopping", signal.Signals(sig).name)
@@ -197,7 +212,9 @@ class Gafferd:
             old = self.file_jobs.get(spec.id)
             try:
                 if spec.id not in loaded:
-                    manager.load(spec.config, sessionid=spec.session, start=spec.start)
+                    manager.load(
+                        self._contained(spec.config), sessionid=spec.session, start=spec.start
+                    )
                     logger.info("reload: loaded %s", spec.id)
                 elif old is None or not old.same_as(spec):
                     self._update(spec, old)
@@ -213,7 +230,7 @@ class Gafferd:
         if old is not None and old.config == spec.config:  # only `start` changed
             (manager.start_job if spec.start else manager.stop_job)(spec.id)
             return
-        manager.update(spec.config, sessionid=spec.session, start=spec.start)
+        manager.update(self._contained(spec.config), sessionid=spec.session, start=spec.start)
         if not spec.start:
             manager.stop_job(spec.id)
 

@@ -300,6 +300,16 @@ SETTINGS: tuple[Setting, ...] = (
         "(SIGKILL, out of memory); detached jobs excepted.",
     ),
     Setting(
+        "container",
+        to_bool,
+        False,
+        "Run as a container's PID 1: reap every zombie, print every job's output on "
+        "stdout as job.N | lines with gafferd's events, stop in dependency order on "
+        "SIGTERM/SIGINT, and exit with the code of a job with on_exit = shutdown.",
+        flag="--container",
+        cli="true",
+    ),
+    Setting(
         "subreaper",
         to_bool,
         True,

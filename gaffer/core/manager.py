@@ -70,6 +70,7 @@ class Manager(ProcessCommands, Observing, Aliases04):
         guard: bool = False,
         subreaper: bool = False,
         process_limit: int | None = None,
+        container: bool = False,
     ) -> None:
         self.process_limit = process_limit  # checked first: a bad value leaves no loop open
         if loop is None:
@@ -95,6 +96,7 @@ class Manager(ProcessCommands, Observing, Aliases04):
         # the last defences against leaks (gafferd turns them on; see guard.py, orphans.py)
         self._use_guard = guard
         self._use_subreaper = subreaper
+        self._container = container  # PID 1 of a container: every zombie is ours to reap
         self._orphans: OrphanReaper | None = None
         # set when a job with ``on_exit = shutdown`` ended: the code gafferd exits with
         self.exit_code: int | None = None
@@ -151,6 +153,7 @@ class Manager(ProcessCommands, Observing, Aliases04):
             guard=self._table.guard,
             is_job_stopped=self._grace_if_stopped,
         )
+        self._orphans.reap_all = self._container
         self._orphans.start()
 
     def _grace_if_stopped(self, job_id: str) -> float | None:
