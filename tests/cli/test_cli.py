@@ -293,6 +293,15 @@ def test_ps_shows_why_a_job_cannot_spawn(daemon: Daemon, cli: Cli) -> None:
     assert row["error"] == info["error"]
 
 
+def test_ps_shows_what_a_job_waits_for(daemon: Daemon, cli: Cli) -> None:
+    daemon.load({"name": "pswaiter", "cmd": "sleep 60", "requires": ["notyet"]})
+    daemon.wait_state("default.pswaiter", "waiting")
+    _, table = parse_table(cli.ok("ps", "pswaiter").stdout)
+    assert [row["STATE"] for row in table] == ["waiting for default.notyet (not loaded)"]
+    [row] = json.loads(cli.ok("ps", "pswaiter", "--json").stdout)
+    assert row["waiting_for"] == ["default.notyet (not loaded)"]
+
+
 def test_ps_of_an_unknown_job_fails_like_other_commands(daemon: Daemon, cli: Cli) -> None:
     ps = cli("ps", "nosuch")
     info = cli("ps:info", "nosuch")
