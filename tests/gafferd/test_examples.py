@@ -28,6 +28,7 @@ def test_the_webapp_example_starts_in_dependency_order(tmp_path: Path) -> None:
             return states == {"db": "ready", "web": "ready", "worker": "running"}
 
         status, web = daemon.request("GET", "/jobs/default/web")
+        assert status == 200, web
         assert web["state"] == "waiting" and web["waiting_for"] == ["default.db (starting)"]
         wait_until_sync(all_up, timeout=20, what=f"every job up: {states}")
         moves = daemon.log_text()
