@@ -26,7 +26,7 @@ brackets). Builtin bases are kept where callers rely on them (``except ValueErro
         ManagerStopped                      the manager is stopping or stopped
         InvalidArgument (ValueError)        bad input: a scale, a signal, a name...
           BadCommand [http.controller]      /channel: missing, extra or wrong arguments
-          TopicError [http.topics]          /channel: a topic that does not parse
+          TopicError [core.topics]          a topic (subscribe, /channel) that does not parse
         StreamNotFound                      no such stdio or custom stream
         StreamNotRedirected (OSError)       write to a stdin that is not a pipe
         SpawnError                          the OS refused to start a process

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from gaffer.core import deps, limits
-from gaffer.core.aliases import Aliases04
+from gaffer.core.aliases import Aliases04, Aliases05
 from gaffer.core.config import ProcessConfig, as_config, check_env
 from gaffer.core.events import EventEmitter
 from gaffer.core.guard import Guard
@@ -59,7 +59,7 @@ IOListener = Callable[[str, dict], object]
 LOG_FLUSH_TIMEOUT = 5.0
 
 
-class Manager(ProcessCommands, Observing, Aliases04):
+class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
     """Keeps jobs of processes alive. See the module docstring and docs/embedding.md."""
 
     def __init__(

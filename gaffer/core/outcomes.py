@@ -59,6 +59,10 @@ class Outcomes:
         }
         if listed and proc.slot is not None:  # it died on its own: its successor is told
             self._slot_history[proc.slot] = (proc.restarts + 1, self.last_exit)
+        if proc.pid in self._respawn_on_exit:  # stopall: its replacement comes now
+            self._respawn_on_exit.discard(proc.pid)
+            self.manage()
+            return
         if not listed or self.stopped or not self._host_active() or self.paused_by_flapping:
             self._update_state()
             return

@@ -28,8 +28,6 @@ class ProcessCommands:
             return list(self.running)
         return self._get_job(name).pids
 
-    list = pids
-
     @on_loop
     def get_process(self, pid: int) -> Process:
         try:

@@ -68,6 +68,8 @@ class JobRunner(Outcomes):
         self.waiting_for: list[str] = []
         self._gate_open = False  # what it requires was up when it started
         self.wanted = False  # started by a command: runs whenever the manager runs
+        self.stopped_by_command = False  # 0.5: a job loaded unstarted is not "stopped"
+        self._respawn_on_exit: set[int] = set()  # stopall: replaced as they exit
         self.numprocesses = config.numprocesses
         self.retiring: list[Process] = []  # old processes of a rolling restart
         self.state = State.STOPPED
@@ -186,6 +188,7 @@ class JobRunner(Outcomes):
             return
         self._cancel_timers()
         self.wanted = True
+        self.stopped_by_command = False
         self.gave_up = self.paused_by_flapping = False
         self._gate_open = False  # what it requires must be up again
         self.numprocesses = self.config.numprocesses
@@ -198,6 +201,8 @@ class JobRunner(Outcomes):
         """Stop every process (one-off ones too) and stay stopped."""
         self._cancel_timers()
         self.wanted = False
+        self.stopped_by_command = True
+        self._respawn_on_exit.clear()
         self._gate_open, self.waiting_for = False, []
         self.gave_up = self.paused_by_flapping = False
         self.numprocesses = 0
@@ -268,8 +273,15 @@ class JobRunner(Outcomes):
     def scale(self, target: int) -> int:
         self.numprocesses = target
         self._publish_job("update", {"name": self.name, "numprocesses": target})
-        self.manage()
+        self.reconcile_now()
         return target
+
+    def reconcile_now(self) -> None:
+        """Reconcile; a job loaded with ``start=False`` and never stopped starts, as in
+        0.5 (where such a job was not "stopped": ``scale`` and ``manage`` spawned)."""
+        if not self.wanted and not self.stopped_by_command and not self.gave_up:
+            self.wanted = True
+        self.manage()
 
     def commit(self, env: Mapping[str, str] | None, graceful_timeout: float | None) -> int:
         try:
@@ -280,11 +292,14 @@ class JobRunner(Outcomes):
         return proc.pid
 
     def stopall(self) -> None:
-        """Stop every process; the job stays started, so they are replaced."""
+        """Stop every process; the job stays started, so they are replaced, as they exit
+        (0.5: right after the call the job lists no process)."""
         for proc in self.processes:
+            if not proc.once and proc.active:
+                self._respawn_on_exit.add(proc.pid)
             self._stop_process(proc)
         self._stop_orphans()
-        self.manage()
+        self._update_state()
 
     def killall(self, signum: int) -> None:
         self._publish(f"job.{self.name}.kill", {"name": self.name, "signum": signum})

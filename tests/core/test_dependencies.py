@@ -107,6 +107,7 @@ async def test_shutdown_stops_a_job_before_what_it_requires(tmp_path: Path):
         ProcessConfig("web", child_cmd("hang-term", web_log), requires=["db"], start_secs=0.05)
     )
     await events.wait("state", name="default.web", new="running", pid=None)
+    await wait_until(lambda: db_log.exists() and web_log.exists(), what="the handlers set")
     await manager.__aexit__(None, None, None)
     web_term = float(read_file(web_log).split()[1])
     db_term = float(read_file(db_log).split()[1])
