@@ -558,8 +558,13 @@ async def test_rpc_controller_specifics():
         assert await client.ok("stopall", "dummy") == {"ok": True}
         assert "default.dummy" in (await client.ok("jobs"))["jobs"]
         assert set((await client.ok("pids", "dummy"))["pids"]).isdisjoint({1, 2, 3})
+        # ... as they exit (0.5): wait for the three replacements
+        deadline = time.monotonic() + 10
+        while len(replaced := (await client.ok("pids", "dummy"))["pids"]) < 3:
+            assert time.monotonic() < deadline, f"the replacements of stopall: {replaced}"
+            await asyncio.sleep(0.02)
         # stop_process: a new process replaces the one stopped
-        first = (await client.ok("pids", "dummy"))["pids"][0]
+        first = replaced[0]
         assert await client.ok("stop_process", first) == {"ok": True}
         pids = (await client.ok("pids", "dummy"))["pids"]
         assert first not in pids and len(pids) == 3
