@@ -118,6 +118,7 @@ def test_memory_stays_flat_under_20_guessing_threads(site):
     threads = [threading.Thread(target=guess) for _ in range(20)]
     for thread in threads:
         thread.start()
+
     def settled_rss() -> int:
         """The least RSS over 2 s: a scrypt in flight maps 16 MiB for its while, which a
         single reading may catch (more often on a loaded machine); what stays is what
