@@ -84,6 +84,10 @@ class Gafferd:
             guard=self.effective.guard,
             subreaper=self.effective.subreaper,
             process_limit=self.effective.process_limit,
+            # every job's output is captured, so `gaffer logs` has it; what a job neither
+            # redirects nor logs is printed on gafferd's stdout, prefixed by its process
+            # (with -vv the console view below prints every job's output instead)
+            output="capture" if self.effective.verbose >= 2 else "console",
         )
         loop = manager.loop
         for sig in STOP_SIGNALS:

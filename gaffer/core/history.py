@@ -187,19 +187,26 @@ class LineFollower:
     """Delivers a job's output (or every job's) line by line as it comes, from one
     stream or both: ``deliver(line_dict)`` for each finished line."""
 
-    __slots__ = ("_deliver", "_splitter", "stream")
+    __slots__ = ("_deliver", "_select", "_splitter", "stream")
 
     def __init__(
-        self, deliver: Deliver, stream: str | None = None, splitter: Splitter | None = None
+        self,
+        deliver: Deliver,
+        stream: str | None = None,
+        splitter: Splitter | None = None,
+        select: Callable[[str], bool] | None = None,
     ) -> None:
         self._deliver = deliver
         self.stream = stream
         self._splitter = splitter or Splitter()
+        self._select = select  # the jobs it follows (of a follower of every job)
 
     def chunk(
         self, job: str, when: float, pid: int, os_pid: int | None, stream: str, data: bytes
     ) -> None:
         if self.stream is not None and stream != self.stream:
+            return
+        if self._select is not None and not self._select(job):
             return
         out: list[Line] = []
         self._splitter.feed(out, when, pid, os_pid, stream, data)

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 IOListener = Callable[[str, dict], object]
 LineListener = Callable[[dict[str, Any]], object]
+JobFilter = Callable[[str], bool]
 STREAMS = ("stdout", "stderr", "all")
 
 
@@ -99,13 +100,18 @@ class Observing:
     # -- recent output (each job's history) ----------------------------------------------
     @on_loop
     def logs(
-        self, name: str | None = None, lines: int | None = None, stream: str | None = None
+        self,
+        name: str | None = None,
+        lines: int | None = None,
+        stream: str | None = None,
+        select: JobFilter | None = None,
     ) -> list[dict[str, Any]]:
         """The last ``lines`` lines (all those kept when None) of job ``name``'s output,
-        or of every job's interleaved by time, oldest first; ``stream``: ``stdout``,
-        ``stderr`` or both. Each line is ``{"job", "pid", "os_pid", "stream", "time",
-        "line"}``. What is kept: ``log_history`` lines a job (docs/output.md)."""
-        return merge(self._histories(name), lines, _stream(stream))
+        or of every job's (those ``select(job_id)`` accepts) interleaved by time, oldest
+        first; ``stream``: ``stdout``, ``stderr`` or both. Each line is ``{"job", "pid",
+        "os_pid", "stream", "time", "line"}``. What is kept: ``log_history`` lines a job
+        (docs/output.md)."""
+        return merge(self._histories(name, select), lines, _stream(stream))
 
     @on_loop
     def follow_logs(
@@ -114,13 +120,14 @@ class Observing:
         name: str | None = None,
         lines: int | None = 0,
         stream: str | None = None,
+        select: JobFilter | None = None,
     ) -> LineFollower:
         """Call ``listener(line)`` with the last ``lines`` lines of job ``name`` (of every
-        job when None, those loaded later too), then with each new line as it is written,
-        until ``unfollow_logs(follower)``. A line still being written when this is called
-        comes whole, once it ends (or when its process exits)."""
+        job ``select`` accepts when None, those loaded later too), then with each new line
+        as it is written, until ``unfollow_logs(follower)``. A line still being written
+        when this is called comes whole, once it ends (or when its process exits)."""
         wanted = _stream(stream)
-        histories = self._histories(name)
+        histories = self._histories(name, select)
         backlog: list[tuple[float, str, Any]] = []
         splitter = Splitter()
         for job, history in histories:
@@ -132,7 +139,7 @@ class Observing:
             backlog = backlog[-lines:] if lines > 0 else []
         for _, job, line in backlog:
             listener(line.to_dict(job))
-        follower = LineFollower(listener, wanted, splitter)
+        follower = LineFollower(listener, wanted, splitter, select)
         if name is None:
             self._table.followers.append(follower)
         else:
@@ -147,11 +154,15 @@ class Observing:
             if follower in where:
                 where.remove(follower)
 
-    def _histories(self, name: str | None) -> list[tuple[str, Any]]:
+    def _histories(self, name: str | None, select: JobFilter | None) -> list[tuple[str, Any]]:
         if name is not None:
             runner = self._get_job(name)
             return [(runner.name, runner.job.output)]
-        return [(runner.name, runner.job.output) for runner in self._jobs.values()]
+        return [
+            (runner.name, runner.job.output)
+            for runner in self._jobs.values()
+            if select is None or select(runner.name)
+        ]
 
     @on_loop
     def reopen_logs(self) -> None:

@@ -29,6 +29,7 @@ from gaffer.core.logfile import LogSink, LogTarget, Writer
 from gaffer.core.logsinks import NULL_SINK, SinkRegistry
 from gaffer.core.monitor import StatsMonitor
 from gaffer.core.process import ExitListener, Process, StateListener
+from gaffer.core.ratelimit import RateLimiter
 from gaffer.core.spawn import Command
 from gaffer.core.stats import Sampler
 from gaffer.errors import InvalidArgument
@@ -68,6 +69,7 @@ class ProcessTable:
         # running processes: the writers their markers go to, and their job's history
         self._outputs: dict[int, tuple[tuple[Writer, ...], OutputHistory | None]] = {}
         self._stop_times: dict[int, float] = {}  # pid -> when gaffer began stopping it
+        self.warnings = RateLimiter()  # the runners' repeated warnings, one a minute a job
         self.guard: Guard | None = None
         self.detached_sessions: set[int] = set()  # their orphans are left running too
         self._next_pid = 1

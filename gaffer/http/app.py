@@ -22,7 +22,7 @@ import tornado.httpserver
 import tornado.web
 
 from gaffer.http import binding
-from gaffer.http.handlers.base import access_log
+from gaffer.http.accesslog import access_log
 from gaffer.http.routes import routes
 
 logger = logging.getLogger(__name__)

@@ -445,7 +445,7 @@ def _plans(draw: st.DrawFn) -> Plan:
         params.append((name, value, mode))
     query = None
     if draw(st.integers(0, 6)) == 0:
-        keys = st.text(max_size=10).filter(lambda key: key != "feed")
+        keys = st.text(max_size=10).filter(lambda key: key not in ("feed", "follow"))
         query = draw(st.dictionaries(keys, st.text(max_size=20), max_size=4))
     key = draw(st.sampled_from(["admin"] * 15 + ["limited"] * 2 + ["none", "garbage"]))
     if key == "garbage":  # visible ASCII: anything else is a malformed HTTP message
