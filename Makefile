@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/gafferd -c etc/gafferd.ini -v
+	$(BIN)/gafferd -c etc/gafferd.ini
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

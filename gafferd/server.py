@@ -84,10 +84,17 @@ class Gafferd:
             guard=self.effective.guard,
             subreaper=self.effective.subreaper,
             process_limit=self.effective.process_limit,
-            # every job's output is captured, so `gaffer logs` has it; what a job neither
-            # redirects nor logs is printed on gafferd's stdout, prefixed by its process
-            # (with -vv the console view below prints every job's output instead)
-            output="capture" if self.effective.verbose >= 2 else "console",
+            # every job's output is captured, so `gaffer logs` has it; what no log file
+            # takes is printed on gafferd's stdout, prefixed by its process (with -vv the
+            # console view below prints every job's output instead); job_output = inherit
+            # leaves it to the jobs
+            output=(
+                "inherit"
+                if self.effective.job_output == "inherit"
+                else "capture"
+                if self.effective.verbose >= 2
+                else "console"
+            ),
         )
         loop = manager.loop
         for sig in STOP_SIGNALS:
@@ -234,7 +241,15 @@ class Gafferd:
         )
         if any(getattr(effective, key) != getattr(old, key) for key in http_keys):
             self._rebind(effective)
-        restart_only = ("daemon", "pidfile", "error_log", "plugin_dir", "loop", "auth_db")
+        restart_only = (
+            "daemon",
+            "pidfile",
+            "error_log",
+            "plugin_dir",
+            "loop",
+            "auth_db",
+            "job_output",
+        )
         cluster_keys = (
             "cluster",
             "node_name",

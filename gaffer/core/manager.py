@@ -73,9 +73,9 @@ class Manager(Observing, Aliases04):
         output: str = "inherit",
     ) -> None:
         self.process_limit = process_limit  # checked first: a bad value leaves no loop open
-        # a stream a job neither redirects nor logs: "inherit" (the manager's own stdout or
-        # stderr), "console" (captured, kept, written to stdout prefixed with its process)
-        # or "capture" (captured and kept only); see table.py
+        # a stream no log file takes: "inherit" (the manager's own stdout or stderr, unless
+        # redirected), "console" (captured, kept, written to stdout prefixed with its
+        # process) or "capture" (captured and kept only); see table.py
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         self._output = output

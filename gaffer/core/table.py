@@ -6,10 +6,11 @@ one stats sampler, the group watch, the guard, the output listeners) and keeps t
 processes that run (``running``) and those stopped but not gone yet (``stopping``, which
 the manager's stop waits for). It decides nothing: runners do.
 
-It also wires each process's output: the job's log sinks (and, for streams a job neither
-redirects nor logs, the manager's ``output`` choice: inherited, written to the console,
-or captured for the history only), the job's history, and the lifecycle markers written
-into the job's logs (``spawned pid N`` after a spawn, ``exited with 3`` after the exit).
+It also wires each process's output: the job's log sinks (and, for streams no log file
+takes, the manager's ``output`` choice: inherited (unless redirected), written to the
+console, or captured for the history only), the job's history, and the lifecycle markers
+written into the job's logs (``spawned pid N`` after a spawn, ``exited with 3`` after
+the exit).
 """
 
 from __future__ import annotations
@@ -222,12 +223,14 @@ class ProcessTable:
             "max_total": max_total,
         }
         for index, target in enumerate(targets):
-            # a stream neither redirected (named by redirect_output) nor logged
-            if target is None and len(config.redirect_output) <= index:
-                if self.output == "console":
-                    targets[index] = LogTarget.console()
-                elif self.output == "capture":
-                    targets[index] = NULL_SINK.target
+            if target is not None:
+                continue
+            # a stream no log file takes: on the console (redirected or not: its job has
+            # no other log), or captured for the history (redirected ones are already)
+            if self.output == "console":
+                targets[index] = LogTarget.console()
+            elif self.output == "capture" and len(config.redirect_output) <= index:
+                targets[index] = NULL_SINK.target
         sinks: list[LogSink | None] = []
         try:
             for target in targets:
@@ -271,13 +274,17 @@ def _one_per_sink(
     writers: tuple[Writer | None, ...], sinks: tuple[LogSink | None, ...]
 ) -> tuple[Writer, ...]:
     """The writers markers go through: one per log (stdout and stderr often share one),
-    none for output captured for the history only."""
+    none for output captured for the history only, and the console only when it is the
+    job's only log (a job logging its stdout to a file marks that file, not the console
+    its stderr goes to)."""
     out: list[Writer] = []
     seen: list[LogSink] = []
     for writer, sink in zip(writers, sinks, strict=True):
         if writer is not None and sink is not None and sink is not NULL_SINK and sink not in seen:
             seen.append(sink)
             out.append(writer)
+    if any(not writer.console for writer in out):
+        out = [writer for writer in out if not writer.console]
     return tuple(out)
 
 

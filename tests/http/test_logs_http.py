@@ -151,3 +151,17 @@ def test_a_key_reads_the_logs_of_the_jobs_it_may_read(tmp_path):
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+def test_job_output_inherit_leaves_the_output_to_the_jobs(tmp_path):
+    daemon, api = start_gafferd(
+        tmp_path, "job_output = inherit\n[job:plain]\ncmd = {child} lines 2 0 out\n"
+    )
+    daemon.start()
+    try:
+        wait_until_sync(lambda: "line 1 of" in daemon.output(), what="the job's own lines")
+        assert re.search(r"^line 0 of \d+$", daemon.output(), re.M)  # no prefix: its own
+        assert api.get("/jobs/default/plain/logs").json["lines"] == []  # nothing kept
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
