@@ -81,12 +81,17 @@ class SinkRegistry:
             )
             sink.open()  # a path that cannot be written is an error at load, not later
             self._sinks[target.key] = sink
-        elif job not in sink.jobs and (
-            sink.max_bytes,
-            sink.backups,
-            sink.rotate,
-            sink.max_total,
-        ) != (max_bytes, backups, rotate, max_total):
+        elif (
+            target.kind == "file"  # rotation settings mean nothing to the others
+            and job not in sink.jobs
+            and (
+                sink.max_bytes,
+                sink.backups,
+                sink.rotate,
+                sink.max_total,
+            )
+            != (max_bytes, backups, rotate, max_total)
+        ):
             logger.warning(
                 "%s shares %s with %s: the log settings of %s apply",
                 job,

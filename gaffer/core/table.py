@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IOListener = Callable[[str, dict], object]
-# what happens to a stream a job neither redirects nor logs
+# what happens to a stream no log file takes (the manager's ``output``)
 OUTPUTS = ("inherit", "console", "capture")
 
 
