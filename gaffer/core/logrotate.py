@@ -4,13 +4,16 @@ Used by a log sink's writer thread only (logfile.py), never on the loop.
 
 * ``max_bytes``: a file that would grow past it is moved to ``path.1`` first (``path.1``
   to ``path.2``..., up to ``path.<backups>``; with no backups it is truncated instead);
+  the bytes are written as they were read, so a line whose end came in another read may
+  start in one file and end in the next, as with supervisor;
 * ``rotate`` (``"daily"`` or ``"hourly"``): the first write after local midnight (or the
   hour) moves the file away the same way, if it holds anything. A file found at start is
   dated by its last change, so a gafferd stopped yesterday rotates yesterday's log at its
   first write today;
 * ``max_total``: the file and its rotated copies never take more than this on disk. The
-  file itself is rotated at ``max_total`` at the latest, and at each rotation the oldest
-  copies are removed until the copies and a full current file fit in the budget.
+  file itself is rotated at a quarter of ``max_total`` at the latest, and at each
+  rotation the oldest copies are removed until the copies and a full current file fit in
+  the budget.
 
 Only regular files are rotated (a FIFO, ``/dev/null``... are written as they are).
 """
@@ -50,8 +53,9 @@ class LogFile:
         self.backups = backups
         self.rotate_every = rotate
         self.max_total = max_total
-        # the budget caps the file itself too
-        caps = [size for size in (max_bytes, max_total) if size > 0]
+        # within a budget, a file is a quarter of it at most: the budget then holds the
+        # current file and three rotated ones at least (journald keeps files to an eighth)
+        caps = [size for size in (max_bytes, max_total // 4 if max_total else 0) if size > 0]
         self.max_bytes = min(caps) if caps else 0
         self.fd = -1
         self.size = 0

@@ -171,7 +171,8 @@ async def test_the_disk_budget_removes_the_oldest_rotated_files_first(tmp_path):
                 manager,
                 ProcessConfig(
                     f"w{index}",
-                    child_cmd("print", f"run {index} " + "x" * 2900),
+                    # one write: a line whose end came in another read could be cut in two
+                    child_cmd("bytes", (f"run {index} " + "x" * 2900 + "\n").encode().hex()),
                     stdout_logfile=str(log),
                     logfile_max_bytes=4000,
                     logfile_backups=10,
