@@ -150,6 +150,18 @@ class LogSink:
                 f"cannot open log file {self.target.path!r}: {exc.strerror or exc}"
             ) from None
 
+    def configure(self, max_bytes: int, backups: int, rotate: str | None, max_total: int) -> None:
+        """New rotation settings (a job updated), for the next writes."""
+        with self._lock:
+            self.max_bytes, self.backups, self.rotate, self.max_total = (
+                max_bytes,
+                backups,
+                rotate,
+                max_total,
+            )
+            if self._file is not None:
+                self._file.configure(max_bytes, backups, rotate, max_total)
+
     def writer(
         self,
         pid: int | None = None,

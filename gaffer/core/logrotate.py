@@ -50,17 +50,22 @@ class LogFile:
         max_total: int = 0,
     ) -> None:
         self.path = path
+        self.fd = -1
+        self.size = 0
+        self.regular = True
+        self._due = float("inf")  # when the time-based rotation is due
+        self.configure(max_bytes, backups, rotate, max_total)
+
+    def configure(self, max_bytes: int, backups: int, rotate: str | None, max_total: int) -> None:
         self.backups = backups
-        self.rotate_every = rotate
         self.max_total = max_total
         # within a budget, a file is a quarter of it at most: the budget then holds the
         # current file and three rotated ones at least (journald keeps files to an eighth)
         caps = [size for size in (max_bytes, max_total // 4 if max_total else 0) if size > 0]
         self.max_bytes = min(caps) if caps else 0
-        self.fd = -1
-        self.size = 0
-        self.regular = True
-        self._due = float("inf")  # when the time-based rotation is due
+        if rotate != getattr(self, "rotate_every", None):
+            self._due = period_end(time.time(), rotate) if rotate else float("inf")
+        self.rotate_every = rotate
 
     def open(self) -> None:
         directory = os.path.dirname(self.path)

@@ -81,24 +81,27 @@ class SinkRegistry:
             )
             sink.open()  # a path that cannot be written is an error at load, not later
             self._sinks[target.key] = sink
-        elif (
-            target.kind == "file"  # rotation settings mean nothing to the others
-            and job not in sink.jobs
-            and (
-                sink.max_bytes,
-                sink.backups,
-                sink.rotate,
-                sink.max_total,
-            )
-            != (max_bytes, backups, rotate, max_total)
+        elif target.kind == "file" and (
+            sink.max_bytes,
+            sink.backups,
+            sink.rotate,
+            sink.max_total,
+        ) != (
+            max_bytes,
+            backups,
+            rotate,
+            max_total,
         ):
-            logger.warning(
-                "%s shares %s with %s: the log settings of %s apply",
-                job,
-                target.path or target.key,
-                ", ".join(sorted(sink.jobs)),
-                sink.tag,
-            )
+            if sink.jobs <= {job}:  # its own job, updated (SIGHUP): the new settings apply
+                sink.configure(max_bytes, backups, rotate, max_total)
+            else:  # rotation settings mean nothing to the other kinds
+                logger.warning(
+                    "%s shares %s with %s: the log settings of %s apply",
+                    job,
+                    target.path or target.key,
+                    ", ".join(sorted(sink.jobs)),
+                    sink.tag,
+                )
         sink.users += 1
         sink.jobs.add(job)
         return sink

@@ -226,3 +226,23 @@ async def test_timestamps_and_json_follow_each_jobs_config_in_a_shared_file(tmp_
             )
     lines = [re.sub(STAMP, "<t>", line) for line in log.read_text().splitlines()]
     assert lines == ["plain", "<t> stamped"]
+
+
+async def test_an_update_applies_the_new_rotation_settings(tmp_path):
+    log = tmp_path / "out.log"
+    config = ProcessConfig(
+        "u",
+        child_cmd("bytes", ("x" * 3000 + "\n").encode().hex()),
+        stdout_logfile=str(log),
+        logfile_max_bytes=0,
+        log_markers=False,
+        numprocesses=0,
+    )
+    async with Manager() as manager:
+        events = EventRecorder(manager)
+        manager.load(config)
+        await events.wait("exit", pid=manager.commit("u"))
+        manager.update(config.replace(logfile_max_bytes=4000, logfile_backups=3))  # a SIGHUP
+        await events.wait("exit", pid=manager.commit("u"))
+        assert await manager.flush_logs()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.log", "out.log.1"]
