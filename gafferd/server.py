@@ -25,7 +25,6 @@ from typing import Any
 
 from gaffer import Manager
 from gaffer.console import DEFAULT_EVENTS, ConsoleOutput
-from gaffer.core.config import ProcessConfig
 from gaffer.errors import ConfigError, ProcessError
 from gaffer.http import HttpHandler, binding
 from gaffer.http.commands import Policy
@@ -93,6 +92,17 @@ class Gafferd:
             subreaper=self.effective.subreaper,
             process_limit=self.effective.process_limit,
             container=self.effective.container,
+            # every job's output is captured, so `gaffer logs` has it; what no log file
+            # takes is printed on gafferd's stdout, prefixed by its process (with -vv, or
+            # in a container, the console view below prints every job's output instead);
+            # job_output = inherit leaves it to the jobs
+            output=(
+                "inherit"
+                if self.effective.job_output == "inherit"
+                else "capture"
+                if self.effective.verbose >= 2 or self.effective.container
+                else "console"
+            ),
         )
         loop = manager.loop
         for sig in STOP_SIGNALS:
@@ -159,18 +169,10 @@ class Gafferd:
 
     def _load(self, spec: JobSpec) -> None:
         try:
-            self.manager.load(
-                self._contained(spec.config), sessionid=spec.session, start=spec.start
-            )
+            self.manager.load(spec.config, sessionid=spec.session, start=spec.start)
         except (ProcessError, ValueError) as exc:
             raise StartupError(f"{spec.origin}: [job:{spec.id}] cannot be loaded: {exc}") from None
         self.file_jobs[spec.id] = spec
-
-    def _contained(self, config: ProcessConfig) -> ProcessConfig:
-        """In a container every job's output is captured, to show on gafferd's stdout."""
-        if self.effective.container and not config.redirect_output and not config.detach:
-            return config.replace(redirect_output=("stdout", "stderr"))
-        return config
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         logger.info("%s: stopping", signal.Signals(sig).name)
@@ -212,9 +214,7 @@ class Gafferd:
             old = self.file_jobs.get(spec.id)
             try:
                 if spec.id not in loaded:
-                    manager.load(
-                        self._contained(spec.config), sessionid=spec.session, start=spec.start
-                    )
+                    manager.load(spec.config, sessionid=spec.session, start=spec.start)
                     logger.info("reload: loaded %s", spec.id)
                 elif old is None or not old.same_as(spec):
                     self._update(spec, old)
@@ -230,7 +230,7 @@ class Gafferd:
         if old is not None and old.config == spec.config:  # only `start` changed
             (manager.start_job if spec.start else manager.stop_job)(spec.id)
             return
-        manager.update(self._contained(spec.config), sessionid=spec.session, start=spec.start)
+        manager.update(spec.config, sessionid=spec.session, start=spec.start)
         if not spec.start:
             manager.stop_job(spec.id)
 
@@ -264,7 +264,15 @@ class Gafferd:
         )
         if any(getattr(effective, key) != getattr(old, key) for key in http_keys):
             self._rebind(effective)
-        restart_only = ("daemon", "pidfile", "error_log", "plugin_dir", "loop", "auth_db")
+        restart_only = (
+            "daemon",
+            "pidfile",
+            "error_log",
+            "plugin_dir",
+            "loop",
+            "auth_db",
+            "job_output",
+        )
         cluster_keys = (
             "cluster",
             "node_name",

@@ -317,6 +317,16 @@ SETTINGS: tuple[Setting, ...] = (
         "by gafferd and stopped with their job, or with gafferd (Linux).",
     ),
     Setting(
+        "job_output",
+        choice("console", "inherit"),
+        "console",
+        "What a job's stdout and stderr that no log file takes do: console (captured, its "
+        "last log_history lines kept for gaffer logs, printed on gafferd's stdout prefixed "
+        "with its process) or inherit (written by the job to gafferd's stdout itself: "
+        "nothing kept; 2 descriptors and about 4 KiB less a process).",
+        metavar="MODE",
+    ),
+    Setting(
         "process_limit",
         to_limit,
         10000,

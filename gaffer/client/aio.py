@@ -16,7 +16,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from gaffer.client.transport import Transport
 from gaffer.errors import NotFound
@@ -39,6 +39,13 @@ def _config_body(config: Any) -> dict[str, Any]:
 
 def _q(part: str | int) -> str:
     return quote(str(part), safe="")
+
+
+def _logs_query(lines: int | None, stream: str, **more: Any) -> str:
+    """The query of a logs request: ``lines`` None is every line kept."""
+    query = {"lines": "all" if lines is None else str(lines), "stream": stream}
+    query.update({key: str(value) for key, value in more.items() if value is not None})
+    return urlencode(query)
 
 
 class AsyncServer:
@@ -175,6 +182,26 @@ class AsyncServer:
             async for line in lines:
                 yield json.loads(line)
 
+    async def logs(
+        self, lines: int | None = 10, stream: str = "all", session: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The last ``lines`` lines (None: all kept) of every job's output the key may
+        read (of one session), interleaved by time: ``{"job", "pid", "os_pid", "stream",
+        "time", "line"}`` each."""
+        query = _logs_query(lines, stream, session=session)
+        return (await self.request("GET", f"/logs?{query}"))["lines"]
+
+    async def follow_logs(
+        self, lines: int | None = 10, stream: str = "all", session: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The last ``lines`` lines, then every new line of every job (those loaded later
+        too) as it is written; ``{"event": "gaffer.dropped", "count"}`` where lines were
+        lost to a slow reader."""
+        query = _logs_query(lines, stream, session=session, follow=1, heartbeat=30)
+        async with contextlib.aclosing(self._lines(f"/logs?{query}")) as found:
+            async for line in found:
+                yield json.loads(line)
+
     async def _lines(self, path: str) -> AsyncIterator[bytes]:
 
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -307,6 +334,23 @@ class AsyncJob:
 
     async def unload(self) -> None:
         await self.server.request("DELETE", self.path)
+
+    async def logs(self, lines: int | None = 10, stream: str = "all") -> list[dict[str, Any]]:
+        """The last ``lines`` lines (None: all kept) of the job's output, oldest first:
+        ``{"job", "pid", "os_pid", "stream", "time", "line"}`` each."""
+        return (await self.server.request("GET", f"{self.path}/logs?{_logs_query(lines, stream)}"))[
+            "lines"
+        ]
+
+    async def follow_logs(
+        self, lines: int | None = 10, stream: str = "all"
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The last ``lines`` lines, then each new line as it is written, until the job is
+        unloaded (or the caller stops iterating)."""
+        path = f"{self.path}/logs?{_logs_query(lines, stream, follow=1, heartbeat=30)}"
+        async with contextlib.aclosing(self.server._lines(path)) as found:
+            async for line in found:
+                yield json.loads(line)
 
     async def stats_feed(self) -> AsyncIterator[dict[str, Any]]:
         """Stats of the job's processes, every 0.1 s."""

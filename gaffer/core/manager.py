@@ -25,7 +25,7 @@ from gaffer.core.aliases import Aliases04, Aliases05
 from gaffer.core.config import ProcessConfig, as_config, check_env
 from gaffer.core.events import EventEmitter
 from gaffer.core.guard import Guard
-from gaffer.core.logfile import SinkRegistry
+from gaffer.core.logsinks import SinkRegistry
 from gaffer.core.loop import new_event_loop
 from gaffer.core.monitor import StatsMonitor
 from gaffer.core.names import (
@@ -44,7 +44,7 @@ from gaffer.core.processes import ProcessCommands
 from gaffer.core.runner import JobRunner
 from gaffer.core.states import UP
 from gaffer.core.stats import Sampler
-from gaffer.core.table import ProcessTable
+from gaffer.core.table import OUTPUTS, ProcessTable
 from gaffer.errors import (
     InvalidArgument,
     ManagerStopped,
@@ -71,8 +71,15 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
         subreaper: bool = False,
         process_limit: int | None = None,
         container: bool = False,
+        output: str = "inherit",
     ) -> None:
         self.process_limit = process_limit  # checked first: a bad value leaves no loop open
+        # a stream no log file takes: "inherit" (the manager's own stdout or stderr, unless
+        # redirected), "console" (captured, kept, written to stdout prefixed with its
+        # process) or "capture" (captured and kept only); see table.py
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+        self._output = output
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()  # `async with Manager()`: the caller's loop
@@ -109,7 +116,11 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
             self.events.bind(loop)
         self._monitor = StatsMonitor(self, self._sampler)
         self._table = ProcessTable(
-            loop, self._sampler, self._monitor, SinkRegistry(loop, self._on_log_drop)
+            loop,
+            self._sampler,
+            self._monitor,
+            SinkRegistry(loop, self._on_log_drop),
+            output=self._output,
         )
 
     @property

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gaffer.core.flapping import OFF, FlappingInfo
+from gaffer.core.logformat import FORMATS
+from gaffer.core.logrotate import ROTATIONS
 from gaffer.core.logtarget import LogTarget
 from gaffer.core.probespec import PROBES, READINESS, ProbeSpec
 from gaffer.core.restart import give_up_on, signal_name
@@ -339,6 +341,27 @@ def _logfile(value: Any) -> str | None:
     return value
 
 
+def _log_format(value: Any) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in FORMATS:
+        raise ValueError(f"expected one of {', '.join(FORMATS)}, got {value!r}")
+    return value.strip().lower()
+
+
+def _log_rotate(value: Any) -> str | None:
+    """None (by size only), ``daily`` or ``hourly``."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in OFF:
+        return None
+    if not isinstance(value, str) or value.strip().lower() not in ROTATIONS:
+        raise ValueError(f"expected one of {', '.join(ROTATIONS)} or off, got {value!r}")
+    return value.strip().lower()
+
+
+def _text_size_or_off(value: str, base: str = "") -> int:
+    return 0 if value.strip().lower() in OFF else text_size(value)
+
+
 def _restart(value: Any) -> str:
     if not isinstance(value, str) or value.strip().lower() not in RESTART_MODES:
         raise ValueError(f"expected one of {', '.join(RESTART_MODES)}, got {value!r}")
@@ -570,6 +593,15 @@ OPTIONS: tuple[Option, ...] = (
         "output kept in memory for a slow log; beyond, it is dropped and counted"),
     opt("log_timestamps", False, _bool, text_bool, BOOLEAN,
         "prefix every line of the log files with the time"),
+    opt("log_format", "text", _log_format, _as_is, {"type": "string", "enum": list(FORMATS)},
+        "text (as written), or json: one {ts, job, pid, stream, line} object a line"),
+    opt("log_rotate", None, _log_rotate, _as_is,
+        {"type": ["string", "null"], "enum": [*ROTATIONS, "off", None]},
+        "also rotate the log files daily or hourly (local time), beside the size"),
+    opt("log_max_total", 0, _count, _text_size_or_off, COUNT,
+        "disk the job's log files may take, rotated ones included (0: no limit)"),
+    opt("log_markers", True, _bool, text_bool, BOOLEAN,
+        "write `spawned pid N`, `exited with 3`... lines into the job's log files"),
     opt("log_history", DEFAULT_LOG_HISTORY, _count, text_int, COUNT,
         "lines of output kept in memory for `gaffer logs` (0: none)"),
 )  # fmt: skip

@@ -24,8 +24,9 @@ import tornado.web
 
 from gaffer.errors import ConfigError
 from gaffer.http import binding
+from gaffer.http.accesslog import access_log
 from gaffer.http.connections import ConnectionLimits, Connections, Server
-from gaffer.http.handlers.base import HARD_BODY_LIMIT, access_log
+from gaffer.http.handlers.base import HARD_BODY_LIMIT
 from gaffer.http.handlers.misc import RefusedHandler
 from gaffer.http.routes import routes
 from gaffer.http.sameorigin import OriginPolicy

@@ -49,7 +49,7 @@ class Route:
 
 
 def api_routes() -> list[Route]:
-    from gaffer.http.handlers import accounts, openapi, streams
+    from gaffer.http.handlers import accounts, logs, openapi, streams
 
     return [
         Route("/", misc.WelcomeHandler),
@@ -67,6 +67,8 @@ def api_routes() -> list[Route]:
         Route("/jobs/{sid}/{name}/numprocesses", jobs.JobNumprocessesHandler),
         Route("/jobs/{sid}/{name}/signal", jobs.JobSignalHandler),
         Route("/jobs/{sid}/{name}/commit", jobs.JobCommitHandler),
+        Route("/jobs/{sid}/{name}/logs", logs.LogsHandler),
+        Route("/logs", logs.AllLogsHandler),
         Route("/watch", streams.WatchHandler),
         Route("/watch/{a}", streams.WatchHandler),
         Route("/watch/{a}/{b}", streams.WatchHandler),
