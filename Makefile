@@ -25,7 +25,7 @@ venv: $(STAMP)
 # docs/security.md).
 run: $(STAMP)
 	@if [ "$$(id -u)" = 0 ]; then echo "make run: running as root: allowing 127.0.0.1:5000 without API keys for this run (any local user could use it: see docs/security.md)" >&2; fi
-	GAFFERD_ALLOW_ROOT_WITHOUT_KEYS=$$(test "$$(id -u)" = 0 && echo true || echo false) $(BIN)/gafferd -c etc/gafferd.ini
+	GAFFERD_ALLOW_ROOT_WITHOUT_KEYS=$$(test "$$(id -u)" = 0 && echo true || echo false) exec $(BIN)/gafferd -c etc/gafferd.ini
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -25,6 +25,7 @@ process_info,          read      process    ``pid``
 process_exists,
 process_stats,
 read_output
+read_logs              read      job        ``name`` (``/logs``: every job it may read)
 stop_process, kill     manage    process    ``pid``; ``sig`` (kill)
 send                   write     process    ``pid``, ``data``, ``stream``
 =====================  ========  =========  ==============================================
@@ -153,6 +154,15 @@ def execute(name: str, call: Call) -> Any:
     func = COMMANDS[name].run
     assert func is not None, f"{name} is a permission only"
     return func(call)
+
+
+# -- logs (read by gaffer/http/handlers/logs.py, from the jobs' history) -----------------------
+_command("read_logs", READ, "job")(None)
+
+
+def reader(permissions: Permissions) -> Callable[[str], bool]:
+    """Whether the key may read a job: ``/logs`` shows the lines of those jobs only."""
+    return permissions.can_read
 
 
 # -- the cluster (run by gaffer/http/handlers/cluster.py, against etcd) -----------------------

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from gaffer.core.events import EventStream
-from gaffer.http.handlers.base import ApiError, Op
+from gaffer.http import commands
+from gaffer.http.handlers.base import Op, RequestError
 from gaffer.http.handlers.jobs import job_id
 from gaffer.http.handlers.streams import FEED_PARAMS, FeedHandler, QueueSource, event_frame
 
@@ -43,7 +44,10 @@ class LogsHandler(FeedHandler):
     }
 
     async def get(self, sid: str | None = None, name: str | None = None) -> None:
-        job = job_id(self, sid, name, "read") if sid is not None and name is not None else None
+        job = None
+        if sid is not None and name is not None:
+            job = job_id(sid, name)
+            self.authorize("read_logs", name=job)
         lines = self._lines()
         stream = self.get_query_argument("stream", "all")
         session = self.get_query_argument("session", None)
@@ -55,7 +59,7 @@ class LogsHandler(FeedHandler):
             return
         feed, heartbeat = self.feed()
         if feed not in LOG_FEEDS:
-            raise ApiError(400, "bad_request", f"feed must be one of {', '.join(LOG_FEEDS)}")
+            raise RequestError(400, "bad_request", f"feed must be one of {', '.join(LOG_FEEDS)}")
         if not follow:  # a feed of the lines kept, then the end
             found = self.manager.logs(job, lines, stream, select=select)
             await self.start_feed(feed)
@@ -121,18 +125,18 @@ class LogsHandler(FeedHandler):
         if text == "all":
             return None
         if not (text.isascii() and text.isdigit()) or len(text) > 9:
-            raise ApiError(
+            raise RequestError(
                 400, "bad_request", f"lines must be a number >= 0 or all, got {text[:20]!r}"
             )
         return int(text)
 
     def _selector(self, session: str | None) -> Any:
         """The jobs of ``/logs``: those the key may read (of ``session`` if given)."""
-        can_read = self.permissions.can_read
+        may_read = commands.reader(self.permissions)
         prefix = None if session is None else f"{session}."
 
         def select(job: str) -> bool:
-            return (prefix is None or job.startswith(prefix)) and can_read(job)
+            return (prefix is None or job.startswith(prefix)) and may_read(job)
 
         return select
 
