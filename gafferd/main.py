@@ -17,6 +17,7 @@ from typing import Any
 import gaffer
 from gaffer.errors import ConfigError, GafferError, SecurityError, UsageError
 from gaffer.http import binding
+from gafferd import handover
 from gafferd.checks import check_jobs
 from gafferd.config import (
     EX_CONFIG,
@@ -184,12 +185,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        handed = handover.receive()  # a previous gafferd exec'd this one: adopt, not start
+    except GafferError as exc:
+        print(f"gafferd: {exc}", file=sys.stderr)
+        return exit_code(exc)
+    try:
         path, directory = find_config(args.config, os.environ)
         config = load_config(path, directory)
         effective = resolve(config.settings, os.environ, cli_values(args))
     except ConfigError as exc:
+        if handed is not None:  # changed since the check: the processes still run
+            return run_handed(args, handed, None, None, str(exc))
         print(f"gafferd: {exc}", file=sys.stderr)
         return exit_code(exc)
+    if handed is not None:
+        return run_handed(args, handed, config, effective)
     plugin_dir = effective.plugin_dir or _default_plugin_dir(directory)
     plugins = _plugins(plugin_dir, config)
     if args.print_config:
@@ -253,6 +263,19 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("cannot write the pidfile %s: %s", effective.pidfile, exc.strerror or exc)
         log.close()
         return EX_CONFIG
+    return _serve(args, config, effective, sockets, plugins, log, pidfile)
+
+
+def _serve(
+    args: argparse.Namespace,
+    config: DaemonConfig,
+    effective: Effective,
+    sockets: list[socket.socket],
+    plugins: Any,
+    log: DaemonLog,
+    pidfile: Pidfile | None,
+    handed: dict[str, Any] | None = None,
+) -> int:
     from gafferd.server import Gafferd
 
     server = Gafferd(
@@ -263,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         plugins,
         log,
         webhooks_factory=_webhooks_factory(),
+        pidfile=pidfile,
+        handed=handed,
     )
     try:
         return server.run()
@@ -270,6 +295,39 @@ def main(argv: list[str] | None = None) -> int:
         if pidfile is not None:
             pidfile.release()
         log.close()
+
+
+def run_handed(
+    args: argparse.Namespace,
+    handed: dict[str, Any],
+    config: DaemonConfig | None,
+    effective: Effective | None,
+    error: str | None = None,
+) -> int:
+    """Go on where the previous gafferd stopped: its processes, its sockets, its pidfile
+    (gafferd/handover.py). Nothing here may make this gafferd exit: it holds them all."""
+    previous = handed["gafferd"]
+    if config is None or effective is None:  # the file broke since the check: the last one
+        values, origins = previous["settings"]
+        effective = Effective(values, origins)
+        config = DaemonConfig(None, os.getcwd())
+    log = DaemonLog(effective.error_log, effective.log_level)
+    if error is not None:
+        logger.error("configuration not read, going on with the previous one: %s", error)
+        handed["config_failed"] = True
+    pidfile = None
+    path, fd = previous["pidfile"]
+    if path and fd >= 0:
+        pidfile = Pidfile(path)
+        pidfile.adopt(fd)
+    sockets = handover.adopt_sockets(previous["sockets"], effective)
+    plugin_dir = effective.plugin_dir or _default_plugin_dir(config.directory)
+    try:
+        plugins = _plugins(plugin_dir, config)
+    except Exception:
+        logger.exception("plugins not loaded")
+        plugins = _plugins(None, DaemonConfig(None, config.directory))
+    return _serve(args, config, effective, sockets, plugins, log, pidfile, handed)
 
 
 def _admins(args: argparse.Namespace, effective: Effective, config: Any) -> int:

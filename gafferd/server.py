@@ -20,6 +20,7 @@ import os
 import resource
 import signal
 import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,10 +34,13 @@ from gaffer.http.connections import ConnectionLimits
 from gaffer.http.identity import Identity
 from gaffer.http.keystore import KeyStore
 from gaffer.http.throttle import LoginThrottle
+from gafferd import handover
 from gafferd.checks import check_jobs
 from gafferd.config import DaemonConfig, JobSpec, load_config
+from gafferd.handover import Restarter
 from gafferd.logs import DaemonLog
 from gafferd.memory import MemoryTrimmer, map_large_allocations
+from gafferd.pidfile import Pidfile
 from gafferd.settings import Effective, SettingError, resolve
 
 logger = logging.getLogger("gafferd")
@@ -65,8 +69,14 @@ class Gafferd:
         plugins: Any,
         log: DaemonLog | None,
         webhooks_factory: Callable[..., Any] | None = None,
+        pidfile: Pidfile | None = None,
+        handed: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
+        self.pidfile = pidfile
+        self._handed = handed  # what the previous gafferd handed over (handover.py)
+        self.restarter = Restarter(self)
+        self._adopted_counts: dict[str, int] = {}
         self.effective = effective
         self._cli = dict(cli)
         self._sockets = sockets
@@ -95,10 +105,14 @@ class Gafferd:
             container=self.effective.container,
         )
         loop = manager.loop
+        if self._handed is not None:
+            self._adopt(manager, self._handed)
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+        loop.add_signal_handler(signal.SIGUSR2, self.restarter.on_signal)
+        handover.unblock_signals()  # those that came during a hand-over are handled now
         if self.effective.cluster:  # imported only then: no cost to a gafferd alone
             from gafferd.cluster import make_registry
 
@@ -119,7 +133,7 @@ class Gafferd:
             )
         self.plugins.initialize(manager)
         manager.start(apps=apps)
-        loop.call_soon(self._load_jobs)
+        loop.call_soon(self._load_jobs if self._handed is None else self._adopted)
         trimmer = MemoryTrimmer(loop)
         trimmer.start()
         try:
@@ -127,7 +141,7 @@ class Gafferd:
         finally:
             trimmer.stop()
             self.plugins.on_shutdown(manager)
-            for sig in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1):
+            for sig in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
                 if not loop.is_closed():
                     loop.remove_signal_handler(sig)
         if self.keystore is not None:
@@ -156,6 +170,47 @@ class Gafferd:
             len(self.file_jobs),
             self.config.path or "no configuration file",
         )
+
+    def _adopt(self, manager: Manager, handed: dict[str, Any]) -> None:
+        """Before the start: the jobs and processes of the previous gafferd."""
+        previous = handed["gafferd"]
+        self.restarter.handovers = previous["handovers"]
+        self.restarter.started_at = previous["started_at"]
+        self.file_jobs = handover.file_jobs(previous["file_jobs"])
+        self._adopted_counts = manager.restore(handed["manager"])
+
+    def _adopted(self) -> None:
+        """The first turn of the loop after a hand-over: everything is adopted and the
+        API serves; the configuration file is applied as SIGHUP does."""
+        assert self.manager is not None
+        previous = self._handed["gafferd"] if self._handed else {}
+        now = time.monotonic()
+        self.restarter.last = {
+            "time": time.time(),
+            "duration_ms": round((now - previous["began"]) * 1000, 1),
+            "frozen_ms": round((now - previous["frozen_at"]) * 1000, 1),
+            **self._adopted_counts,
+        }
+        logger.info(
+            "gafferd restarted in place (pid %d, hand-over %d): %d job(s), %d process(es) "
+            "adopted; %.0f ms from the freeze, %.0f ms in all",
+            os.getpid(),
+            self.restarter.handovers,
+            self._adopted_counts["jobs"],
+            self._adopted_counts["processes"],
+            self.restarter.last["frozen_ms"],
+            self.restarter.last["duration_ms"],
+        )
+        self.manager.events.publish(
+            "handover",
+            {"event": "handover", "name": "gafferd", "pid": os.getpid(), **self.restarter.last},
+        )
+        config_failed = bool(self._handed and self._handed.get("config_failed"))
+        self._handed = None  # memory: the description is not needed any more
+        if not config_failed:
+            _warn_problems(self.config, "restart: ")
+            self._apply_jobs(self.config)
+        self.plugins.on_start(self.manager)
 
     def _load(self, spec: JobSpec) -> None:
         try:

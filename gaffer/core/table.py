@@ -77,7 +77,49 @@ class ProcessTable:
         """Spawn a process of job ``name`` and list it as running. Raises SpawnError,
         leaving nothing behind (its pid is not used up)."""
         pid = self._next_pid
-        proc = Process(
+        proc = self.make_process(
+            pid,
+            name,
+            config,
+            env,
+            command,
+            once=once,
+            graceful_timeout=graceful_timeout,
+            sinks=sinks,
+            history=history,
+            on_exit=on_exit,
+            on_state=on_state,
+            on_notify=on_notify,
+        )
+        proc.slot = slot
+        proc.spawn()
+        if config.detach:
+            self.detached_sessions.add(proc.os_pid)
+        elif self.guard is not None:
+            self.guard.add(proc.os_pid)
+        self.hold_sinks(proc, sinks)
+        self._next_pid = pid + 1
+        self.running[pid] = proc
+        return proc
+
+    def make_process(
+        self,
+        pid: int,
+        name: str,
+        config: ProcessConfig,
+        env: Mapping[str, str],
+        command: Command,
+        *,
+        once: bool,
+        graceful_timeout: float | None,
+        sinks: tuple[LogSink | None, LogSink | None],
+        history: OutputHistory | None,
+        on_exit: ExitListener,
+        on_state: StateListener | None,
+        on_notify: NotifyListener | None = None,
+    ) -> Process:
+        """A ``Process`` with the manager's machinery, not spawned yet (or to adopt)."""
+        return Process(
             self.loop,
             self.watcher,
             pid,
@@ -102,18 +144,11 @@ class ProcessTable:
                 if job in (None, name)
             ],
         )
-        proc.slot = slot
-        proc.spawn()
-        if config.detach:
-            self.detached_sessions.add(proc.os_pid)
-        elif self.guard is not None:
-            self.guard.add(proc.os_pid)
+
+    def hold_sinks(self, proc: Process, sinks: tuple[LogSink | None, LogSink | None]) -> None:
         proc.held_sinks = tuple(sink for sink in sinks if sink is not None)
         for sink in proc.held_sinks:
             self.sinks.retain(sink)
-        self._next_pid = pid + 1
-        self.running[pid] = proc
-        return proc
 
     def exited(self, proc: Process) -> bool:
         """Book the exit of ``proc``; False when it was no longer listed as running."""
