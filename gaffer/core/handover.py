@@ -167,7 +167,9 @@ class _Out:
         handle = proc._handle
         assert handle is not None and proc.os_pid is not None
         outputs = []
-        for (label, stream, writer), reader in zip(output_streams(proc), _readers(proc)):
+        for (label, stream, writer), reader in zip(
+            output_streams(proc), proc._readers, strict=False
+        ):
             if reader.fd >= 0:
                 at_start = writer._at_line_start if writer is not None else True
                 outputs.append([label, self.keep(reader.fd), stream, at_start])
