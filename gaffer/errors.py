@@ -10,7 +10,7 @@ brackets). Builtin bases are kept where callers rely on them (``except ValueErro
         InvalidOption [core.config]         a job option: ``option`` names it
         IniError [gafferd.ini]              an ini file, at ``path:line``
         SettingError [gafferd.settings]     a gafferd setting and where it came from
-        StartupError [gafferd.server]       a job of the file cannot be loaded at start
+        StartupError [gafferd.jobs]         a job of the file cannot be loaded at start
         DotenvError [dotenv]                an env file, at ``path:line``
           ProcfileError [cli.procfile]      a Procfile, at ``path:line``
       SecurityError (ValueError)            settings gafferd refuses: they would expose it

@@ -91,6 +91,20 @@ class Restarter:
         manager.loop.call_later(0.05, lambda: manager.loop.create_task(self.hand_over()))
         return {"pid": os.getpid(), "processes": len(manager.running), "handovers": self.handovers}
 
+    def state(self) -> dict[str, Any]:
+        """What ``GET /daemon/state`` shows."""
+        server = self.server
+        manager = server.manager
+        return {
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "handovers": self.handovers,
+            "last_handover": self.last,
+            "processes": len(manager.running) if manager is not None else 0,
+            "on_daemon_crash": server.effective.values.get("on_daemon_crash", "stop"),
+            **server.recorded_state(),
+        }
+
     def on_signal(self) -> None:
         """SIGUSR2."""
         manager = self.server.manager

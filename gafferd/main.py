@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list the admin users and their key ids, and exit",
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from the ini file alone: do not read the state file (what was loaded, "
+        "scaled or stopped through the API before; detached processes to adopt)",
+    )
     parser.add_argument("--version", action="version", version=f"gafferd {gaffer.__version__}")
     add_arguments(parser)
     return parser
@@ -288,6 +294,7 @@ def _serve(
         webhooks_factory=_webhooks_factory(),
         pidfile=pidfile,
         handed=handed,
+        fresh=args.fresh,
     )
     try:
         return server.run()

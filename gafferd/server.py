@@ -20,14 +20,12 @@ import os
 import resource
 import signal
 import socket
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from gaffer import Manager
 from gaffer.console import DEFAULT_EVENTS, ConsoleOutput
-from gaffer.core.config import ProcessConfig
-from gaffer.errors import ConfigError, ProcessError
+from gaffer.errors import ConfigError
 from gaffer.http import HttpHandler, binding
 from gaffer.http.commands import Policy
 from gaffer.http.connections import ConnectionLimits
@@ -35,9 +33,9 @@ from gaffer.http.identity import Identity
 from gaffer.http.keystore import KeyStore
 from gaffer.http.throttle import LoginThrottle
 from gafferd import handover
-from gafferd.checks import check_jobs
 from gafferd.config import DaemonConfig, JobSpec, load_config
 from gafferd.handover import Restarter
+from gafferd.jobs import JobLoading, warn_problems
 from gafferd.logs import DaemonLog
 from gafferd.memory import MemoryTrimmer, map_large_allocations
 from gafferd.pidfile import Pidfile
@@ -48,10 +46,6 @@ logger = logging.getLogger("gafferd")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
-class StartupError(ConfigError):
-    """A job of the file could not be loaded at start: a configuration error."""
-
-
 def raise_fd_limit() -> None:
     """Children, pipes and pidfds take descriptors: use the hard limit, not 1024."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -59,7 +53,7 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-class Gafferd:
+class Gafferd(JobLoading):
     def __init__(
         self,
         config: DaemonConfig,
@@ -71,12 +65,17 @@ class Gafferd:
         webhooks_factory: Callable[..., Any] | None = None,
         pidfile: Pidfile | None = None,
         handed: dict[str, Any] | None = None,
+        fresh: bool = False,
     ) -> None:
         self.config = config
         self.pidfile = pidfile
         self._handed = handed  # what the previous gafferd handed over (handover.py)
         self.restarter = Restarter(self)
         self._adopted_counts: dict[str, int] = {}
+        self.fresh = fresh  # --fresh: the state file is not read
+        self._held: dict[str, list[dict[str, Any]]] = {}
+        self.state_file: Any = None
+        self.recorder: Any = None
         self.effective = effective
         self._cli = dict(cli)
         self._sockets = sockets
@@ -133,6 +132,7 @@ class Gafferd:
             )
         self.plugins.initialize(manager)
         manager.start(apps=apps)
+        self._start_recording()
         loop.call_soon(self._load_jobs if self._handed is None else self._adopted)
         trimmer = MemoryTrimmer(loop)
         trimmer.start()
@@ -140,6 +140,8 @@ class Gafferd:
             manager.run()
         finally:
             trimmer.stop()
+            if self.recorder is not None:
+                self.recorder.close()
             self.plugins.on_shutdown(manager)
             for sig in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
                 if not loop.is_closed():
@@ -151,81 +153,6 @@ class Gafferd:
             return 78
         # a job with on_exit = shutdown ended: its code is gafferd's (a container's)
         return manager.exit_code if manager.exit_code is not None else 0
-
-    def _load_jobs(self) -> None:
-        assert self.manager is not None
-        _warn_problems(self.config, "")
-        try:
-            for spec in self.config.jobs_by_priority():
-                self._load(spec)
-        except StartupError as exc:
-            logger.error("%s", exc)
-            self._failed = True
-            self.manager.stop()
-            return
-        self.plugins.on_start(self.manager)
-        logger.info(
-            "gafferd started (pid %d): %d job(s) from %s",
-            os.getpid(),
-            len(self.file_jobs),
-            self.config.path or "no configuration file",
-        )
-
-    def _adopt(self, manager: Manager, handed: dict[str, Any]) -> None:
-        """Before the start: the jobs and processes of the previous gafferd."""
-        previous = handed["gafferd"]
-        self.restarter.handovers = previous["handovers"]
-        self.restarter.started_at = previous["started_at"]
-        self.file_jobs = handover.file_jobs(previous["file_jobs"])
-        self._adopted_counts = manager.restore(handed["manager"])
-
-    def _adopted(self) -> None:
-        """The first turn of the loop after a hand-over: everything is adopted and the
-        API serves; the configuration file is applied as SIGHUP does."""
-        assert self.manager is not None
-        previous = self._handed["gafferd"] if self._handed else {}
-        now = time.monotonic()
-        self.restarter.last = {
-            "time": time.time(),
-            "duration_ms": round((now - previous["began"]) * 1000, 1),
-            "frozen_ms": round((now - previous["frozen_at"]) * 1000, 1),
-            **self._adopted_counts,
-        }
-        logger.info(
-            "gafferd restarted in place (pid %d, hand-over %d): %d job(s), %d process(es) "
-            "adopted; %.0f ms from the freeze, %.0f ms in all",
-            os.getpid(),
-            self.restarter.handovers,
-            self._adopted_counts["jobs"],
-            self._adopted_counts["processes"],
-            self.restarter.last["frozen_ms"],
-            self.restarter.last["duration_ms"],
-        )
-        self.manager.events.publish(
-            "handover",
-            {"event": "handover", "name": "gafferd", "pid": os.getpid(), **self.restarter.last},
-        )
-        config_failed = bool(self._handed and self._handed.get("config_failed"))
-        self._handed = None  # memory: the description is not needed any more
-        if not config_failed:
-            _warn_problems(self.config, "restart: ")
-            self._apply_jobs(self.config)
-        self.plugins.on_start(self.manager)
-
-    def _load(self, spec: JobSpec) -> None:
-        try:
-            self.manager.load(
-                self._contained(spec.config), sessionid=spec.session, start=spec.start
-            )
-        except (ProcessError, ValueError) as exc:
-            raise StartupError(f"{spec.origin}: [job:{spec.id}] cannot be loaded: {exc}") from None
-        self.file_jobs[spec.id] = spec
-
-    def _contained(self, config: ProcessConfig) -> ProcessConfig:
-        """In a container every job's output is captured, to show on gafferd's stdout."""
-        if self.effective.container and not config.redirect_output and not config.detach:
-            return config.replace(redirect_output=("stdout", "stderr"))
-        return config
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         logger.info("%s: stopping", signal.Signals(sig).name)
@@ -249,45 +176,10 @@ class Gafferd:
             logger.error("SIGHUP: configuration not reloaded, keeping the running one: %s", exc)
             return
         logger.info("SIGHUP: reloading %s", self.config.path or "(no file)")
-        _warn_problems(config, "reload: ")
+        warn_problems(config, "reload: ")
         self._apply_jobs(config)
         self._apply_settings(config, effective)
         self.config, self.effective = config, effective
-
-    def _apply_jobs(self, config: DaemonConfig) -> None:
-        manager = self.manager
-        assert manager is not None
-        loaded = set(manager.jobs())
-        for job_id in [job for job in self.file_jobs if job not in config.jobs]:
-            if job_id in loaded:
-                manager.unload(job_id)
-                logger.info("reload: unloaded %s", job_id)
-            del self.file_jobs[job_id]
-        for spec in config.jobs_by_priority():
-            old = self.file_jobs.get(spec.id)
-            try:
-                if spec.id not in loaded:
-                    manager.load(
-                        self._contained(spec.config), sessionid=spec.session, start=spec.start
-                    )
-                    logger.info("reload: loaded %s", spec.id)
-                elif old is None or not old.same_as(spec):
-                    self._update(spec, old)
-                    logger.info("reload: updated %s", spec.id)
-            except (ProcessError, ValueError) as exc:
-                logger.error("reload: %s: [job:%s] not applied: %s", spec.origin, spec.id, exc)
-                continue
-            self.file_jobs[spec.id] = spec
-
-    def _update(self, spec: JobSpec, old: JobSpec | None) -> None:
-        manager = self.manager
-        assert manager is not None
-        if old is not None and old.config == spec.config:  # only `start` changed
-            (manager.start_job if spec.start else manager.stop_job)(spec.id)
-            return
-        manager.update(self._contained(spec.config), sessionid=spec.session, start=spec.start)
-        if not spec.start:
-            manager.stop_job(spec.id)
 
     def _apply_settings(self, config: DaemonConfig, effective: Effective) -> None:
         old = self.effective
@@ -389,7 +281,7 @@ class Gafferd:
                 "cors_origins": tuple(effective.cors_origins),
                 "cluster": self.cluster,
                 "allowed_hosts": tuple(effective.allowed_hosts),
-                "policy": Policy(log_root=effective.log_root),
+                "policy": Policy(log_root=effective.log_root, daemon=self.restarter),
                 "login_throttle": self.login_throttle,
             },
             limits=ConnectionLimits(
@@ -419,12 +311,6 @@ class Gafferd:
             timeout=effective.webhook_timeout,
             retries=effective.webhook_retries,
         )
-
-
-def _warn_problems(config: DaemonConfig, prefix: str) -> None:
-    """What jobs of the file will meet (gafferd --check-config calls them errors)."""
-    for problem in check_jobs(config):
-        logger.warning("%s%s", prefix, problem)
 
 
 def auth_db_path(effective: Effective, config: DaemonConfig) -> str:

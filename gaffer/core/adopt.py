@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from gaffer.core.pipes import claim_capture_pipes
 from gaffer.core.spawn import Command
 from gaffer.core.states import UP, State
 from gaffer.core.stdio import Stdio
-from gaffer.errors import HandoverError
+from gaffer.errors import HandoverError, SpawnError
 
 if TYPE_CHECKING:
     from gaffer.core.manager import Manager
@@ -248,3 +249,87 @@ def _unlisted_exit(table: ProcessTable) -> Any:
         table.exited(proc)
 
     return exited
+
+
+def adopt_into(manager: Manager, name: str, records: list[dict[str, Any]]) -> list[int]:
+    """Adopt processes a previous gafferd started into the loaded, not started job
+    ``name`` (a detached job's processes found again after a restart; the processes the
+    keeper held after a crash). Each record: ``os_pid``, ``slot``, ``once``,
+    ``create_time``, ``pid`` (internal; None: a new one), ``pidfd`` (-1: opened here),
+    ``foreign`` (``"reported"``, ``"unknown"``), ``start_ticks`` (checked against
+    /proc when the pidfd is opened here: a pid reused by another process is refused),
+    ``outputs`` ``[[label, fd, stream]]``, ``stdin``, ``streams``. Returns the internal
+    pids given; a process that is gone (or not the one recorded) is skipped."""
+    from gaffer.core.procfs import pidfd_or_none, proc_stat, start_ticks
+
+    runner = manager._get_job(name)
+    if runner.processes:
+        raise HandoverError(f"{name} already has processes: adopt before it starts")
+    table = manager._table
+    adopted = []
+    for record in sorted(records, key=lambda r: (r.get("slot") is None, r.get("slot") or 0)):
+        os_pid = record["os_pid"]
+        pidfd = record.get("pidfd", -1)
+        if pidfd < 0:
+            pidfd = pidfd_or_none(os_pid)
+            stat = proc_stat(os_pid)
+            if pidfd is None or stat is None or stat.exited:
+                _close(pidfd)
+                continue
+            if (
+                record.get("start_ticks") is not None
+                and start_ticks(os_pid) != record["start_ticks"]
+            ):
+                _close(pidfd)  # the pid was reused: not the process recorded
+                continue
+        pid = record.get("pid") or table._next_pid
+        table._next_pid = max(table._next_pid, pid + 1)
+        try:
+            env, command = runner.job.prepare(record.get("slot") or 0)
+        except SpawnError:  # shown as the config says; the process runs as it was started
+            env, command = {}, None
+        full = {
+            "pid": pid,
+            "job": runner.name,
+            "command": None if command is None else 0,
+            "env": 0,
+            "once": record.get("once", False),
+            "graceful_timeout": runner.config.graceful_timeout,
+            "slot": None if record.get("once") else record.get("slot"),
+            "restarts": record.get("restarts", 0),
+            "last_exit": None,
+            "spawned_at": None,
+            "up_since": manager.loop.time(),
+            "state": str(State.RUNNING),  # restored: it has been running all along
+            "stopping": False,
+            "alive": True,
+            "os_pid": os_pid,
+            "pidfd": pidfd,
+            "foreign": record.get("foreign", "unknown"),
+            "create_time": record.get("create_time") or time.time(),
+            "outputs": [[*out[:3], True] for out in record.get("outputs", ())],
+            "stdin": record.get("stdin", -1),
+            "stdin_pending": "",
+            "ready": -1,
+            "streams": record.get("streams", []),
+            "enlarged": 0,
+            "escaped": [],
+            "kill_at": None,
+        }
+        proc = _process(table, runner, runner.config, full, [dict(env)], [command])  # type: ignore[list-item]
+        table.running[pid] = proc
+        if proc.once:
+            runner.job.running_out[pid] = proc
+        else:
+            runner.job.add_running(proc)
+            runner._up += 1
+            runner._checks.watch_health(proc, runner.config)
+        if runner.config.detach:
+            table.detached_sessions.add(os_pid)
+        adopted.append(pid)
+    return adopted
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None and fd >= 0:
+        os.close(fd)

@@ -118,6 +118,14 @@ class Handover:
 
         return restore(self, state)
 
+    def adopt(self, name: str, records: list[dict[str, Any]]) -> list[int]:
+        """Adopt processes a previous gafferd started (and did not hand over) into the
+        job ``name``, loaded and not started yet: see ``adopt.adopt_into``. Returns
+        their internal pids; those gone are left out."""
+        from gaffer.core.adopt import adopt_into
+
+        return adopt_into(self, name, records)
+
 
 class _Out:
     """What a description gathers: shared environments and command lines (a job's
