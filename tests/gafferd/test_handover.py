@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.gafferd.harness import Gafferd, UnixHTTPConnection
-from tests.helpers import wait_until_sync
+from tests.helpers import pid_exists, wait_until_sync
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -149,3 +149,116 @@ def test_sigusr2_keeps_every_process_and_loses_no_line(gafferd, tmp_path):
             assert again[key] == info[key], (name, key)
     assert daemon.stop() == 0
     assert "handing over to a new gafferd: 3 job(s), 20 process(es)" in daemon.log_text()
+
+
+def test_post_daemon_restart_and_what_gafferd_then_shows(tmp_path):
+    daemon = Gafferd(
+        tmp_path,
+        """
+        [job:web]
+        cmd = {child} sleep
+        numprocesses = 2
+        """,
+    ).start()
+    try:
+        wait_until_sync(lambda: len(daemon.request("GET", "/pids")[1]["pids"]) == 2, what="up")
+        before = _processes(daemon)
+        status, body = daemon.request("GET", "/daemon/state")
+        assert status == 200 and body["handovers"] == 0 and body["pid"] == daemon.pid
+        status, body = daemon.request("POST", "/daemon/restart")
+        assert status == 202, body
+        assert body["ok"] is True and body["pid"] == daemon.pid and body["processes"] == 2
+        _restarted(daemon, 1)
+        wait_until_sync(
+            lambda: daemon.request("GET", "/daemon/state")[1]["handovers"] == 1,
+            what="the hand-over counted",
+        )
+        state = daemon.request("GET", "/daemon/state")[1]
+        assert state["last_handover"]["processes"] == 2
+        assert state["last_handover"]["duration_ms"] > 0
+        assert _processes(daemon) == before
+        # a SIGHUP after it still applies the file's difference (the file's jobs were handed)
+        daemon.write(
+            """
+            [job:web]
+            cmd = {child} sleep
+            numprocesses = 3
+            """
+        )
+        daemon.signal(signal.SIGHUP)
+        wait_until_sync(lambda: len(daemon.request("GET", "/pids")[1]["pids"]) == 3, what="x3")
+        assert set(before) <= set(_processes(daemon))  # scaled: the two kept
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_a_new_gafferd_that_would_not_start_is_not_handed_anything(tmp_path):
+    daemon = Gafferd(
+        tmp_path,
+        """
+        [job:web]
+        cmd = {child} sleep
+        """,
+    ).start()
+    try:
+        wait_until_sync(lambda: daemon.request("GET", "/pids")[1]["pids"], what="up")
+        before = _processes(daemon)
+        daemon.ini.write_text(daemon.ini.read_text() + "\n[job:broken]\nnumprocesses = many\n")
+        status, body = daemon.request("POST", "/daemon/restart")
+        assert status == 409, body
+        assert body["error"] == "handover_failed"
+        assert "numprocesses" in body["reason"]
+        daemon.signal(signal.SIGUSR2)
+        daemon.wait_log("SIGUSR2: not restarted")
+        assert _processes(daemon) == before
+        assert daemon.request("GET", "/daemon/state")[1]["handovers"] == 0
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_processes_stopping_at_the_hand_over_are_stopped_by_the_next_gafferd(tmp_path):
+    daemon = Gafferd(
+        tmp_path,
+        f"""
+        [job:stubborn]
+        cmd = {{child}} ignore-term {tmp_path}/ready
+        graceful_timeout = 6
+
+        [job:web]
+        cmd = {{child}} sleep
+        """,
+    ).start()
+    try:
+        wait_until_sync(lambda: (tmp_path / "ready").exists(), what="stubborn ready")
+        (pid,) = daemon.request("GET", "/jobs/default/stubborn/pids")[1]["pids"]
+        stubborn = _processes(daemon)[pid]
+        assert daemon.request("POST", "/jobs/default/stubborn/state", "0")[0] == 202
+        daemon.signal(signal.SIGUSR2)  # while it ignores its SIGTERM
+        _restarted(daemon, 1)
+        assert pid_exists(stubborn)
+        # the next gafferd sends the SIGKILL at the deadline the first one set
+        wait_until_sync(lambda: not pid_exists(stubborn), timeout=15, what="stubborn killed")
+        wait_until_sync(
+            lambda: daemon.request("GET", "/jobs/default/stubborn")[1]["state"] == "stopped",
+            what="stopped",
+        )
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_the_guard_guards_across_the_hand_over(tmp_path):
+    daemon = Gafferd(
+        tmp_path,
+        """
+        [job:web]
+        cmd = {child} sleep
+        numprocesses = 3
+        """,
+    ).start()
+    wait_until_sync(lambda: len(daemon.request("GET", "/pids")[1]["pids"]) == 3, what="up")
+    os_pids = set(_processes(daemon).values())
+    daemon.signal(signal.SIGUSR2)
+    _restarted(daemon, 1)
+    daemon.proc.kill()  # after the hand-over: the same guard stops them all
+    daemon.proc.wait(10)
+    wait_until_sync(lambda: not any(pid_exists(pid) for pid in os_pids), what="all stopped")
