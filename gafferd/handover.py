@@ -199,7 +199,6 @@ class Restarter:
         pidfile_fd = server.pidfile.fd if server.pidfile is not None else -1
         if pidfile_fd >= 0:
             fds.append(pidfile_fd)
-        keeper = getattr(server, "keeper_fd", -1)
         from gaffer.http import binding
 
         return {
@@ -212,7 +211,6 @@ class Restarter:
                 "frozen_at": frozen_at,
                 "sockets": [[sock.fileno(), binding.bound_address(sock)] for sock in sockets],
                 "pidfile": [server.effective.pidfile, pidfile_fd],
-                "keeper": keeper,
                 "file_jobs": [_spec(spec) for spec in server.file_jobs.values()],
                 "settings": [dict(server.effective.values), dict(server.effective.origins)],
                 "fds": fds,

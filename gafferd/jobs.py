@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -52,6 +54,7 @@ class JobLoading:
     _handed: dict[str, Any] | None
     _adopted_counts: dict[str, int]
     _held: dict[str, list[dict[str, Any]]]  # processes the keeper held, by job (crash path)
+    keeper: Any
 
     # -- the state file --------------------------------------------------------------------
     @property
@@ -80,6 +83,34 @@ class JobLoading:
             "state": self._record() if self.manager is not None else None,
         }
 
+    # -- after a crash, under the keeper ------------------------------------------------------
+    def _take_held(self, held: list[dict[str, Any]], end: dict[str, Any]) -> None:
+        """What the keeper handed back: processes to adopt into their jobs at the load;
+        those that exited while no gafferd ran are only logged."""
+        from gaffer.core.keeper import adoption_record
+
+        lives = end.get("lives", 1)
+        if lives > 1:
+            logger.warning(
+                "gafferd started again by the keeper after a crash (life %d): %d process(es) "
+                "to adopt",
+                lives,
+                sum(1 for record in held if record.get("status") is None),
+            )
+        for record in held:
+            status = record.get("status")
+            if status is not None:
+                logger.warning(
+                    "%s pid=%s os_pid=%s exited while gafferd was down (status %s)",
+                    record["job"],
+                    record["pid"],
+                    record["os_pid"],
+                    os.waitstatus_to_exitcode(status),
+                )
+                self.keeper.drop(record["os_pid"])
+                continue
+            self._held.setdefault(record["job"], []).append(adoption_record(record))
+
     # -- a start ---------------------------------------------------------------------------
     def _load_jobs(self) -> None:
         assert self.manager is not None
@@ -89,9 +120,11 @@ class JobLoading:
             recorded = self.state_file.read()
         overrides = recorded.get("jobs", {})
         unloaded = set(recorded.get("unloaded", ()))
-        adoptable = _by_job(recorded.get("detached", ()))
+        held = {record["os_pid"] for records in self._held.values() for record in records}
+        adoptable = _by_job(r for r in recorded.get("detached", ()) if r.get("os_pid") not in held)
         for job, records in self._held.items():
             adoptable.setdefault(job, []).extend(records)
+        self._held = {}
         try:
             for spec in self.config.jobs_by_priority():
                 if spec.id in unloaded:  # unloaded through the API: a SIGHUP loads it again
@@ -108,6 +141,8 @@ class JobLoading:
         for job, entry in sorted(api_jobs, key=lambda item: _priority(item[1])):
             self._load_recorded(job, entry, adoptable.pop(job, []))
         self._release(adoptable)
+        if self.keeper is not None:
+            self.keeper.ready()  # a crash from now on is restarted
         self.plugins.on_start(self.manager)
         logger.info(
             "gafferd started (pid %d): %d job(s) from %s%s",
@@ -167,15 +202,20 @@ class JobLoading:
         (manager.start_job if start else manager.stop_job)(name)
 
     def _release(self, adoptable: dict[str, list[dict[str, Any]]]) -> None:
-        """Processes the keeper held for jobs that are gone: stopped."""
-        keeper = getattr(self, "keeper", None)
+        """Processes the keeper held for jobs that are gone: stopped (the keeper reaps
+        them); their descriptors closed."""
         for job, records in adoptable.items():
-            held = [record for record in records if record.get("foreign") == "reported"]
-            if held and keeper is not None:
+            for record in [r for r in records if r.get("foreign") == "reported"]:
                 logger.warning(
-                    "%s is no longer a job: its %d process(es) are stopped", job, len(held)
+                    "%s is no longer a job: its process os_pid=%s is stopped",
+                    job,
+                    record["os_pid"],
                 )
-                keeper.stop_held(held)
+                _stop_group(record["os_pid"])
+                fds = [record["pidfd"], record["stdin"], *(out[1] for out in record["outputs"])]
+                for fd in [*fds, *(stream[2] for stream in record["streams"])]:
+                    if fd >= 0:
+                        os.close(fd)
 
     def _contained(self, config: ProcessConfig) -> ProcessConfig:
         """In a container every job's output is captured, to show on gafferd's stdout."""
@@ -285,3 +325,21 @@ def _by_job(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
         if isinstance(record, dict) and isinstance(record.get("job"), str):
             out.setdefault(record["job"], []).append(dict(record, foreign="unknown"))
     return out
+
+
+def _stop_group(pgid: int) -> None:
+    """SIGTERM now, SIGKILL 5 s later if the group is still there (no job waits)."""
+
+    def kill() -> None:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
+
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except OSError:
+        return
+    timer = threading.Timer(5.0, kill)
+    timer.daemon = True
+    timer.start()

@@ -17,7 +17,7 @@ from typing import Any
 import gaffer
 from gaffer.errors import ConfigError, GafferError, SecurityError, UsageError
 from gaffer.http import binding
-from gafferd import handover
+from gafferd import handover, keeper
 from gafferd.checks import check_jobs
 from gafferd.config import (
     EX_CONFIG,
@@ -242,10 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EX_OK
     pidfile = Pidfile(effective.pidfile) if effective.pidfile else None
+    inherited = keeper.inherited_sockets()  # under a keeper: its listening sockets
     try:
         if pidfile is not None:
             pidfile.check()
-        sockets = bind_all(effective)
+        if inherited is None:
+            sockets = bind_all(effective)
+        else:
+            sockets = handover.adopt_sockets(inherited, effective)
     except (AlreadyRunning, PidfileError) as exc:
         print(f"gafferd: {exc}", file=sys.stderr)
         return exit_code(exc)
@@ -255,8 +259,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EX_CONFIG
-    if effective.daemon:
+    if effective.daemon and not keeper.under_keeper():
         daemonize()
+    if effective.on_daemon_crash == "keep" and not keeper.under_keeper():
+        try:
+            keeper.launch(sockets)  # this process becomes the keeper: no return
+        except OSError as exc:
+            print(f"gafferd: cannot start the keeper: {exc}", file=sys.stderr)
+            return EX_FAILURE
     log = DaemonLog(effective.error_log, effective.log_level)
     try:
         if pidfile is not None:

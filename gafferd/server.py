@@ -25,6 +25,7 @@ from typing import Any
 
 from gaffer import Manager
 from gaffer.console import DEFAULT_EVENTS, ConsoleOutput
+from gaffer.core.keeper import Keeper
 from gaffer.errors import ConfigError
 from gaffer.http import HttpHandler, binding
 from gaffer.http.commands import Policy
@@ -36,6 +37,7 @@ from gafferd import handover
 from gafferd.config import DaemonConfig, JobSpec, load_config
 from gafferd.handover import Restarter
 from gafferd.jobs import JobLoading, warn_problems
+from gafferd.keeper import keeper_fd
 from gafferd.logs import DaemonLog
 from gafferd.memory import MemoryTrimmer, map_large_allocations
 from gafferd.pidfile import Pidfile
@@ -76,6 +78,7 @@ class Gafferd(JobLoading):
         self._held: dict[str, list[dict[str, Any]]] = {}
         self.state_file: Any = None
         self.recorder: Any = None
+        self.keeper: Any = None  # the keeper's client (on_daemon_crash = keep)
         self.effective = effective
         self._cli = dict(cli)
         self._sockets = sockets
@@ -104,8 +107,14 @@ class Gafferd(JobLoading):
             container=self.effective.container,
         )
         loop = manager.loop
+        fd = keeper_fd()  # on_daemon_crash = keep: gafferd runs under the keeper
         if self._handed is not None:
             self._adopt(manager, self._handed)
+            guard = manager._table.guard  # the keeper, when the previous gafferd had one
+            self.keeper = guard if isinstance(guard, Keeper) else None
+        elif fd is not None:
+            self.keeper, held, end = manager.use_keeper(fd, receive=True)
+            self._take_held(held, end)
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -156,6 +165,8 @@ class Gafferd(JobLoading):
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         logger.info("%s: stopping", signal.Signals(sig).name)
+        if self.keeper is not None and not self.keeper.lost:
+            self.keeper.bye()  # a crash from now on is not restarted
         if self.manager is not None:
             self.manager.stop()
 
@@ -240,6 +251,8 @@ class Gafferd(JobLoading):
             old.release_sockets([s for s in self._sockets if binding.bound_address(s) in kept])
         self._sockets = sockets
         self._http_slot.replace(http)
+        if self.keeper is not None:
+            self.keeper.listen(sockets)  # the next gafferd after a crash serves these
         if self.cluster is not None:
             from gafferd.cluster import advertised
 

@@ -23,6 +23,7 @@ from gaffer.core.childwatch import ChildHandle
 from gaffer.core.config import ProcessConfig
 from gaffer.core.guard import Guard
 from gaffer.core.handover import FORMAT, inheritable
+from gaffer.core.keeper import Keeper
 from gaffer.core.notify import NotifySocket
 from gaffer.core.pipes import claim_capture_pipes
 from gaffer.core.spawn import Command
@@ -53,8 +54,14 @@ def restore(manager: Manager, state: dict[str, Any]) -> dict[str, int]:
     manager.exit_code = state.get("exit_code")
     table.detached_sessions.update(state.get("detached_sessions", ()))
     table.watcher.reap_later(state.get("forgotten", []))
-    if state.get("guard") is not None:
-        table.guard = Guard(loop, table.watcher, on_restart=manager._publish, adopt=state["guard"])
+    guard = state.get("guard")
+    if guard is not None and guard.get("kind") == "keeper":
+        table.guard = Keeper(
+            loop, table.watcher, guard["fd"], on_lost=manager._keeper_lost, groups=guard["groups"]
+        )
+        table.guard.start()
+    elif guard is not None:
+        table.guard = Guard(loop, table.watcher, on_restart=manager._publish, adopt=guard)
     if state.get("notify") is not None:
         fd, address = state["notify"]
         table._notify = NotifySocket(loop, table._notified, adopt=(fd, address))

@@ -146,6 +146,12 @@ class Guard:
     def __contains__(self, pgid: int) -> bool:
         return pgid in self._groups
 
+    def hold(self, proc: Any) -> None:
+        """Only the keeper (keeper.py) holds processes; the guard knows groups."""
+
+    def drop(self, os_pid: int) -> None:
+        """See ``hold``."""
+
     def add(self, pgid: int) -> None:
         """Register a group (counted: a group added twice must be removed twice)."""
         self._groups[pgid] += 1

@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from gaffer.core.guard import Guard
+from gaffer.core.keeper import Keeper
 from gaffer.core.pipes import CAPTURE_PIPE_SIZE
 from gaffer.core.spawn import Command
 from gaffer.errors import HandoverError
@@ -117,6 +119,32 @@ class Handover:
         from gaffer.core.adopt import restore
 
         return restore(self, state)
+
+    def use_keeper(self, fd: int, receive: bool) -> tuple[Keeper, list[dict], dict]:
+        """Before ``start()``: the keeper (keeper.py) on descriptor ``fd`` takes the
+        guard's place. With ``receive``, what it holds is read first (records, and its
+        ``end`` message); the internal pids go on after those it knew."""
+        keeper = self._table.guard = Keeper(
+            self._table.loop, self._table.watcher, fd, on_lost=self._keeper_lost
+        )
+        held: tuple[list[dict], dict] = ([], {})
+        if receive:
+            held = keeper.receive_held()
+            self._table._next_pid = max(self._table._next_pid, held[1].get("next_pid", 1))
+        keeper.start()
+        return keeper, *held
+
+    def _keeper_lost(self, keeper: Keeper) -> None:
+        """The keeper died: a guard takes its place; the processes adopted from it are
+        watched through their pidfds from now on (their exit statuses are unknown)."""
+        table = self._table
+        if table.guard is keeper and getattr(self, "started", False):
+            guard = table.guard = Guard(table.loop, table.watcher, on_restart=self._publish)
+            for pgid, count in keeper.groups.items():
+                for _ in range(count):
+                    guard.add(pgid)
+        for handle in table.watcher.foreign_handles():
+            table.watcher.watch_unknown(handle)
 
     def adopt(self, name: str, records: list[dict[str, Any]]) -> list[int]:
         """Adopt processes a previous gafferd started (and did not hand over) into the

@@ -97,6 +97,8 @@ class ProcessTable:
             self.detached_sessions.add(proc.os_pid)
         elif self.guard is not None:
             self.guard.add(proc.os_pid)
+        if self.guard is not None:
+            self.guard.hold(proc)  # the keeper holds its pipes (on_daemon_crash = keep)
         self.hold_sinks(proc, sinks)
         self._next_pid = pid + 1
         self.running[pid] = proc
@@ -155,6 +157,8 @@ class ProcessTable:
         listed = self.running.pop(proc.pid, None) is not None
         if proc.os_pid is not None:
             self.sampler.discard(proc.os_pid)
+            if self.guard is not None:
+                self.guard.drop(proc.os_pid)
         self.release_sinks(proc.held_sinks)
         proc.held_sinks = ()
         if not proc.gone:
@@ -172,6 +176,8 @@ class ProcessTable:
         """Leave a detached process running on its own (the manager stops)."""
         self.running.pop(proc.pid, None)
         proc.forget()
+        if self.guard is not None and proc.os_pid is not None:
+            self.guard.drop(proc.os_pid)
         self.release_sinks(proc.held_sinks)
         proc.held_sinks = ()
         logger.info(

@@ -54,13 +54,18 @@ def test_what_the_operator_asked_survives_a_restart(tmp_path):
         wait_until_sync(lambda: len(_pids(daemon, "web")) == 2, what="web up")
         assert not state.exists()  # nothing asked yet: no file made
         assert daemon.request("POST", "/jobs/default/web/state", "0")[0] == 202
-        assert daemon.request("POST", "/jobs/default/worker/numprocesses", {"scale": "=3"})[0] == 200
+        assert (
+            daemon.request("POST", "/jobs/default/worker/numprocesses", {"scale": "=3"})[0] == 200
+        )
         assert daemon.request("DELETE", "/jobs/default/batch")[0] == 200
         api_job = {"name": "api", "cmd": child_cmd("env", "GREETING"), "numprocesses": 2}
         body = {**api_job, "env": {"GREETING": "hello"}}
         assert daemon.request("POST", "/jobs/default", body)[0] in (200, 201)
         wait_until_sync(
-            lambda: set(_recorded(state).get("jobs", {})) == {"default.web", "default.worker", "default.api"},
+            lambda: (
+                set(_recorded(state).get("jobs", {}))
+                == {"default.web", "default.worker", "default.api"}
+            ),
             what="the state file",
         )
         recorded = _recorded(state)
