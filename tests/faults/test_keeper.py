@@ -148,9 +148,8 @@ def test_the_keeper_gives_up_on_a_gafferd_that_keeps_dying(kept):
             timeout=20,
             what="gafferd again, or the keeper gone",
         )
-        seen.update(
-            p.pid for p in psutil.Process(daemon.pid).children(recursive=True)
-        ) if daemon.proc.poll() is None else None
+        if daemon.proc.poll() is None:
+            seen.update(p.pid for p in psutil.Process(daemon.pid).children(recursive=True))
     assert daemon.proc.wait(20) != 0
     assert "times in a row" in daemon.output()
     wait_until_sync(lambda: not [pid for pid in seen if pid_exists(pid)], what="all stopped")
