@@ -56,7 +56,7 @@ CONTRACT_COMMANDS = [
     "ps", "ps:info", "ps:scale", "ps:start", "ps:stop", "ps:kill", "load", "unload", "reload",
     "run", "logs", "recv", "send", "apps", "login", "users", "user", "user:add", "user:del",
     "user:setpassword", "user:setkey", "keys", "key", "key:create", "key:delete", "dev:start",
-    "dev:run", "export", "stats", "top",
+    "dev:run", "export", "stats", "top", "daemon:restart", "daemon:state",
 ]  # fmt: skip
 TIMESTAMPED = re.compile(r"^\d\d:\d\d:\d\d ")
 
