@@ -177,7 +177,8 @@ class Restarter:
             signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
             if server._log is not None:
                 server._log.pause()  # every line written before the exec
-            env = {**os.environ, ENV: str(memfd)}
+            # the moment of the exec rides along: the new gafferd tells where time went
+            env = {**os.environ, ENV: f"{memfd}:{time.monotonic()!r}"}
             os.execve(sys.executable, command_line(), env)
         except Exception as exc:  # the exec failed: this gafferd goes on
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
@@ -255,14 +256,16 @@ def receive() -> dict[str, Any] | None:
     text = os.environ.pop(ENV, None)
     if text is None:
         return None
-    fd = int(text)
+    fd_text, _, exec_at = text.partition(":")
     try:
-        with os.fdopen(fd, "rb") as handle:
+        with os.fdopen(int(fd_text), "rb") as handle:
             description = json.loads(handle.read())
     except (OSError, ValueError) as exc:
         raise HandoverError(f"cannot read the hand-over of the previous gafferd: {exc}") from None
     if description.get("format") != FORMAT:
         raise HandoverError(f"unknown hand-over format {description.get('format')!r}")
+    if exec_at:
+        description["timings"] = {"exec": float(exec_at)}
     return description
 
 

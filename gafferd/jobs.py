@@ -230,7 +230,9 @@ class JobLoading:
         self.restarter.handovers = previous["handovers"]
         self.restarter.started_at = previous["started_at"]
         self.file_jobs = handover.file_jobs(previous["file_jobs"])
+        began = time.monotonic()
         self._adopted_counts = manager.restore(handed["manager"])
+        handed.setdefault("timings", {})["restore"] = time.monotonic() - began
 
     def _adopted(self) -> None:
         """The first turn of the loop after a hand-over: everything is adopted and the
@@ -238,10 +240,23 @@ class JobLoading:
         assert self.manager is not None and self._handed is not None
         previous = self._handed["gafferd"]
         now = time.monotonic()
+        timings = self._handed.get("timings", {})
+        frozen = previous["frozen_at"]
+
+        def since(moment: float | None) -> float | None:
+            return None if moment is None else round((moment - frozen) * 1000, 1)
+
         last = self.restarter.last = {
             "time": time.time(),
             "duration_ms": round((now - previous["began"]) * 1000, 1),
-            "frozen_ms": round((now - previous["frozen_at"]) * 1000, 1),
+            "frozen_ms": since(now),
+            # where the time went, from the freeze: the description (and the HTTP
+            # connections closed), the exec and the interpreter's start-up, the imports,
+            # the restore of every job and process
+            "described_ms": since(timings.get("exec")),
+            "exec_ms": since(timings.get("imported")),
+            "imported_ms": since(timings.get("main")),
+            "restore_ms": round(timings["restore"] * 1000, 1) if "restore" in timings else None,
             **self._adopted_counts,
         }
         logger.info(

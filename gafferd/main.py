@@ -12,9 +12,11 @@ import logging
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 import gaffer
+import gafferd
 from gaffer.errors import ConfigError, GafferError, SecurityError, UsageError
 from gaffer.http import binding
 from gafferd import handover, keeper
@@ -188,6 +190,7 @@ def bind_all(effective: Effective, keep: list[socket.socket] | None = None) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
+    began = time.monotonic()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -205,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gafferd: {exc}", file=sys.stderr)
         return exit_code(exc)
     if handed is not None:
+        handed.setdefault("timings", {}).update(imported=gafferd.IMPORTED_AT, main=began)
         return run_handed(args, handed, config, effective)
     plugin_dir = effective.plugin_dir or _default_plugin_dir(directory)
     plugins = _plugins(plugin_dir, config)
