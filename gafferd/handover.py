@@ -213,6 +213,8 @@ class Restarter:
                 "sockets": [[sock.fileno(), binding.bound_address(sock)] for sock in sockets],
                 "pidfile": [server.effective.pidfile, pidfile_fd],
                 "file_jobs": [_spec(spec) for spec in server.file_jobs.values()],
+                # the cluster's lease goes on: the node keeps its name and claims
+                "cluster_lease": getattr(server.cluster, "_lease", 0) if server.cluster else 0,
                 "settings": [dict(server.effective.values), dict(server.effective.origins)],
                 "fds": fds,
             },

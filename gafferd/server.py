@@ -125,6 +125,8 @@ class Gafferd(JobLoading):
             from gafferd.cluster import make_registry
 
             self.cluster = make_registry(self.effective, self._sockets)
+            if self._handed is not None:  # the same node, the same lease (handover.py)
+                self.cluster._lease = self._handed["gafferd"].get("cluster_lease", 0)
         self._http_slot.app = self._http_handler(self._sockets)
         self._webhooks_slot.app = self._make_webhooks(self.config, self.effective)
         apps: list[Any] = [*self.plugins.apps, self._webhooks_slot, self._http_slot]

@@ -171,6 +171,10 @@ class ChildWatcher:
         handle._finish(status)
         return True
 
+    def watched(self) -> list[int]:
+        """Every pid watched now."""
+        return list(self._handles)
+
     def foreign_handles(self) -> list[ChildHandle]:
         return [handle for handle in self._handles.values() if handle.foreign]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import signal
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -67,9 +68,27 @@ class Handover:
             _pause(proc)
         if self._orphans is not None:
             self._orphans.pause()
+        self._end_probes({proc.os_pid for proc in procs})
         if not table.sinks.flush_now(FLUSH_TIMEOUT):
             logger.warning("log files did not take everything within %.0f s", FLUSH_TIMEOUT)
         return self._describe(procs)
+
+    def _end_probes(self, ours: set[int | None]) -> None:
+        """The other children watched are ``exec:`` probes (checks.py): their tasks end
+        with the exec, the next gafferd runs them again. They are killed now, and let go
+        by the guard (the subreaper of the next gafferd reaps them)."""
+        table = self._table
+        guard = table.guard
+        keep = ours | {getattr(guard, "pid", None)}
+        for pid in table.watcher.watched():
+            if pid in keep:
+                continue
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            if guard is not None and pid in guard:
+                guard.remove(pid)
 
     def thaw(self) -> None:
         """The exec failed: read again."""
