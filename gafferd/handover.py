@@ -156,11 +156,13 @@ class Restarter:
         assert manager is not None
         began = time.monotonic()
         http = server.http
-        if http is not None:
-            await http.hand_over(DRAIN_TIMEOUT)
         fds: list[int] = []
         frozen = False
         try:
+            if server.recorder is not None:
+                server.recorder.flush()  # what the operator asked just now is on disk
+            if http is not None:
+                await http.hand_over(DRAIN_TIMEOUT)
             frozen_at = time.monotonic()
             state, fds = manager.freeze()
             frozen = True

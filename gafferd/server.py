@@ -169,6 +169,8 @@ class Gafferd(JobLoading):
         logger.info("%s: stopping", signal.Signals(sig).name)
         if self.keeper is not None and not self.keeper.lost:
             self.keeper.bye()  # a crash from now on is not restarted
+        if self.recorder is not None:
+            self.recorder.flush()  # a change of the last 0.2 s, before the stop begins
         if self.manager is not None:
             self.manager.stop()
 

@@ -213,6 +213,17 @@ class Recorder:
         runner = self._manager._jobs.get(name) if isinstance(name, str) else None
         return runner is not None and runner.config.detach
 
+    def flush(self) -> None:
+        """Write a change that waits for the debounce now (gafferd stops or execs)."""
+        if self._timer is None or not self._manager.active:
+            return
+        self._timer.cancel()
+        self._timer = None
+        try:
+            self._file.write(self._describe())
+        except Exception:
+            logger.exception("the state of gafferd could not be recorded")
+
     def changed(self) -> None:
         if self._timer is None:
             self._timer = self._manager.loop.call_later(DEBOUNCE, self._save)
