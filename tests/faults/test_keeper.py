@@ -153,3 +153,46 @@ def test_the_keeper_gives_up_on_a_gafferd_that_keeps_dying(kept):
     assert daemon.proc.wait(20) != 0
     assert "times in a row" in daemon.output()
     wait_until_sync(lambda: not [pid for pid in seen if pid_exists(pid)], what="all stopped")
+
+
+def test_a_restart_in_place_under_the_keeper_keeps_it_holding(kept):
+    daemon, seen = kept
+    daemon.start()
+    wait_until_sync(lambda: len(_table(daemon)) == 6 and _running(daemon), what="all running")
+    before = _table(daemon)
+    seen.update(before.values())
+    gafferd = _gafferd_pid(daemon)
+    daemon.proc.send_signal(signal.SIGUSR2)  # to the keeper, which passes it on
+    wait_until_sync(
+        lambda: (daemon.request("GET", "/daemon/state")[1] or {}).get("handovers") == 1,
+        timeout=30,
+        what="the hand-over",
+    )
+    assert _gafferd_pid(daemon) == gafferd and _table(daemon) == before
+    # the exec'd gafferd goes on sending to the same keeper: a crash now loses nothing
+    os.kill(gafferd, signal.SIGKILL)
+    wait_until_sync(
+        lambda: _gafferd_pid(daemon) not in (None, gafferd) and _table(daemon) == before,
+        timeout=10,
+        what="adopted after the crash",
+    )
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(20) == 0
+    assert not [pid for pid in seen if pid_exists(pid)]
+
+
+def test_gafferd_outlives_its_keeper_under_a_guard(kept):
+    daemon, seen = kept
+    daemon.start()
+    wait_until_sync(lambda: len(_table(daemon)) == 6, what="all spawned")
+    seen.update(_table(daemon).values())
+    gafferd = _gafferd_pid(daemon)
+    seen.add(gafferd)
+    daemon.proc.kill()  # the keeper, by an operator
+    daemon.proc.wait(10)
+    daemon.wait_log("the keeper")
+    assert "a guard takes over" in daemon.log_text()
+    assert _table(daemon).keys() and pid_exists(gafferd)
+    # now a crash of gafferd stops the processes, as with on_daemon_crash = stop
+    os.kill(gafferd, signal.SIGKILL)
+    wait_until_sync(lambda: not [pid for pid in seen if pid_exists(pid)], what="all stopped")
