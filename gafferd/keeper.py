@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Any
 
-from gaffer.core import keeper_main
+import gaffer.core
 from gaffer.core.guard import GRACE
 from gaffer.core.keeper import ENV
 from gaffer.http import binding
@@ -42,7 +42,8 @@ def launch(sockets: list[socket.socket]) -> None:
         sys.executable,
         "-I",
         "-S",
-        keeper_main.__file__,
+        # its path, not an import: gafferd never loads the keeper's module itself
+        os.path.join(os.path.dirname(gaffer.core.__file__), "keeper_main.py"),
         str(GRACE),
         ",".join(map(str, fds)),
         "--",
