@@ -218,6 +218,7 @@ class Restarter:
                 # the cluster's lease goes on: the node keeps its name and claims
                 "cluster_lease": getattr(server.cluster, "_lease", 0) if server.cluster else 0,
                 "settings": [dict(server.effective.values), dict(server.effective.origins)],
+                "config": [server.config.path, server.config.directory],
                 "fds": fds,
             },
         }

@@ -331,7 +331,8 @@ def run_handed(
     if config is None or effective is None:  # the file broke since the check: the last one
         values, origins = previous["settings"]
         effective = Effective(values, origins)
-        config = DaemonConfig(None, os.getcwd())
+        path, directory = previous.get("config", (None, os.getcwd()))
+        config = DaemonConfig(path, directory)  # no job of its own: they were handed over
     log = DaemonLog(effective.error_log, effective.log_level)
     if error is not None:
         logger.error("configuration not read, going on with the previous one: %s", error)
