@@ -264,3 +264,26 @@ def test_the_guard_guards_across_the_hand_over(tmp_path):
     daemon.proc.kill()  # after the hand-over: the same guard stops them all
     daemon.proc.wait(10)
     wait_until_sync(lambda: not any(pid_exists(pid) for pid in os_pids), what="all stopped")
+
+
+def test_the_binds_follow_the_file_across_a_hand_over(tmp_path):
+    first, second = tmp_path / "a.sock", tmp_path / "b.sock"
+    jobs = "[job:web]\ncmd = {child} sleep\n"
+    daemon = Gafferd(tmp_path, f"[gaffer]\nbind = unix:{first}\n{jobs}")
+    daemon.socket = str(first)
+    daemon.start()
+    try:
+        wait_until_sync(lambda: daemon.request("GET", "/pids")[1]["pids"], what="up")
+        before = _processes(daemon)
+        daemon.write(f"[gaffer]\nbind = unix:{first} unix:{second}\n{jobs}")
+        daemon.signal(signal.SIGUSR2)
+        _restarted(daemon, 1)
+        daemon.socket = str(second)  # the address the file added answers
+        assert _processes(daemon) == before
+        daemon.write(f"[gaffer]\nbind = unix:{second}\n{jobs}")
+        daemon.signal(signal.SIGUSR2)
+        _restarted(daemon, 2)
+        assert not first.exists()  # the address the file dropped is closed, its file gone
+        assert _processes(daemon) == before
+    finally:
+        assert daemon.stop() == 0
