@@ -108,6 +108,7 @@ class JobLoading:
                     os.waitstatus_to_exitcode(status),
                 )
                 self.keeper.drop(record["os_pid"])
+                self.keeper.remove(record["os_pid"])  # its group, led by it
                 continue
             self._held.setdefault(record["job"], []).append(adoption_record(record))
 
@@ -212,6 +213,8 @@ class JobLoading:
                     record["os_pid"],
                 )
                 _stop_group(record["os_pid"])
+                if self.keeper is not None:
+                    self.keeper.remove(record["os_pid"])
                 fds = [record["pidfd"], record["stdin"], *(out[1] for out in record["outputs"])]
                 for fd in [*fds, *(stream[2] for stream in record["streams"])]:
                     if fd >= 0:

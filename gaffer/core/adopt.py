@@ -22,7 +22,7 @@ from gaffer.core.checks import Health
 from gaffer.core.childwatch import ChildHandle
 from gaffer.core.config import ProcessConfig
 from gaffer.core.guard import Guard
-from gaffer.core.handover import FORMAT, inheritable
+from gaffer.core.handover import FORMAT, _enlarged, inheritable
 from gaffer.core.keeper import Keeper
 from gaffer.core.notify import NotifySocket
 from gaffer.core.pipes import claim_capture_pipes
@@ -319,7 +319,7 @@ def adopt_into(manager: Manager, name: str, records: list[dict[str, Any]]) -> li
             "stdin_pending": "",
             "ready": -1,
             "streams": record.get("streams", []),
-            "enlarged": 0,
+            "enlarged": sum(1 for out in record.get("outputs", ()) if _enlarged(out[1])),
             "escaped": [],
             "kill_at": None,
         }
