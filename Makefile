@@ -53,7 +53,7 @@ bench-venv: $(BENCH_STAMP)
 # (`$(BENCH_BIN)/python -m bench.peers --quick` for a smoke run, `--write-docs` to update
 # docs/performance.md).
 bench: $(STAMP) $(BENCH_STAMP)
-	$(BIN)/python -m bench engine io http attack
+	$(BIN)/python -m bench engine io http attack handover
 	$(BENCH_BIN)/python -m bench peers
 
 clean:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from bench import attack, cluster, engine, http, io, peers
+from bench import attack, cluster, engine, handover, http, io, peers
 
 BENCHMARKS = {
     "engine": engine.main,
+    "handover": handover.main,
     "io": io.main,
     "http": http.main,
     "attack": attack.main,

@@ -22,15 +22,11 @@ from gaffer.core.names import split_job_id, validate_session
 from gaffer.core.options import OPTIONS, text_path
 from gaffer.errors import ConfigError, InvalidArgument
 from gafferd import ini
-from gafferd.settings import (
-    BY_INI_KEY,
-    FileValue,
-    to_bool,
-    to_path,
-    to_text,
-)
+from gafferd.converters import to_bool, to_path, to_state_file, to_text
+from gafferd.settings import BY_INI_KEY, FileValue
 
 EX_CONFIG = 78  # sysexits.h: configuration error
+_NOT_PATHS = ("off", "none")  # state_file = off: no file
 CONFIG_NAME = "gafferd.ini"
 
 
@@ -214,10 +210,10 @@ def _read_gaffer(section: ini.Section, settings: dict[str, FileValue]) -> None:
             raise _error(
                 section, key, f"{setting.name} is already set at {settings[setting.name].origin}"
             )
-        if setting.convert in (to_path, to_text):
+        if setting.convert in (to_path, to_text, to_state_file):
             _refuse_cut(section, key)
         value = entry.value
-        if setting.relative and value and value not in ("-", "syslog"):
+        if setting.relative and value and value not in ("-", "syslog", *_NOT_PATHS):
             value = text_path(value, os.path.dirname(entry.path))
         try:
             setting.convert(value)

@@ -118,6 +118,17 @@ class DaemonLog:
             finally:
                 self._handler.release()
 
+    def pause(self) -> None:
+        """Write every line queued so far and stop writing (gafferd is about to exec)."""
+        self._listener.stop()
+        try:
+            self._handler.flush()
+        except OSError:
+            pass
+
+    def resume(self) -> None:
+        self._listener.start()
+
     def close(self) -> None:
         self._listener.stop()
         try:

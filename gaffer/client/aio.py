@@ -240,6 +240,18 @@ class AsyncServer:
         await channel.connect()
         return channel
 
+    # -- gafferd itself ------------------------------------------------------------------
+    async def daemon_restart(self) -> dict[str, Any]:
+        """Restart gafferd in place keeping every process (an admin key): its new code and
+        configuration are checked first (Conflict ``handover_failed`` when they would not
+        start). Answers before the hand-over: ``{"ok", "pid", "processes", "handovers"}``."""
+        return await self.request("POST", "/daemon/restart")
+
+    async def daemon_state(self) -> dict[str, Any]:
+        """gafferd's own state (an admin key): pid, hand-overs, and what its state file
+        records of the operator's requests."""
+        return await self.request("GET", "/daemon/state")
+
     # -- the cluster -----------------------------------------------------------------------
     async def cluster_nodes(self) -> dict[str, Any]:
         """The nodes of gafferd's cluster, from etcd: ``{"node", "state", "nodes": [...]}``

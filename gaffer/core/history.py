@@ -133,6 +133,18 @@ class OutputHistory:
         self._chunks.clear()
         self._size = 0
 
+    def export(self) -> list[tuple[float, int, int | None, str, bytes]]:
+        """Every chunk kept, oldest first (for a hand-over to the next gafferd)."""
+        return list(self._chunks)
+
+    def restore(self, chunks: Iterable[tuple[float, int, int | None, str, bytes]]) -> None:
+        """Put back what ``export`` gave (after the chunks kept now)."""
+        for when, pid, os_pid, stream, data in chunks:
+            self._chunks.append((when, pid, os_pid, stream, data))
+            self._size += len(data)
+        while self._size > self.max_bytes:
+            self._size -= len(self._chunks.popleft()[4])
+
 
 class Splitter:
     """Cuts chunks into lines, each process's stdout and stderr apart, keeping the lines

@@ -124,6 +124,13 @@ class SinkRegistry:
             sink.close()
         self._sinks.clear()
 
+    def flush_now(self, timeout: float) -> bool:
+        """Write what waits for FLUSH_DELAY now, and wait until every sink is written
+        (blocking the loop: for a manager about to exec, handover.py)."""
+        for sink in list(self._sinks.values()):
+            sink._flush_now()
+        return self.flush(timeout)
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every sink is written (blocking: call it off the loop)."""
         deadline = time.monotonic() + timeout

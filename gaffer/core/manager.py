@@ -25,6 +25,7 @@ from gaffer.core.aliases import Aliases04, Aliases05
 from gaffer.core.config import ProcessConfig, as_config, check_env
 from gaffer.core.events import EventEmitter
 from gaffer.core.guard import Guard
+from gaffer.core.handover import Handover
 from gaffer.core.logsinks import SinkRegistry
 from gaffer.core.loop import new_event_loop
 from gaffer.core.monitor import StatsMonitor
@@ -59,7 +60,7 @@ IOListener = Callable[[str, dict], object]
 LOG_FLUSH_TIMEOUT = 5.0
 
 
-class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
+class Manager(ProcessCommands, Observing, Handover, Aliases04, Aliases05):
     """Keeps jobs of processes alive. See the module docstring and docs/embedding.md."""
 
     def __init__(
@@ -105,6 +106,7 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
         self._use_subreaper = subreaper
         self._container = container  # PID 1 of a container: every zombie is ours to reap
         self._orphans: OrphanReaper | None = None
+        self._handed_orphans: list[list[Any]] = []  # set by restore() (handover.py)
         # set when a job with ``on_exit = shutdown`` ended: the code gafferd exits with
         self.exit_code: int | None = None
 
@@ -135,7 +137,7 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
         """Start the applications in order, then every job loaded with ``start=True``."""
         if self.started:
             raise RuntimeError("manager already started")
-        if self._use_guard:
+        if self._use_guard and self._table.guard is None:  # else: handed over (restore)
             self._table.guard = Guard(self.loop, self._table.watcher, on_restart=self._publish)
         if self._use_subreaper:
             self._start_subreaper()
@@ -165,6 +167,7 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
             is_job_stopped=self._grace_if_stopped,
         )
         self._orphans.reap_all = self._container
+        self._orphans.adopt(self._handed_orphans)  # those of a previous life (restore)
         self._orphans.start()
 
     def _grace_if_stopped(self, job_id: str) -> float | None:
@@ -350,10 +353,18 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
             config,
         )
         self._check_cycles(name, config)
+        runner = self._add_runner(session, config, check_env(env))
+        self._publish("load", {"name": name})
+        if start:
+            self._start_job(runner)
+
+    def _add_runner(
+        self, session: str, config: ProcessConfig, env: Mapping[str, str] | None
+    ) -> JobRunner:
         runner = JobRunner(
             session,
             config,
-            check_env(env),
+            env,
             table=self._table,
             publish=self._publish,
             stop_orphans=self._stop_orphans,
@@ -362,11 +373,9 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
             on_state_change=self._job_state_changed,
             request_shutdown=self._shutdown_requested,
         )
-        self._jobs[name] = runner
+        self._jobs[runner.name] = runner
         self._sessions.setdefault(session, {})[config.name] = runner
-        self._publish("load", {"name": name})
-        if start:
-            self._start_job(runner)
+        return runner
 
     @on_loop
     def unload(self, name: str | ProcessConfig, sessionid: str | None = None) -> None:

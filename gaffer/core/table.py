@@ -98,6 +98,51 @@ class ProcessTable:
         """Spawn a process of job ``name`` and list it as running. Raises SpawnError,
         leaving nothing behind (its pid is not used up)."""
         pid = self._next_pid
+        proc = self.make_process(
+            pid,
+            name,
+            config,
+            env,
+            command,
+            once=once,
+            graceful_timeout=graceful_timeout,
+            sinks=sinks,
+            history=history,
+            on_exit=on_exit,
+            on_state=on_state,
+            on_notify=on_notify,
+        )
+        proc.slot = slot
+        proc.spawn()
+        if config.detach:
+            self.detached_sessions.add(proc.os_pid)
+        elif self.guard is not None:
+            self.guard.add(proc.os_pid)
+        if self.guard is not None:
+            self.guard.hold(proc)  # the keeper holds its pipes (on_daemon_crash = keep)
+        self.hold_sinks(proc, sinks)
+        self._next_pid = pid + 1
+        self.running[pid] = proc
+        self.mark_output(proc, sinks, history, spawned=True)
+        return proc
+
+    def make_process(
+        self,
+        pid: int,
+        name: str,
+        config: ProcessConfig,
+        env: Mapping[str, str],
+        command: Command,
+        *,
+        once: bool,
+        graceful_timeout: float | None,
+        sinks: tuple[LogSink | None, LogSink | None],
+        history: OutputHistory | None,
+        on_exit: ExitListener,
+        on_state: StateListener | None,
+        on_notify: NotifyListener | None = None,
+    ) -> Process:
+        """A ``Process`` with the manager's machinery, not spawned yet (or to adopt)."""
         writers = tuple(
             None
             if sink is None
@@ -106,7 +151,7 @@ class ProcessTable:
         )
         if history is not None:  # followers of every job hear of this one
             history.name, history.hub = name, self.followers
-        proc = Process(
+        return Process(
             self.loop,
             self.watcher,
             pid,
@@ -131,28 +176,34 @@ class ProcessTable:
                 if job in (None, name)
             ],
         )
-        proc.slot = slot
-        proc.spawn()
-        if config.detach:
-            self.detached_sessions.add(proc.os_pid)
-        elif self.guard is not None:
-            self.guard.add(proc.os_pid)
+
+    def hold_sinks(self, proc: Process, sinks: tuple[LogSink | None, LogSink | None]) -> None:
         proc.held_sinks = tuple(sink for sink in sinks if sink is not None)
         for sink in proc.held_sinks:
             self.sinks.retain(sink)
-        self._next_pid = pid + 1
-        self.running[pid] = proc
-        marked = _one_per_sink(writers, sinks) if config.log_markers else ()
-        for writer in marked:
-            writer.marker(logformat.spawned(proc.os_pid))
-        self._outputs[pid] = (marked, history)
-        return proc
+
+    def mark_output(
+        self,
+        proc: Process,
+        sinks: tuple[LogSink | None, LogSink | None],
+        history: OutputHistory | None,
+        spawned: bool,
+    ) -> None:
+        """Where the exit marker of ``proc`` goes (and, for a new process, the spawn
+        marker now): one writer per log file of its job, with ``log_markers``."""
+        marked = _one_per_sink(proc.log_writers, sinks) if proc.config.log_markers else ()
+        if spawned:
+            for writer in marked:
+                writer.marker(logformat.spawned(proc.os_pid))
+        self._outputs[proc.pid] = (marked, history)
 
     def exited(self, proc: Process) -> bool:
         """Book the exit of ``proc``; False when it was no longer listed as running."""
         listed = self.running.pop(proc.pid, None) is not None
         if proc.os_pid is not None:
             self.sampler.discard(proc.os_pid)
+            if self.guard is not None:
+                self.guard.drop(proc.os_pid)
         self._ended(proc)
         self.release_sinks(proc.held_sinks)
         proc.held_sinks = ()
@@ -191,6 +242,8 @@ class ProcessTable:
         self._outputs.pop(proc.pid, None)
         self._stop_times.pop(proc.pid, None)
         proc.forget()
+        if self.guard is not None and proc.os_pid is not None:
+            self.guard.drop(proc.os_pid)
         self.release_sinks(proc.held_sinks)
         proc.held_sinks = ()
         logger.info(

@@ -30,6 +30,10 @@ stop_process, kill     manage    process    ``pid``; ``sig`` (kill)
 send                   write     process    ``pid``, ``data``, ``stream``
 =====================  ========  =========  ==============================================
 
+daemon_restart,        admin     -          none: gafferd hands over to a new gafferd that
+daemon_state                                adopts every process; what gafferd records of
+                                            the operator's requests (its state file)
+
 cluster_nodes,         read      any        the cluster's nodes and jobs (etcd): a key that
 cluster_jobs                                may read something; jobs listed if readable
 cluster_declare        manage    session    ``sessionid``; the job's config as for load
@@ -57,11 +61,12 @@ from typing import Any
 from gaffer.core.config import ProcessConfig
 from gaffer.core.logfile import LogTarget
 from gaffer.core.names import DEFAULT_SESSION, validate_session
-from gaffer.errors import PermissionDenied, ProcessError
-from gaffer.http.auth import Permissions, redact_env
+from gaffer.errors import PermissionDenied, ProcessError, ProcessNotFound
+from gaffer.http.auth import LOCAL, Permissions, redact_env
 from gaffer.http.schema import config_json
 
 READ, WRITE, MANAGE, LIST = "read", "write", "manage", "list"
+ADMIN = "admin"  # an admin key, or no keys at all (LOCAL: gafferd's own socket, say)
 LOG_OPTIONS = ("stdout_logfile", "stderr_logfile")
 
 
@@ -70,6 +75,9 @@ class Policy:
     """What the daemon's settings add to the permissions of keys."""
 
     log_root: str | None = None  # log files given through the API must be under it
+    # the daemon serving the API (its restart, its state; None when a manager is embedded):
+    # an object with ``async restart() -> dict`` and ``state() -> dict``
+    daemon: Any = None
 
 
 @dataclass
@@ -128,6 +136,8 @@ def authorize(
         permissions.require(command.right, call.proc.name)
     elif command.target == "any" and not permissions.reads_anything():
         raise PermissionDenied("this key may not read anything")
+    if command.right == ADMIN and not (permissions.is_admin or permissions is LOCAL):
+        raise PermissionDenied(f"only an admin key may run {name}")
     return call
 
 
@@ -359,6 +369,24 @@ def _kill(call: Call) -> None:
 @_command("send", WRITE, "process")
 def _send(call: Call) -> None:
     call.manager.send(call.proc.pid, call.values["data"], stream=call.values.get("stream"))
+
+
+# -- the daemon ------------------------------------------------------------------------------
+def _daemon(call: Call) -> Any:
+    daemon = call.policy.daemon
+    if daemon is None:
+        raise ProcessNotFound("no daemon serves this API (an embedded manager)")
+    return daemon
+
+
+@_command("daemon_restart", ADMIN, "-")
+def _daemon_restart(call: Call) -> Any:
+    return _daemon(call).restart()  # awaitable: the new code is checked first
+
+
+@_command("daemon_state", ADMIN, "-")
+def _daemon_state(call: Call) -> dict[str, Any]:
+    return _daemon(call).state()
 
 
 def may_see_event(permissions: Permissions, msg: Any) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 import tornado.web
 
-from gaffer.http.handlers import channel, cluster, jobs, misc, pidchannel, processes
+from gaffer.http.handlers import channel, cluster, daemon, jobs, misc, pidchannel, processes
 
 # what each path parameter may hold
 PARAMS = {
@@ -77,6 +77,8 @@ def api_routes() -> list[Route]:
         Route("/streams/{pid}/stdin", streams.StdinHandler),
         Route("/streams/{pid}/{label}", streams.OutputStreamHandler),
         Route("/channel", channel.ChannelHandler),
+        Route("/daemon/restart", daemon.DaemonRestartHandler),
+        Route("/daemon/state", daemon.DaemonStateHandler),
         Route("/cluster/nodes", cluster.ClusterNodesHandler),
         Route("/cluster/jobs", cluster.ClusterJobsHandler),
         Route("/cluster/jobs/{sid}/{name}", cluster.ClusterJobHandler),

@@ -55,7 +55,7 @@ CONTRACT_COMMANDS = [
     "ps", "ps:info", "ps:scale", "ps:start", "ps:stop", "ps:kill", "load", "unload", "reload",
     "run", "logs", "events", "recv", "send", "apps", "login", "users", "user", "user:add",
     "user:del", "user:setpassword", "user:setkey", "keys", "key", "key:create", "key:delete",
-    "dev:start", "dev:run", "export", "stats", "top",
+    "dev:start", "dev:run", "export", "stats", "top", "daemon:restart", "daemon:state",
 ]  # fmt: skip
 
 

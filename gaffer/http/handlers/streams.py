@@ -80,6 +80,7 @@ class FeedHandler(BaseHandler):
         self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
+        self.settings["handler"].connections.feeding(self.request.connection.stream)
         try:
             await self.flush()
         except tornado.iostream.StreamClosedError:
