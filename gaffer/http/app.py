@@ -24,6 +24,7 @@ import tornado.web
 from gaffer.http import binding
 from gaffer.http.handlers.base import access_log
 from gaffer.http.routes import routes
+from gaffer.http.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,10 @@ class HttpHandler:
         plugin_sites: ``{name: directory}`` served at ``/_plugin/<name>/``.
         settings: more options for the handlers: ``auth`` (an ``Identity``: keys; None:
             no keys, everyone acts with LOCAL permissions), ``cors_origins`` (origins
-            allowed to call the API from a browser; none by default).
+            allowed to call the API from a browser; none by default), ``telemetry`` (a
+            ``Telemetry`` to count in, kept across handlers; default: a new one),
+            ``metrics_without_key`` (``"loopback"``: /metrics needs no key from loopback
+            addresses and unix sockets; default ``"never"``).
     """
 
     def __init__(
@@ -60,6 +64,8 @@ class HttpHandler:
         self._ssl = _ssl_context(certfile, keyfile)
         self._plugin_sites = dict(plugin_sites or {})
         self._settings = dict(settings or {})
+        self.telemetry: Telemetry = self._settings.pop("telemetry", None) or Telemetry()
+        self._attached = False  # to the telemetry's loop-lag timer
         self._servers: list[tornado.httpserver.HTTPServer] = []
         self._handed_over: set[int] = set()  # sockets now served by a successor
         self._websockets: set[Any] = set()  # open WebSocket connections
@@ -81,15 +87,20 @@ class HttpHandler:
             routes(self._plugin_sites),
             manager=manager,
             handler=self,
-            log_function=access_log,
+            log_function=self._log_request,
             websockets=self._websockets,
+            telemetry=self.telemetry,
             **{
                 "max_body_bytes": MAX_BODY_BYTES,
                 "auth": None,
                 "cors_origins": (),
+                "metrics_without_key": "never",
                 **self._settings,
             },
         )
+        if not self._attached:
+            self.telemetry.attach(loop)
+            self._attached = True
         try:
             running = asyncio.get_running_loop() is loop
         except RuntimeError:
@@ -118,12 +129,19 @@ class HttpHandler:
             self._servers.append(server)
         logger.info("HTTP API on %s", ", ".join(self.addresses))
 
+    def _log_request(self, handler: tornado.web.RequestHandler) -> None:
+        self.telemetry.count(handler)
+        access_log(handler)
+
     def release_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """These sockets were duplicated for a successor: at stop, close our descriptor
         but leave the unix socket file in place."""
         self._handed_over.update(sock.fileno() for sock in sockets)
 
     async def stop(self) -> None:
+        if self._attached:
+            self.telemetry.detach()
+            self._attached = False
         servers, self._servers = self._servers, []
         sockets, self._sockets = self._sockets, []
         # read the unix paths before anything closes the sockets

@@ -14,7 +14,7 @@ from typing import Any
 
 import tornado.web
 
-from gaffer.http.handlers import channel, cluster, jobs, misc, pidchannel, processes
+from gaffer.http.handlers import channel, cluster, jobs, misc, observe, pidchannel, processes
 
 # what each path parameter may hold
 PARAMS = {
@@ -47,6 +47,11 @@ class Route:
 
         return re.sub(r"\{(\w+)\}", param, self.template)
 
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The names of its path parameters."""
+        return tuple(re.findall(r"\{(\w+)\}", self.template))
+
 
 def api_routes() -> list[Route]:
     from gaffer.http.handlers import accounts, openapi, streams
@@ -75,6 +80,10 @@ def api_routes() -> list[Route]:
         Route("/streams/{pid}/stdin", streams.StdinHandler),
         Route("/streams/{pid}/{label}", streams.OutputStreamHandler),
         Route("/channel", channel.ChannelHandler),
+        Route("/metrics", observe.MetricsHandler),
+        Route("/overview", observe.OverviewHandler),
+        Route("/dashboard", observe.DashboardRedirectHandler),
+        Route("/dashboard/{path}", observe.DashboardHandler),
         Route("/cluster/nodes", cluster.ClusterNodesHandler),
         Route("/cluster/jobs", cluster.ClusterJobsHandler),
         Route("/cluster/jobs/{sid}/{name}", cluster.ClusterJobHandler),

@@ -1,0 +1,196 @@
+"""Looking at gafferd: ``/metrics`` (Prometheus), ``/overview`` (what ``gaffer top`` and the
+dashboard show) and ``/dashboard/`` (the page, static files shipped in the package).
+
+Both data routes show the jobs the key may read, and the serving process's own figures
+only to a key that may read everything. With the ``metrics_without_key = loopback``
+setting, /metrics answers requests from loopback addresses and unix sockets without a key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+
+import gaffer
+from gaffer.core.names import split_job_id
+from gaffer.errors import InvalidArgument, ProcessNotFound
+from gaffer.http.auth import LOCAL
+from gaffer.http.handlers.base import ApiError, BaseHandler, Op, error_status
+from gaffer.http.metrics import CONTENT_TYPE, exposition
+
+DASHBOARD_DIR = str(Path(__file__).resolve().parent.parent / "dashboard")
+METRICS_WITHOUT_KEY = ("never", "loopback")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def is_local(family: Any, address: str | None) -> bool:
+    """A request from this host: a unix socket, or a loopback address (127.0.0.0/8, ::1).
+    Behind a reverse proxy on the same host every request looks local: do not use
+    ``metrics_without_key`` there."""
+    if family == socket.AF_UNIX:
+        return True
+    try:
+        return ipaddress.ip_address(address or "").is_loopback
+    except ValueError:
+        return False
+
+
+class ObserveHandler(BaseHandler):
+    @property
+    def telemetry(self) -> Any:
+        return self.settings.get("telemetry")
+
+    def readable_jobs(self) -> list[str]:
+        return [job for job in self.manager.jobs() if self.permissions.can_read(job)]
+
+    def reads_anything(self) -> bool:
+        p = self.permissions
+        return p.is_admin or bool(p.read or p.write or p.manage)
+
+
+class MetricsHandler(ObserveHandler):
+    ops = {
+        "get": Op(
+            "Prometheus metrics (text format 0.0.4): the jobs the key may read and their "
+            "processes; gafferd's own with a key that may read everything",
+            permission="read",
+            statuses=(200, 401, 403),
+            response="text/plain",
+        )
+    }
+
+    async def prepare(self) -> None:
+        context = getattr(self.request.connection, "context", None)
+        local = is_local(getattr(context, "address_family", None), self.request.remote_ip)
+        if local and self.settings.get("metrics_without_key") == "loopback":
+            self._cors()
+            self.permissions = LOCAL
+            return
+        await super().prepare()
+
+    async def get(self) -> None:
+        if not self.reads_anything():
+            raise ApiError(403, "forbidden", "this key may not read any job")
+        usage = await self.manager.ausage(self.readable_jobs())
+        everything = self.permissions.can_read("*")
+        text = exposition(
+            usage,
+            self.telemetry if everything else None,
+            self.manager.events.published if everything else None,
+        )
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(text)
+
+
+class OverviewHandler(ObserveHandler):
+    ops = {
+        "get": Op(
+            "Every job the key may read (or those of ?job=) with its state, CPU and memory "
+            "totals, and per process its stats, open descriptors and uptime; gafferd's own "
+            "figures with a key that may read everything (what gaffer top and the "
+            "dashboard show)",
+            permission="read",
+            statuses=(200, 400, 403, 404),
+            params={
+                "job": "a job id (session.name, or a name of session default); repeat it "
+                "for several; default: every job the key may read",
+                "children": "1: also the stats of each process's descendants (a scan of "
+                "/proc); default 0",
+            },
+        )
+    }
+
+    async def get(self) -> None:
+        children = self._flag("children")
+        asked = self.get_query_arguments("job")
+        if asked:
+            names = list(dict.fromkeys(self._job_id(text) for text in asked))
+        else:
+            if not self.reads_anything():
+                raise ApiError(403, "forbidden", "this key may not read any job")
+            names = self.readable_jobs()
+        data = await self.manager.aoverview(names, children)
+        own = data.pop("self")
+        daemon = None
+        if self.permissions.can_read("*"):
+            daemon = {**(own or {}), "version": gaffer.__version__}
+            if self.telemetry is not None:
+                daemon.update(self.telemetry.snapshot())
+            daemon["events_published"] = self.manager.events.published
+        data["daemon"] = daemon
+        self.write_json(data)
+
+    def _job_id(self, text: str) -> str:
+        try:
+            session, name = split_job_id(text)
+        except (InvalidArgument, ValueError) as exc:
+            raise ApiError(400, "bad_request", f"job={text[:80]!r}: {exc}") from None
+        job = f"{session}.{name}"
+        self.require("read", job)
+        return job
+
+    def _flag(self, name: str) -> bool:
+        value = self.get_query_argument(name, "0").strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise ApiError(400, "bad_request", f"{name} must be 0 or 1, got {value[:20]!r}")
+
+
+class DashboardRedirectHandler(BaseHandler):
+    ops = {"get": Op("Redirects to /dashboard/", statuses=(301,), response="text/html")}
+
+    async def prepare(self) -> None:
+        self._cors()
+
+    def get(self) -> None:
+        self.redirect("/dashboard/", permanent=True)
+
+
+class DashboardHandler(tornado.web.StaticFileHandler):
+    """The dashboard's files. No key is needed for them (they hold no data: the page asks
+    the API for everything, with the user's key); errors are the API's JSON."""
+
+    op = Op("The dashboard (docs/observability.md): its HTML, CSS and JS", statuses=(200, 404))
+    ops = {"get": op, "head": Op(op.summary, statuses=op.statuses)}
+
+    def initialize(self, **kwargs: Any) -> None:  # type: ignore[override]
+        super().initialize(path=DASHBOARD_DIR, default_filename="index.html")
+
+    def set_extra_headers(self, path: str) -> None:
+        # the page loads nothing but its own files and talks only to this gafferd
+        self.set_header(
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        )
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("Cache-Control", "no-cache")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        if exc_info is not None:
+            status, code, reason = error_status(exc_info[1])
+        else:
+            status, code, reason = status_code, "error", self._reason
+        if status == 404:
+            reason = f"no file {self.request.path} in the dashboard"
+        elif status == 405:
+            reason = f"{self.request.method} is not allowed on {self.request.path}"
+        self.clear()
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": code, "reason": reason}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, tornado.web.HTTPError | ProcessNotFound):
+            return
+        super().log_exception(typ, value, tb)
