@@ -26,13 +26,13 @@ from gaffer.core.stats import (
     STAT_KEYS,
     descendants,
     descendants_map,
-    open_fds,
     summarize,
 )
 
 if TYPE_CHECKING:
     from gaffer.core.runner import JobRunner
-    from gaffer.core.stats import Sampler, Usage
+    from gaffer.core.stats import Sampler
+    from gaffer.core.usage import Usage
 
 
 def job_fields(runner: JobRunner) -> dict[str, Any]:
@@ -59,19 +59,27 @@ def job_fields(runner: JobRunner) -> dict[str, Any]:
 async def read_usage(
     loop: asyncio.AbstractEventLoop, sampler: Sampler, runners: Iterable[JobRunner]
 ) -> dict[str, Any]:
-    """``{"time", "self": Usage | None, "jobs": [job_fields + "processes": [{"pid",
-    "os_pid", "state", "once", "create_time", "usage": Usage | None}]]}``."""
+    """``{"time", "self": Usage | None, "jobs": [job_fields + "processes": [(pid,
+    create_time, Usage | None)]]}``."""
     jobs = []
     os_pids = [os.getpid()]
     for runner in runners:
-        processes = [proc.summary() for proc in runner.processes]
-        os_pids.extend(p["os_pid"] for p in processes if p["os_pid"] is not None)
-        jobs.append({**job_fields(runner), "processes": processes})
+        processes = [(proc.pid, proc.os_pid, proc.create_time) for proc in runner.processes]
+        os_pids.extend(os_pid for _, os_pid, _ in processes if os_pid is not None)
+        jobs.append((job_fields(runner), processes))
     usage: dict[int, Usage] = await loop.run_in_executor(None, sampler.usage, os_pids)
-    for job in jobs:
-        for proc in job["processes"]:
-            proc["usage"] = usage.get(proc["os_pid"]) if proc["os_pid"] is not None else None
-    return {"time": time.time(), "self": usage.get(os_pids[0]), "jobs": jobs}
+    found = usage.get
+    out = [
+        {
+            **fields,
+            "processes": [
+                (pid, created, found(os_pid) if os_pid is not None else None)
+                for pid, os_pid, created in processes
+            ],
+        }
+        for fields, processes in jobs
+    ]
+    return {"time": time.time(), "self": usage.get(os_pids[0]), "jobs": out}
 
 
 async def read_overview(
@@ -139,7 +147,7 @@ def _read_stats(
             continue
         if tree is None:
             stat["children"] = None
-        stat["fds"] = open_fds(os_pid)
+        stat["fds"] = sampler.open_fds(os_pid)
         out[os_pid] = stat
     sampler.prune(MAX_AGE)
     return out, own_usage(sampler)

@@ -194,6 +194,7 @@ class ProcessTable:
 
     def close(self) -> None:
         self.groups.close()
+        self.sampler.close()  # the descriptors kept for /metrics (usage.py)
 
     def __repr__(self) -> str:
         return f"<ProcessTable running={len(self.running)} stopping={len(self.stopping)}>"

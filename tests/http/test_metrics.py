@@ -254,6 +254,13 @@ def test_metrics_show_what_the_key_may_read(keyed: tuple[Gafferd, Api, Api]) -> 
     assert not samples(batch_only, "process_resident_memory_bytes")
     assert not samples(batch_only, "gaffer_http_requests_total")
 
+    # Prometheus's way: Authorization: Bearer <key>
+    bearer = {"Authorization": f"Bearer {admin.key}"}
+    assert samples(scrape(api, headers=bearer), "process_resident_memory_bytes")
+    wrong = api.get("/metrics", headers={"Authorization": "Bearer gk_nope"})
+    assert wrong.status == 403 and wrong.json["reason"] == "unknown or expired API key"
+    assert api.get("/jobs", headers=bearer).status == 401  # for /metrics only
+
     nothing = key(admin, {"create_key": True}).get("/metrics")
     assert nothing.status == 403, nothing
     assert nothing.json == {"error": "forbidden", "reason": "this key may not read any job"}

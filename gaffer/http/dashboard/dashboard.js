@@ -7,7 +7,9 @@
 // The key is asked for once, when the API says one is needed, and kept in sessionStorage.
 
 const KEY_NAME = "gaffer.api-key";
-const POLL_MS = 1000;
+const POLL_MS = 1000; // between two reads of /overview; longer when a read is slow:
+const POLL_SHARE = 20; // a dashboard keeps gafferd answering it at most 1/20 of the time
+const POLL_MAX_MS = 10000;
 const HISTORY = 60; // points of each chart: a minute at one refresh a second
 const OUTPUT_LINES = 200;
 const EVENT_TOPICS = ["EVENTS:state", "EVENTS:load", "EVENTS:unload"];
@@ -59,6 +61,7 @@ const jobPath = (job) =>
 let timer = null;
 let inflight = false;
 let again = false;
+let pollMs = POLL_MS;
 
 async function refresh() {
   clearTimeout(timer);
@@ -69,7 +72,10 @@ async function refresh() {
   }
   inflight = true;
   try {
-    render(await api("GET", "/overview"));
+    const started = performance.now();
+    const data = await api("GET", "/overview");
+    pollMs = Math.min(POLL_MAX_MS, Math.max(POLL_MS, POLL_SHARE * (performance.now() - started)));
+    render(data);
     setLive(true, `live · ${new Date().toLocaleTimeString()}`);
   } catch (err) {
     if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
@@ -89,7 +95,7 @@ async function refresh() {
     again = false;
     refresh();
   } else {
-    timer = setTimeout(refresh, POLL_MS);
+    timer = setTimeout(refresh, pollMs);
   }
 }
 

@@ -3,13 +3,15 @@ dashboard show) and ``/dashboard/`` (the page, static files shipped in the packa
 
 Both data routes show the jobs the key may read, and the serving process's own figures
 only to a key that may read everything. With the ``metrics_without_key = loopback``
-setting, /metrics answers requests from loopback addresses and unix sockets without a key.
+setting, /metrics answers requests from loopback addresses and unix sockets without a key;
+it also takes the key as ``Authorization: Bearer <key>``, as Prometheus sends it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from gaffer.http.metrics import CONTENT_TYPE, exposition
 
 DASHBOARD_DIR = str(Path(__file__).resolve().parent.parent / "dashboard")
 METRICS_WITHOUT_KEY = ("never", "loopback")
+_FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
@@ -41,6 +44,10 @@ def is_local(family: Any, address: str | None) -> bool:
 
 
 class ObserveHandler(BaseHandler):
+    def compute_etag(self) -> None:
+        """No ETag: the figures change at every request, and hashing 300 KB costs."""
+        return None
+
     @property
     def telemetry(self) -> Any:
         return self.settings.get("telemetry")
@@ -70,6 +77,14 @@ class MetricsHandler(ObserveHandler):
         if local and self.settings.get("metrics_without_key") == "loopback":
             self._cors()
             self.permissions = LOCAL
+            return
+        # Prometheus sends credentials as "Authorization: Bearer <key>" (its
+        # `authorization` or `bearer_token_file` settings): taken here like X-Api-Key
+        scheme, _, bearer = self.request.headers.get("Authorization", "").partition(" ")
+        auth = self.settings.get("auth")
+        if scheme.lower() == "bearer" and "X-Api-Key" not in self.request.headers and auth:
+            self._cors()
+            self.permissions, self.key_id = await auth.identify(bearer.strip() or None)
             return
         await super().prepare()
 
@@ -164,6 +179,13 @@ class DashboardHandler(tornado.web.StaticFileHandler):
     def initialize(self, **kwargs: Any) -> None:  # type: ignore[override]
         super().initialize(path=DASHBOARD_DIR, default_filename="index.html")
 
+    def parse_url_path(self, url_path: str) -> str:
+        # the dashboard is a few files side by side: any other name (a sub-directory,
+        # "..", a NUL byte, which os.path cannot take) is simply not one of them
+        if url_path and (url_path.startswith(".") or not _FILE_NAME.fullmatch(url_path)):
+            raise tornado.web.HTTPError(404)
+        return super().parse_url_path(url_path)
+
     def set_extra_headers(self, path: str) -> None:
         # the page loads nothing but its own files and talks only to this gafferd
         self.set_header(
@@ -182,7 +204,7 @@ class DashboardHandler(tornado.web.StaticFileHandler):
         else:
             status, code, reason = status_code, "error", self._reason
         if status == 404:
-            reason = f"no file {self.request.path} in the dashboard"
+            reason = f"no file {self.request.path[:200]!r} in the dashboard"
         elif status == 405:
             reason = f"{self.request.method} is not allowed on {self.request.path}"
         self.clear()
