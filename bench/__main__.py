@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from bench import cluster, engine, http, io, metrics, peers
+from bench import attack, cluster, engine, http, io, metrics, peers
 
 BENCHMARKS = {
     "engine": engine.main,
     "io": io.main,
     "http": http.main,
+    "attack": attack.main,
     "metrics": metrics.main,
     "peers": peers.main,
     "cluster": cluster.main,

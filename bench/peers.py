@@ -94,6 +94,7 @@ class Sizes:
     kill_cap: float = 300.0  # seconds: a safety cap for gaffer and supervisor
     circus_kill_cap: float = 60.0
     crash_window: float = 10.0
+    containment_window: float = 10.0
     capture_warmup: float = 2.0
     capture_window: float = 10.0
     idle_window: float = 30.0
@@ -223,6 +224,7 @@ class Job:
     numprocesses: int
     logfile: str | None = None  # stdout to this file, never rotated
     crash: bool = False  # exits at once: turn off every backoff the system has
+    kills: bool = False  # SIGKILLed in a row: a kill is not a failed start, nor a crash loop
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -298,8 +300,11 @@ class Gaffer(Peer):
             f"[job:{job.name}]",
             f"cmd = {shlex.join(job.argv)}",
             f"numprocesses = {job.numprocesses}",
-            "flapping = off",
-        ]  # the default; said out loud
+        ]
+        if job.crash:  # restarted at once, every time: no pause, no backoff, never fatal
+            lines += ["flapping = off", "backoff = off", "start_retries = 1000000000"]
+        if job.kills:
+            lines += ["start_secs = 0", "flapping = off"]
         if job.logfile:
             lines += [f"stdout_logfile = {job.logfile}", "logfile_max_bytes = 0"]
         path = os.path.join(self.directory, "gafferd.ini")
@@ -369,6 +374,8 @@ class Supervisor(Peer):
             lines += ["stdout_logfile = NONE"]
         if job.crash:  # a start is good at once, and retried (nearly) forever
             lines += ["startsecs = 0", "startretries = 1000000000"]
+        elif job.kills:
+            lines += ["startsecs = 0"]
         path = os.path.join(self.directory, "supervisord.conf")
         Path(path).write_text("\n".join(lines) + "\n")
         return [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", path]
@@ -744,7 +751,7 @@ class Bench:
     # restart latency
     def restart(self, name: str) -> None:
         system = self.fresh(name, "restart")
-        run = Run(system, Job("victims", SLEEPER, 5))
+        run = Run(system, Job("victims", SLEEPER, 5, kills=True))
         cap = self.sizes.circus_kill_cap if name == "circus" else self.sizes.kill_cap
         latencies: list[float] = []
         try:
@@ -772,6 +779,34 @@ class Bench:
         self.log(
             f"{name}: restart p50 {statistics.median(latencies) * 1000:.2f} ms, "
             f"p99 {percentile(latencies, 99) * 1000:.2f} ms over {len(latencies)} kills"
+        )
+
+    # a crash loop under each system's defaults
+    def containment(self, name: str) -> None:
+        """A job loaded with the defaults whose program exits at once: starts in its first
+        ``containment_window`` seconds, and the daemon's CPU meanwhile."""
+        system = self.fresh(name, "containment")
+        counter = os.path.join(system.logdir, "starts")
+        Path(counter).touch()
+        run = Run(system, Job("storm", (SH, "-c", f"printf x >> {counter}"), 1))
+        try:
+            deadline = time.monotonic() + 60
+            while os.path.getsize(counter) == 0:
+                run.check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name}: the job never started")
+                time.sleep(0.005)
+            cpu0, t0 = run.cpu_seconds()[0], time.perf_counter()
+            time.sleep(self.sizes.containment_window)
+            starts = os.path.getsize(counter)
+            cpu = run.cpu_seconds()[0] - cpu0
+            elapsed = time.perf_counter() - t0
+        finally:
+            self.finish(run, "containment")
+        self.results.put("contained_starts", name, starts)
+        self.results.put("contained_cpu", name, 100 * cpu / elapsed)
+        self.log(
+            f"{name}: default crash loop: {starts} starts, daemon at {100 * cpu / elapsed:.1f}% CPU"
         )
 
     # crash loop
@@ -1015,6 +1050,13 @@ def render(bench: Bench, versions: dict[str, str], elapsed: float) -> str:
         Row("restart_p50", "restart after SIGKILL, p50 (ms)", 2, False),
         Row("restart_p99", "restart after SIGKILL, p99 (ms)", 2, False),
         Row("crash", "crash loop (starts/s)", 1, True),
+        Row(
+            "contained_starts",
+            f"crash loop, defaults: starts in the first {sizes.containment_window:.0f} s",
+            0,
+            False,
+        ),
+        Row("contained_cpu", "crash loop, defaults: daemon CPU (%)", 1, False),
         Row("capture", "stdout capture to a file (MiB/s)", 0, True),
         Row(
             "idle_cpu",
@@ -1108,7 +1150,8 @@ def general_row_notes(bench: Bench) -> dict[str, str]:
     else:
         notes["rate_vs_c"] = "C baseline unavailable (no gcc)"
     notes["restart_p50"] = (
-        "5 `sleep`, oldest SIGKILLed, /proc polled every 1 ms; circus: kills "
+        "5 `sleep`, oldest SIGKILLed, /proc polled every 1 ms; a kill is of a started "
+        "process (gaffer start_secs 0, flapping off; supervisor startsecs 0); circus: kills "
         "at a random phase of its 5 s check_delay"
     )
     notes["crash"] = (
@@ -1117,6 +1160,16 @@ def general_row_notes(bench: Bench) -> dict[str, str]:
         "startretries=1e9, autorestart; circus no flapping plugin, respawn, but "
         "it only respawns on its check_delay tick (default 5 s, kept)"
     )
+    notes["crash"] = notes["crash"].replace(
+        "gaffer flapping off", "gaffer flapping, backoff off, start_retries 1e9"
+    )
+    notes["contained_starts"] = (
+        "the same `sh -c 'printf x >> FILE'` with every default, counted from its first "
+        "start: gaffer backoff 0.1 s x2, crash-loop pause 7 s, fatal after 6 failed starts "
+        "(~15 s); supervisor startsecs 1, startretries 3: FATAL after 4 starts; circus "
+        "respawns on its 5 s check_delay, for ever"
+    )
+    notes["contained_cpu"] = "the daemon's CPU time over the same window, in % of one core"
     notes["capture"] = (
         f"`yes` of a 99-char line, log in /dev/shm, no rotation, "
         f"{sizes.capture_window:.0f} s after {sizes.capture_warmup:.0f} s warm-up"
@@ -1235,6 +1288,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.cold_start,
                 bench.restart,
                 bench.crash_loop,
+                bench.containment,
                 bench.capture,
             ):
                 try:

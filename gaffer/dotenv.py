@@ -1,8 +1,8 @@
 """Dotenv files: ``KEY=VALUE`` lines, as foreman, docker and systemd-ish tools read them.
 
 One parser for the Procfile mode's ``.env`` files (``gaffer -e``) and for a job's
-``env_file`` option. It imports nothing of gaffer, so the command line and the engine
-can both use it.
+``env_file`` option. It imports nothing of gaffer but its errors, so the command line
+and the engine can both use it.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import re
 from collections import ChainMap
 from collections.abc import Iterable, Mapping
 
+from gaffer.errors import ConfigError
+
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_NAME_START = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DQ_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
 
 
-class DotenvError(ValueError):
+class DotenvError(ConfigError):
     """A problem in a dotenv file; ``str()`` is ``path:line: message``."""
 
     def __init__(self, path: str, line: int | None, message: str) -> None:

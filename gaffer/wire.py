@@ -16,6 +16,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from gaffer.errors import ProtocolError
+
 VERSION = b"V1"
 FRAME_TYPES = ("message", "response", "error")
 MAX_ID_LENGTH = 128
@@ -25,7 +27,7 @@ ERROR_ID = "gaffer_error"
 DROPPED_ID = "gaffer_dropped"
 
 
-class FrameError(ValueError):
+class FrameError(ProtocolError):
     """Bytes that are not a ``V1 <type> <id>\\0<body>`` frame."""
 
 

@@ -16,19 +16,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gaffer.core import deps
 from gaffer.core.config import InvalidOption, ProcessConfig
 from gaffer.core.names import split_job_id, validate_session
 from gaffer.core.options import OPTIONS, text_path
-from gaffer.errors import InvalidArgument
+from gaffer.errors import ConfigError, InvalidArgument
 from gafferd import ini
-from gafferd.settings import BY_INI_KEY, FileValue, to_bool
+from gafferd.settings import (
+    BY_INI_KEY,
+    FileValue,
+    to_bool,
+    to_path,
+    to_text,
+)
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 CONFIG_NAME = "gafferd.ini"
-
-
-class ConfigError(Exception):
-    """A configuration problem; the message says where and why."""
 
 
 # every job option's text form is declared with the option (gaffer/core/options.py)
@@ -43,6 +46,13 @@ AUTH_KEYS = ("db",)
 GAFFER_FILE_KEYS = ("include", "include_dir")
 
 
+#: job keys whose values are text (commands, paths, names): a ";" may belong in them, so
+#: an inline comment that would cut one is refused rather than guessed
+TEXT_JOB_KEYS = (
+    "cmd", "args", "uid", "gid", "cwd", "env_file", "stdout_logfile", "stderr_logfile",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A job as the ini file describes it."""
@@ -51,6 +61,7 @@ class JobSpec:
     config: ProcessConfig
     start: bool
     origin: str
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)  # key: path:line
 
     @property
     def id(self) -> str:
@@ -104,6 +115,12 @@ def load_config(path: str | None, directory: str | None = None) -> DaemonConfig:
         sections = ini.merge(ini.read(path))
     except ini.IniError as exc:
         raise ConfigError(str(exc)) from None
+    if not any(section.path == os.path.abspath(path) for section in sections):
+        # a file being rewritten may be read empty: applying it would unload every job
+        raise ConfigError(
+            f"{path}: the file is empty (no [section]): refused; write at least [gaffer], "
+            "or start gafferd without -c for no configuration"
+        )
     return _build(path, directory or os.path.dirname(os.path.abspath(path)), sections)
 
 
@@ -142,6 +159,8 @@ def _build(path: str, directory: str, sections: list[ini.Section]) -> DaemonConf
                 settings["auth_db"] = FileValue(value, section.entries[key].origin)
                 auth[key] = value
         elif kind == "plugin" and target:
+            for key in section.entries:
+                _refuse_cut(section, key)  # free text, for the plugin
             plugins[target] = {key: entry.value for key, entry in section.entries.items()}
         else:
             raise _error(
@@ -157,7 +176,22 @@ def _build(path: str, directory: str, sections: list[ini.Section]) -> DaemonConf
                 section, None, f"environment for job {job}, which no [job:...] section defines"
             )
         jobs[job] = _with_env(jobs[job], section)
+    _check_requirements(jobs)
     return DaemonConfig(path, directory, settings, jobs, tuple(webhooks), auth, plugins)
+
+
+def _check_requirements(jobs: Mapping[str, JobSpec]) -> None:
+    """``requires`` may not make a cycle (a job would wait for itself for ever)."""
+    graph = {job: deps.resolve(job, spec.config.requires) for job, spec in jobs.items()}
+    cycle = deps.find_cycle(graph)
+    if cycle is None:
+        return
+    spec = jobs[cycle[0]]
+    where = spec.origins.get("requires", spec.origin)
+    raise ConfigError(
+        f"{where}: [job:{cycle[0]}] requires = {', '.join(spec.config.requires)}: "
+        f"a dependency cycle: {' -> '.join(cycle)}"
+    )
 
 
 def _error(section: ini.Section, key: str | None, reason: str) -> ConfigError:
@@ -170,6 +204,7 @@ def _error(section: ini.Section, key: str | None, reason: str) -> ConfigError:
 def _read_gaffer(section: ini.Section, settings: dict[str, FileValue]) -> None:
     for key, entry in section.entries.items():
         if key in GAFFER_FILE_KEYS:
+            _refuse_cut(section, key)  # paths
             continue  # read by the ini reader
         setting = BY_INI_KEY.get(key.lower())
         if setting is None:
@@ -179,6 +214,8 @@ def _read_gaffer(section: ini.Section, settings: dict[str, FileValue]) -> None:
             raise _error(
                 section, key, f"{setting.name} is already set at {settings[setting.name].origin}"
             )
+        if setting.convert in (to_path, to_text):
+            _refuse_cut(section, key)
         value = entry.value
         if setting.relative and value and value not in ("-", "syslog"):
             value = text_path(value, os.path.dirname(entry.path))
@@ -201,6 +238,7 @@ def _read_keys(section: ini.Section, allowed: tuple[str, ...], base: str) -> dic
     for key, entry in section.entries.items():
         if key.lower() not in allowed:
             raise _error(section, key, f"unknown key; known: {', '.join(allowed)}")
+        _refuse_cut(section, key)  # paths
         out[key.lower()] = text_path(entry.value, base) if entry.value else ""
     return out
 
@@ -208,6 +246,7 @@ def _read_keys(section: ini.Section, allowed: tuple[str, ...], base: str) -> dic
 def _read_webhooks(section: ini.Section) -> list[tuple[str, str]]:
     hooks = []
     for key, entry in section.entries.items():
+        _refuse_cut(section, key)  # URLs
         urls = entry.value.replace(",", " ").split()
         if not urls:
             raise _error(section, key, "expected one or more http(s):// URLs")
@@ -233,6 +272,8 @@ def _read_job(section: ini.Section, target: str) -> JobSpec:
     values: dict[str, Any] = dict(JOB_DEFAULTS)
     env: dict[str, str] = {}
     for key, entry in section.entries.items():
+        if key.lower().startswith("env:") or key.lower() in TEXT_JOB_KEYS:
+            _refuse_cut(section, key)
         if key.lower().startswith("env:"):
             variable = key[len("env:") :].strip()
             if not variable:
@@ -258,7 +299,24 @@ def _read_job(section: ini.Section, target: str) -> JobSpec:
         key = _key_of(section, exc.option)
         reason = re.sub(r"^option '[^']*' of job '[^']*': ", "", str(exc))
         raise _error(section, key, reason) from None
-    return JobSpec(session, config, start, section.origin)
+    origins = {key.lower(): entry.origin for key, entry in section.entries.items()}
+    return JobSpec(session, config, start, section.origin, origins)
+
+
+def _refuse_cut(section: ini.Section, key: str) -> None:
+    """A text value (a command line, an environment value, a path, a URL) cut by an
+    inline comment would run, set or open half of what is written: an error, never
+    silence. Values of other types (numbers, booleans, lists of addresses) cannot hold a
+    ';' and take comments."""
+    entry = section.entries[key]
+    if entry.comment:
+        raise _error(
+            section,
+            key,
+            f"' ;' starts a comment here, which would cut the value before "
+            f"{entry.comment[:40]!r}: put comments on a line of their own, quote the ';', "
+            "or write it without a space before it ('a; b')",
+        )
 
 
 def _key_of(section: ini.Section, option: str) -> str | None:
@@ -271,12 +329,14 @@ def _key_of(section: ini.Section, option: str) -> str | None:
 def _with_env(spec: JobSpec, section: ini.Section) -> JobSpec:
     env = dict(spec.config.env)
     for key, entry in section.entries.items():
+        _refuse_cut(section, key)
         if key in env:
             raise _error(
                 section, key, f"{key} is also set as env:{key} in [job:...] at {spec.origin}"
             )
         env[key] = entry.value
-    return JobSpec(spec.session, spec.config.replace(env=env), spec.start, spec.origin)
+    config = spec.config.replace(env=env)
+    return JobSpec(spec.session, config, spec.start, spec.origin, spec.origins)
 
 
 def describe(config: DaemonConfig) -> list[str]:

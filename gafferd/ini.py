@@ -1,9 +1,12 @@
 """Reading ini files with the file and line of everything, and their includes.
 
 Syntax: ``[section]`` headers; ``key = value`` entries (only ``=`` separates, so keys like
-``env:PATH`` work); lines starting with whitespace continue the previous value; full-line
-comments start with ``#`` or ``;``; an inline comment is `` ;`` (a semicolon after a
-space). Keys keep their case (environment variable names need it); they are compared
+``env:PATH`` work); lines starting with whitespace continue the previous value. Comments:
+a line whose first character is ``#`` or ``;``; after a section header, ``;`` or ``#``;
+after a value, `` ;`` (a semicolon after a space, outside quotes). What such a comment cut
+off a value is kept in ``Entry.comment``: where a ``;`` means something (a command line,
+an environment value) gafferd/config.py refuses a cut value rather than run half a
+command. Keys keep their case (environment variable names need it); they are compared
 without case where the format says so.
 
 ``include = a.ini b/*.ini`` and ``include_dir = conf.d`` in ``[gaffer]`` read more files
@@ -18,8 +21,10 @@ import glob
 import os
 from dataclasses import dataclass, field
 
+from gaffer.errors import ConfigError
 
-class IniError(ValueError):
+
+class IniError(ConfigError):
     """A problem in an ini file, at ``path:line``."""
 
     def __init__(self, path: str, line: int | None, message: str) -> None:
@@ -34,6 +39,7 @@ class Entry:
     value: str
     path: str
     line: int
+    comment: str = ""  # an inline comment cut off the value, from its ";"
 
     @property
     def origin(self) -> str:
@@ -68,15 +74,17 @@ def parse(text: str, path: str) -> list[Section]:
             continue
         if raw[0].isspace() and last is not None and current is not None:
             # a continuation line: appended to the previous value
-            value = f"{last.value}\n{_uncomment(stripped)}".strip()
-            last = Entry(last.key, value, last.path, last.line)
+            more, comment = _uncomment(stripped)
+            value = f"{last.value}\n{more}".strip()
+            last = Entry(last.key, value, last.path, last.line, last.comment or comment)
             current.entries[last.key] = last
             continue
-        line = _uncomment(stripped)
-        if line.startswith("["):
-            if not line.endswith("]") or len(line) < 3:
+        if stripped.startswith("["):
+            end = stripped.find("]")
+            rest = stripped[end + 1 :].strip() if end > 0 else ""
+            if end < 2 or (rest and rest[0] not in "#;"):
                 raise IniError(path, number, f"bad section header {stripped!r}")
-            name = line[1:-1].strip()
+            name = stripped[1:end].strip()
             if name in by_name:
                 raise IniError(
                     path,
@@ -90,6 +98,7 @@ def parse(text: str, path: str) -> list[Section]:
             continue
         if current is None:
             raise IniError(path, number, f"{stripped!r} comes before any [section]")
+        line, comment = _uncomment(stripped)
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or not key:
@@ -100,17 +109,24 @@ def parse(text: str, path: str) -> list[Section]:
                 number,
                 f"[{current.name}] {key} is already set at line {current.entries[key].line}",
             )
-        last = Entry(key, value.strip(), path, number)
+        last = Entry(key, value.strip(), path, number, comment)
         current.entries[key] = last
     return sections
 
 
-def _uncomment(line: str) -> str:
-    """Strip an inline `` ;`` comment."""
+def _uncomment(line: str) -> tuple[str, str]:
+    """``(text, comment)``: the line cut at an inline `` ;`` comment (a ``;`` after a
+    space, outside single or double quotes)."""
+    quote = ""
     for index, char in enumerate(line):
-        if char == ";" and index and line[index - 1].isspace():
-            return line[:index].rstrip()
-    return line
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == ";" and index and line[index - 1].isspace():
+            return line[:index].rstrip(), line[index:]
+    return line, ""
 
 
 def read(path: str) -> list[Section]:

@@ -15,10 +15,11 @@ import sys
 from typing import Any
 
 import gaffer
+from gaffer.errors import ConfigError, GafferError, SecurityError, UsageError
 from gaffer.http import binding
+from gafferd.checks import check_jobs
 from gafferd.config import (
     EX_CONFIG,
-    ConfigError,
     DaemonConfig,
     describe,
     find_config,
@@ -26,18 +27,30 @@ from gafferd.config import (
 )
 from gafferd.daemon import daemonize
 from gafferd.logs import DaemonLog
-from gafferd.pidfile import AlreadyRunning, Pidfile
-from gafferd.settings import SETTINGS, Effective, SettingError, add_arguments, resolve
+from gafferd.pidfile import AlreadyRunning, Pidfile, PidfileError
+from gafferd.settings import SETTINGS, Effective, add_arguments, resolve
 
 EX_OK = 0
 EX_FAILURE = 1
 EX_USAGE = 2
 
+#: The exit code of each class of error (the first of its classes found, most derived
+#: first): gafferd's edge, as error_status is the HTTP layer's.
+EXIT_CODES: dict[type[BaseException], int] = {
+    UsageError: EX_USAGE,
+    ConfigError: EX_CONFIG,
+    SecurityError: EX_CONFIG,
+    AlreadyRunning: EX_FAILURE,
+    PidfileError: EX_CONFIG,
+    GafferError: EX_FAILURE,
+}
+
+
+def exit_code(exc: BaseException) -> int:
+    return next((EXIT_CODES[k] for k in type(exc).__mro__ if k in EXIT_CODES), EX_FAILURE)
+
+
 logger = logging.getLogger("gafferd")
-
-
-class SecurityError(ValueError):
-    """A setting combination gafferd refuses because it would expose the API."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
         "/etc/gaffer/gafferd.ini for root]",
     )
     parser.add_argument(
-        "--check-config", action="store_true", help="validate the configuration and exit"
+        "--check-config",
+        action="store_true",
+        help="validate the configuration and exit: also reports, with file and line, a cmd "
+        "whose program is not found, a cwd that does not exist, an unbalanced quote, an "
+        "undefined $VAR (errors, exit 78, unless --lenient)",
+    )
+    parser.add_argument(
+        "--lenient",
+        action="store_true",
+        help="with --check-config: report the problems jobs would meet as warnings (exit 0)",
     )
     parser.add_argument(
         "--print-config",
@@ -100,7 +122,7 @@ def check_process_limit(config: DaemonConfig, effective: Effective) -> None:
     limit = effective.process_limit
     wanted = sum(spec.config.numprocesses for spec in config.jobs.values())
     if limit is not None and wanted > limit:
-        raise ValueError(
+        raise ConfigError(
             f"the jobs of {config.path or 'the configuration'} ask for {wanted} processes, "
             f"over process_limit = {limit} (from {effective.origins['process_limit']})"
         )
@@ -116,6 +138,26 @@ def check_exposure(effective: Effective) -> None:
             f"refusing to bind {', '.join(exposed)} (reachable from other machines) without "
             f"require_key: set require_key = true, or insecure = true to accept the risk "
             f"(bind from {effective.origins['bind']})"
+        )
+
+
+def check_root(effective: Effective, euid: int | None = None) -> None:
+    """As root, without keys, serve a unix socket only (mode 0600: root alone connects),
+    unless told to: on a TCP port, any local user, or a web page of the operator's
+    browser, would run commands as root."""
+    if (os.geteuid() if euid is None else euid) != 0:
+        return
+    if effective.require_key or effective.allow_root_without_keys:
+        return
+    tcp = [bind for bind in effective.bind if binding.parse_address(bind).kind != "unix"]
+    if tcp:
+        raise SecurityError(
+            f"refusing to run as root without keys on {', '.join(tcp)} (bind from "
+            f"{effective.origins['bind']}): every local user could run commands as root. "
+            "Run gafferd as a user of its own (etc/gafferd.service), or set require_key = "
+            "true (gafferd --create-admin-user makes the first key), or bind only "
+            "unix:/run/gaffer/gafferd.sock, or set allow_root_without_keys = true to "
+            "accept the risk"
         )
 
 
@@ -145,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         path, directory = find_config(args.config, os.environ)
         config = load_config(path, directory)
         effective = resolve(config.settings, os.environ, cli_values(args))
-    except (ConfigError, SettingError) as exc:
+    except ConfigError as exc:
         print(f"gafferd: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return exit_code(exc)
     plugin_dir = effective.plugin_dir or _default_plugin_dir(directory)
     plugins = _plugins(plugin_dir, config)
     if args.print_config:
@@ -159,15 +201,28 @@ def main(argv: list[str] | None = None) -> int:
         return _admins(args, effective, config)
     try:
         check_exposure(effective)
+        check_root(effective)
         check_process_limit(config, effective)
         _check_tls(effective)
-    except (SecurityError, ValueError) as exc:
+    except (SecurityError, ConfigError) as exc:
         print(f"gafferd: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return exit_code(exc)
     if args.check_config:
+        problems = check_jobs(config)
+        kind = "warning" if args.lenient else "error"
+        for problem in problems:
+            print(f"gafferd: {kind}: {problem}", file=sys.stderr)
+        if problems and not args.lenient:
+            print(
+                f"gafferd: {len(problems)} problem(s) in {path}; --lenient reports them "
+                "as warnings",
+                file=sys.stderr,
+            )
+            return EX_CONFIG
         print(
             f"gafferd: configuration OK ({path or 'no file'}: {len(config.jobs)} job(s), "
-            f"{len(config.webhooks)} webhook(s))"
+            f"{len(config.webhooks)} webhook(s)"
+            f"{f', {len(problems)} warning(s)' if problems else ''})"
         )
         return EX_OK
     pidfile = Pidfile(effective.pidfile) if effective.pidfile else None
@@ -175,9 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         if pidfile is not None:
             pidfile.check()
         sockets = bind_all(effective)
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, PidfileError) as exc:
         print(f"gafferd: {exc}", file=sys.stderr)
-        return EX_FAILURE
+        return exit_code(exc)
     except OSError as exc:
         print(
             f"gafferd: {exc.strerror or exc} (bind from {effective.origins['bind']})",
@@ -190,10 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if pidfile is not None:
             pidfile.acquire()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, PidfileError) as exc:
         logger.error("%s", exc)
         log.close()
-        return EX_FAILURE
+        return exit_code(exc)
+    except OSError as exc:
+        logger.error("cannot write the pidfile %s: %s", effective.pidfile, exc.strerror or exc)
+        log.close()
+        return EX_CONFIG
     from gafferd.server import Gafferd
 
     server = Gafferd(
@@ -214,7 +273,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _admins(args: argparse.Namespace, effective: Effective, config: Any) -> int:
-    from gaffer.errors import GafferError
     from gaffer.http.handlers.accounts import create_admin
     from gaffer.http.keystore import KeyStore
     from gafferd.server import auth_db_path
@@ -234,7 +292,7 @@ def _admins(args: argparse.Namespace, effective: Effective, config: Any) -> int:
             key, user = create_admin(store, username, password)
     except (GafferError, ValueError) as exc:
         print(f"gafferd: {exc}", file=sys.stderr)
-        return EX_FAILURE
+        return exit_code(exc)
     print(f"created admin user {user.username!r} in {path}")
     print(f"API key (shown once, keep it): {key}")
     return EX_OK
@@ -245,7 +303,7 @@ def _ask_password() -> str:
 
     first = getpass.getpass("password: ")
     if first != getpass.getpass("password again: "):
-        raise ValueError("the passwords differ")
+        raise UsageError("the passwords differ")
     return first
 
 

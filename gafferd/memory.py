@@ -34,6 +34,27 @@ def malloc_trim() -> Callable[[], object] | None:
     return lambda: trim(0)
 
 
+M_MMAP_THRESHOLD = -3  # mallopt(3)
+MAP_FROM = 1024 * 1024  # bytes: allocations this large get pages of their own
+
+
+def map_large_allocations() -> bool:
+    """Give allocations of 1 MiB or more pages of their own, returned to the system when
+    freed. glibc does so from 128 KiB, but raises that threshold to the size of any such
+    block freed: after one scrypt of a login (16 MiB), every later one stays in the heap
+    of its thread for good. A fixed threshold keeps memory flat under password guessing.
+    False where there is no ``mallopt``."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, MAP_FROM))
+
+
 class MemoryTrimmer:
     """Trims the heap ``first`` seconds after ``start()``, then every ``every`` seconds."""
 

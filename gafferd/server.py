@@ -25,14 +25,19 @@ from typing import Any
 
 from gaffer import Manager
 from gaffer.console import DEFAULT_EVENTS, ConsoleOutput
-from gaffer.errors import ProcessError
+from gaffer.core.config import ProcessConfig
+from gaffer.errors import ConfigError, ProcessError
 from gaffer.http import HttpHandler, binding
+from gaffer.http.commands import Policy
+from gaffer.http.connections import ConnectionLimits
 from gaffer.http.identity import Identity
 from gaffer.http.keystore import KeyStore
 from gaffer.http.telemetry import Telemetry
-from gafferd.config import ConfigError, DaemonConfig, JobSpec, load_config
+from gaffer.http.throttle import LoginThrottle
+from gafferd.checks import check_jobs
+from gafferd.config import DaemonConfig, JobSpec, load_config
 from gafferd.logs import DaemonLog
-from gafferd.memory import MemoryTrimmer
+from gafferd.memory import MemoryTrimmer, map_large_allocations
 from gafferd.settings import Effective, SettingError, resolve
 
 logger = logging.getLogger("gafferd")
@@ -40,7 +45,7 @@ logger = logging.getLogger("gafferd")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
-class StartupError(Exception):
+class StartupError(ConfigError):
     """A job of the file could not be loaded at start: a configuration error."""
 
 
@@ -76,16 +81,20 @@ class Gafferd:
         self.keystore: KeyStore | None = None
         self.cluster: Any = None  # the ClusterRegistry when `cluster` is set
         self.telemetry = Telemetry()  # /metrics counters: kept when a reload rebinds
+        # failed logins are counted across reloads
+        self.login_throttle = LoginThrottle(effective.login_attempts, effective.login_max_delay)
         self._failed = False
 
     # -- start and stop --------------------------------------------------------------------
     def run(self) -> int:
         raise_fd_limit()
+        map_large_allocations()
         manager = self.manager = Manager(
             loop_kind=self.effective.loop,
             guard=self.effective.guard,
             subreaper=self.effective.subreaper,
             process_limit=self.effective.process_limit,
+            container=self.effective.container,
         )
         loop = manager.loop
         for sig in STOP_SIGNALS:
@@ -101,7 +110,9 @@ class Gafferd:
         apps: list[Any] = [*self.plugins.apps, self._webhooks_slot, self._http_slot]
         if self.cluster is not None:
             apps.append(self.cluster)
-        if self.effective.verbose:
+        if self.effective.container:  # the container's log is gafferd's stdout
+            apps.append(ConsoleOutput(output=True, events=DEFAULT_EVENTS))
+        elif self.effective.verbose:
             apps.append(
                 ConsoleOutput(
                     output=self.effective.verbose >= 2,
@@ -124,10 +135,14 @@ class Gafferd:
         if self.keystore is not None:
             self.keystore.close()
         logger.info("gafferd stopped")
-        return 78 if self._failed else 0
+        if self._failed:
+            return 78
+        # a job with on_exit = shutdown ended: its code is gafferd's (a container's)
+        return manager.exit_code if manager.exit_code is not None else 0
 
     def _load_jobs(self) -> None:
         assert self.manager is not None
+        _warn_problems(self.config, "")
         try:
             for spec in self.config.jobs_by_priority():
                 self._load(spec)
@@ -146,10 +161,18 @@ class Gafferd:
 
     def _load(self, spec: JobSpec) -> None:
         try:
-            self.manager.load(spec.config, sessionid=spec.session, start=spec.start)
+            self.manager.load(
+                self._contained(spec.config), sessionid=spec.session, start=spec.start
+            )
         except (ProcessError, ValueError) as exc:
             raise StartupError(f"{spec.origin}: [job:{spec.id}] cannot be loaded: {exc}") from None
         self.file_jobs[spec.id] = spec
+
+    def _contained(self, config: ProcessConfig) -> ProcessConfig:
+        """In a container every job's output is captured, to show on gafferd's stdout."""
+        if self.effective.container and not config.redirect_output and not config.detach:
+            return config.replace(redirect_output=("stdout", "stderr"))
+        return config
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         logger.info("%s: stopping", signal.Signals(sig).name)
@@ -173,6 +196,7 @@ class Gafferd:
             logger.error("SIGHUP: configuration not reloaded, keeping the running one: %s", exc)
             return
         logger.info("SIGHUP: reloading %s", self.config.path or "(no file)")
+        _warn_problems(config, "reload: ")
         self._apply_jobs(config)
         self._apply_settings(config, effective)
         self.config, self.effective = config, effective
@@ -190,7 +214,9 @@ class Gafferd:
             old = self.file_jobs.get(spec.id)
             try:
                 if spec.id not in loaded:
-                    manager.load(spec.config, sessionid=spec.session, start=spec.start)
+                    manager.load(
+                        self._contained(spec.config), sessionid=spec.session, start=spec.start
+                    )
                     logger.info("reload: loaded %s", spec.id)
                 elif old is None or not old.same_as(spec):
                     self._update(spec, old)
@@ -206,7 +232,7 @@ class Gafferd:
         if old is not None and old.config == spec.config:  # only `start` changed
             (manager.start_job if spec.start else manager.stop_job)(spec.id)
             return
-        manager.update(spec.config, sessionid=spec.session, start=spec.start)
+        manager.update(self._contained(spec.config), sessionid=spec.session, start=spec.start)
         if not spec.start:
             manager.stop_job(spec.id)
 
@@ -216,6 +242,8 @@ class Gafferd:
             self._log.set_level(effective.log_level)
         if self.manager is not None:
             self.manager.process_limit = effective.process_limit
+        self.login_throttle.free = effective.login_attempts
+        self.login_throttle.max_delay = effective.login_max_delay
         if self.webhooks is not None or config.webhooks:
             old_hooks = self._webhooks_slot.replace(self._make_webhooks(config, effective))
             if old_hooks is not None:
@@ -229,6 +257,12 @@ class Gafferd:
             "insecure",
             "login_ttl",
             "cors_origins",
+            "allowed_hosts",
+            "max_connections",
+            "header_timeout",
+            "idle_timeout",
+            "log_root",
+            "allow_root_without_keys",
             "metrics_without_key",
         )
         if any(getattr(effective, key) != getattr(old, key) for key in http_keys):
@@ -246,10 +280,11 @@ class Gafferd:
                 logger.warning("reload: %s changed; it takes effect at the next start", name)
 
     def _rebind(self, effective: Effective) -> None:
-        from gafferd.main import SecurityError, bind_all, check_exposure
+        from gafferd.main import SecurityError, bind_all, check_exposure, check_root
 
         try:
             check_exposure(effective)
+            check_root(effective)
             sockets = bind_all(effective, keep=self._sockets)
             http = self._http_handler(sockets, effective)
         except (OSError, ValueError, SecurityError) as exc:
@@ -301,9 +336,15 @@ class Gafferd:
                 "auth": identity,
                 "cors_origins": tuple(effective.cors_origins),
                 "cluster": self.cluster,
+                "allowed_hosts": tuple(effective.allowed_hosts),
+                "policy": Policy(log_root=effective.log_root),
+                "login_throttle": self.login_throttle,
                 "telemetry": self.telemetry,
                 "metrics_without_key": effective.metrics_without_key,
             },
+            limits=ConnectionLimits(
+                effective.max_connections, effective.header_timeout, effective.idle_timeout
+            ),
         )
 
     def _store(self, effective: Effective) -> KeyStore | None:
@@ -328,6 +369,12 @@ class Gafferd:
             timeout=effective.webhook_timeout,
             retries=effective.webhook_retries,
         )
+
+
+def _warn_problems(config: DaemonConfig, prefix: str) -> None:
+    """What jobs of the file will meet (gafferd --check-config calls them errors)."""
+    for problem in check_jobs(config):
+        logger.warning("%s%s", prefix, problem)
 
 
 def auth_db_path(effective: Effective, config: DaemonConfig) -> str:

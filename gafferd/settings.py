@@ -15,13 +15,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gaffer.errors import ConfigError
 from gaffer.http.binding import parse_address
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOOPS = ("uvloop", "asyncio")
 
 
-class SettingError(ValueError):
+class SettingError(ConfigError):
     """A setting value that cannot be used; ``origin`` says where it came from."""
 
     def __init__(self, name: str, raw: object, origin: str, reason: str) -> None:
@@ -299,6 +300,16 @@ SETTINGS: tuple[Setting, ...] = (
         "(SIGKILL, out of memory); detached jobs excepted.",
     ),
     Setting(
+        "container",
+        to_bool,
+        False,
+        "Run as a container's PID 1: reap every zombie, print every job's output on "
+        "stdout as job.N | lines with gafferd's events, stop in dependency order on "
+        "SIGTERM/SIGINT, and exit with the code of a job with on_exit = shutdown.",
+        flag="--container",
+        cli="true",
+    ),
+    Setting(
         "subreaper",
         to_bool,
         True,
@@ -345,7 +356,76 @@ SETTINGS: tuple[Setting, ...] = (
         "cors_origins",
         to_words,
         [],
-        "Origins (https://ui.example.com) allowed to call the API from a browser; none by default.",
+        "Origins (https://ui.example.com) allowed to call the API from a browser; none by "
+        "default: a request from any other web page is refused (403), see docs/security.md.",
+        reload=True,
+    ),
+    Setting(
+        "allowed_hosts",
+        to_words,
+        [],
+        "Names the Host header of a request may give, besides the address it was sent to "
+        "and localhost (* for any): others are refused (421), against DNS rebinding.",
+        reload=True,
+    ),
+    Setting(
+        "max_connections",
+        to_positive_int,
+        1000,
+        "Open HTTP connections at most (WebSockets and feeds included); beyond it the "
+        "connection idle the longest is closed, or the new one refused. At most half the "
+        "descriptor limit.",
+        flag="--max-connections",
+        metavar="N",
+        reload=True,
+    ),
+    Setting(
+        "header_timeout",
+        to_seconds,
+        10.0,
+        "Seconds a new connection has to send the head of its first request.",
+        reload=True,
+    ),
+    Setting(
+        "idle_timeout",
+        to_seconds,
+        60.0,
+        "Seconds a kept-alive connection may wait for its next request.",
+        reload=True,
+    ),
+    Setting(
+        "login_attempts",
+        to_int,
+        5,
+        "Failed logins (GET /auth) an address may make before each further one waits "
+        "(1 s, doubling; 429 with Retry-After meanwhile). 0: every failure waits.",
+        reload=True,
+    ),
+    Setting(
+        "login_max_delay",
+        to_seconds,
+        300.0,
+        "The longest wait between failed logins of one address (0: no limit on logins).",
+        reload=True,
+    ),
+    Setting(
+        "log_root",
+        to_path,
+        None,
+        "Directory that log files given through the API (stdout_logfile, "
+        "stderr_logfile) must be in (403 otherwise; relative ones are taken in it). "
+        "Unset: anywhere.",
+        flag="--log-root",
+        metavar="DIR",
+        relative=True,
+        reload=True,
+    ),
+    Setting(
+        "allow_root_without_keys",
+        to_bool,
+        False,
+        "Let gafferd run as root with require_key off on a TCP address (by default it "
+        "refuses: any local user could run commands as root).",
         reload=True,
     ),
     Setting(

@@ -57,6 +57,7 @@ from urllib.parse import urlsplit
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 import gaffer
+from gaffer.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +95,13 @@ class WebHooks:
         max_pending: int = 1000,
     ) -> None:
         if not _positive_number(timeout):
-            raise ValueError(f"timeout must be a number > 0, got {timeout!r}")
+            raise ConfigError(f"timeout must be a number > 0, got {timeout!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+            raise ConfigError(f"retries must be an int >= 0, got {retries!r}")
         if not _positive_number(backoff, allow_zero=True):
-            raise ValueError(f"backoff must be a number >= 0, got {backoff!r}")
+            raise ConfigError(f"backoff must be a number >= 0, got {backoff!r}")
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
-            raise ValueError(f"max_pending must be an int >= 1, got {max_pending!r}")
+            raise ConfigError(f"max_pending must be an int >= 1, got {max_pending!r}")
         self.timeout = float(timeout)
         self.retries = retries
         self.backoff = float(backoff)
@@ -112,7 +113,7 @@ class WebHooks:
             try:
                 event, url = pair
             except (TypeError, ValueError):
-                raise ValueError(f"a hook is an (event, url) pair, got {pair!r}") from None
+                raise ConfigError(f"a hook is an (event, url) pair, got {pair!r}") from None
             pairs.append(_check_hook(event, url))
         for event, url in pairs:
             self._hooks.setdefault(event, {})[url] = None
@@ -396,9 +397,9 @@ def _key(key: Any) -> str | int | float | bool | None:
 
 def _check_hook(event: Any, url: Any) -> tuple[str, str]:
     if not isinstance(event, str) or not event.strip():
-        raise ValueError(f"a webhook event must be a non-empty string, got {event!r}")
+        raise ConfigError(f"a webhook event must be a non-empty string, got {event!r}")
     if not isinstance(url, str):
-        raise ValueError(f"a webhook URL must be a string, got {url!r}")
+        raise ConfigError(f"a webhook URL must be a string, got {url!r}")
     try:
         parts = urlsplit(url)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname)
@@ -406,7 +407,7 @@ def _check_hook(event: Any, url: Any) -> tuple[str, str]:
     except ValueError:
         valid = False
     if not valid:
-        raise ValueError(f"invalid webhook URL {url!r}: expected http://host/... or https://")
+        raise ConfigError(f"invalid webhook URL {url!r}: expected http://host/... or https://")
     return event, url
 
 

@@ -4,8 +4,8 @@
   load no module of ``gaffer.core`` or ``gaffer.http`` when imported;
 * ``gaffer.core`` imports nothing of ``gaffer.http``, ``gafferd``, ``gaffer.cli`` or
   ``gaffer.client``; ``gaffer.http`` nothing of ``gafferd``;
-* the neutral modules (``gaffer.errors``, ``gaffer.wire``, ``gaffer.crashloop``) import no
-  other module of gaffer.
+* the neutral modules (``gaffer.errors``, ``gaffer.wire``, ``gaffer.crashloop``,
+  ``gaffer.dotenv``) import no other module of gaffer but ``gaffer.errors``.
 
 Each import runs in a fresh interpreter, whose ``sys.modules`` is then read: what a module
 pulls in through the modules it imports counts too. A second look reads the source, for
@@ -26,7 +26,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ENGINE = ("gaffer.core", "gaffer.http")
 NOT_FOR_CORE = ("gaffer.http", "gafferd", "gaffer.cli", "gaffer.client", "gaffer.console")
-NEUTRAL = ("gaffer.errors", "gaffer.wire", "gaffer.crashloop")
+NEUTRAL = ("gaffer.errors", "gaffer.wire", "gaffer.crashloop", "gaffer.dotenv")
 
 PROBE = """
 import importlib, json, pkgutil, sys
@@ -110,7 +110,7 @@ def test_http_imports_nothing_of_gafferd():
 @pytest.mark.parametrize("name", NEUTRAL)
 def test_neutral_modules_import_no_other_gaffer_module(name):
     modules = loaded_by(name)
-    assert [m for m in modules if m.startswith("gaffer.")] == [name]
+    assert {m for m in modules if m.startswith("gaffer.")} <= {name, "gaffer.errors"}
 
 
 # -- imports written anywhere in the source (functions included) ---------------------------

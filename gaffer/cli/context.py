@@ -11,12 +11,9 @@ from gaffer.cli.render import Output
 from gaffer.client.aio import AsyncServer
 from gaffer.client.transport import DEFAULT_URL, Endpoint
 from gaffer.crashloop import FlappingInfo
+from gaffer.errors import UsageError
 
 APP_DEFAULT = "default"
-
-
-class UsageError(ValueError):
-    """The command was called wrongly: exit code 2."""
 
 
 class Context:

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from gaffer.crashloop import FlappingInfo
+from gaffer.crashloop import (
+    DEFAULT_RESTART,
+    DEFAULT_START_RETRIES,
+    DEFAULT_START_SECS,
+    KEYS as FLAPPING_KEYS,
+    BackoffInfo,
+    FlappingInfo,
+)
 from gaffer.dotenv import DotenvError, load_env_files, parse_env, read_text  # noqa: F401 - its API
 
 DEFAULT_BASE_PORT = 5000
@@ -35,6 +42,7 @@ REDIRECT_OUTPUT = ("out", "err")
 # Twice within a second is a crash loop: retried 7 s later, 5 times, then left stopped
 # (the original's policy; supervisor gives up after 3 failed starts, circus after 5).
 CRASH_LOOP = FlappingInfo()
+DEFAULT_BACKOFF = BackoffInfo()
 
 
 class ProcfileError(DotenvError):
@@ -250,6 +258,10 @@ class App:
                     "priority": index,
                     "port": port,
                     "flapping": flapping.to_dict() if flapping else None,
+                    "restart": DEFAULT_RESTART,
+                    "backoff": DEFAULT_BACKOFF.to_dict(),
+                    "start_secs": DEFAULT_START_SECS,
+                    "start_retries": DEFAULT_START_RETRIES,
                 }
             )
         return jobs
@@ -270,6 +282,10 @@ _INI_ORDER = (
     "priority",
     "port",
     "flapping",
+    "restart",
+    "backoff",
+    "start_secs",
+    "start_retries",
 )
 
 
@@ -306,8 +322,9 @@ def to_ini(
 def _ini_text(value: Any) -> str:
     if value is None:
         return "off"
-    if isinstance(value, Mapping):  # flapping, in gafferd's order
-        return " ".join(str(value[key]) for key in ("attempts", "window", "retry_in", "max_retry"))
+    if isinstance(value, Mapping):  # flapping or backoff, in gafferd's order
+        order = FLAPPING_KEYS if "attempts" in value else ("initial", "factor", "max")
+        return " ".join(str(value[key]) for key in order)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | tuple):
@@ -353,6 +370,7 @@ def to_json(
 # -- export: systemd --------------------------------------------------------------------
 _UNIT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.-")
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
+SYSTEMD_RESTART = {"always": "always", "on-failure": "on-failure", "never": "no"}
 
 
 def to_systemd(
@@ -388,18 +406,26 @@ def to_systemd(
                 "[Unit]",
                 f"Description={_specifiers(description)}",
                 f"PartOf={target}",
-                *([] if flapping else ["StartLimitIntervalSec=0"]),
+                # systemd's own crash-loop limit, as the job's: start_retries + 1 starts
+                *(
+                    [f"StartLimitBurst={job['start_retries'] + 1}", "StartLimitIntervalSec=60"]
+                    if flapping
+                    else ["StartLimitIntervalSec=0"]
+                ),
                 "",
                 "[Service]",
             ]
             if user is not None:
                 lines.append(f"User={user}")
+            else:  # the exporting user rarely exists where the units go: no guess
+                lines.append("# runs as root: export with --user NAME to run it as NAME")
             lines.append(f"WorkingDirectory={_specifiers(job['cwd'])}")
             for key, value in env.items():
                 lines.append("Environment=" + _systemd_quote(f"{key}={value}", '"'))
             lines += [
                 f"ExecStart=/bin/sh -c {_systemd_command(job['cmd'])}",
-                "Restart=always",
+                f"Restart={SYSTEMD_RESTART[job['restart']]}",
+                f"RestartSec={job['backoff']['initial']}",
                 "KillMode=mixed",
                 "",
             ]

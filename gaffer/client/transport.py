@@ -139,6 +139,8 @@ class Transport:
         if body is not None:
             data = to_json(body).encode()
             extra.setdefault("Content-Type", "application/json")
+        elif raw is not None:  # never text/plain: gafferd refuses what a web page may send
+            extra.setdefault("Content-Type", "application/octet-stream")
         if data is None and method in ("POST", "PUT"):
             data = b""
         response = await self._fetch(

@@ -1,10 +1,15 @@
-"""The 0.4 names of the original's overview, kept as thin aliases of the Manager's own."""
+"""The names of the original's that gaffer's own replace: 0.4's overview (``add_process``,
+``ttin``...) and 0.5's (``list``, ``manage``, ``subscribe``), kept with their semantics."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+from gaffer.core.channels import Channel
 from gaffer.core.config import ProcessConfig
+from gaffer.core.onloop import on_loop
+from gaffer.core.topics import parse_topic
 
 
 class Aliases04:
@@ -43,3 +48,39 @@ class Aliases04:
     def get_process_status(self, name: str) -> dict[str, Any]:
         info = self.info(name)  # type: ignore[attr-defined]
         return {key: info[key] for key in ("active", "running", "max_processes")}
+
+
+class Aliases05:
+    """Mixed into ``Manager``: 0.5's ``list``, ``manage``, ``subscribe``, ``unsubscribe``."""
+
+    @on_loop
+    def list(self, name: str | None = None) -> list[Any]:
+        """0.5: the running processes (Process objects, one-off ones included), or the
+        kept-alive processes of a job. Deprecated: ``pids`` and ``get_process``."""
+        warnings.warn(
+            "Manager.list() is gaffer 0.5's; use pids() and get_process()",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if name is None:
+            return [*self.running.values()]  # type: ignore[attr-defined]
+        return [*self._get_job(name).running]  # type: ignore[attr-defined]
+
+    @on_loop
+    def manage(self, name: str) -> None:
+        """0.5: reconcile the job with its target now (a job loaded with ``start=False`` and
+        never stopped is started, as 0.5 did)."""
+        self._get_job(name).reconcile_now()  # type: ignore[attr-defined]
+
+    @on_loop
+    def subscribe(self, topic: str) -> Channel:
+        """0.5: a channel on ``topic`` (``EVENTS[:pattern]``, ``JOB:s.n``, ``PROCESS:pid``,
+        ``STATS:pid|s.n``, ``STREAM:pid[.label]``; core/channels.py)."""
+        return Channel(self, parse_topic(topic))  # type: ignore[arg-type]
+
+    @on_loop
+    def unsubscribe(self, topic: str, channel: Channel) -> None:
+        """0.5: end a channel ``subscribe(topic)`` gave."""
+        if parse_topic(topic).name != channel.topic.name:
+            raise ValueError(f"this channel is subscribed to {channel.topic.name}, not {topic}")
+        channel.close()

@@ -15,6 +15,7 @@ from typing import Any
 
 from gaffer.core.flapping import FlappingInfo
 from gaffer.core.logtarget import LogTarget
+from gaffer.core.names import MAX_NAME
 from gaffer.core.options import (
     BY_NAME,
     DEFAULT_GRACEFUL_TIMEOUT,
@@ -24,8 +25,9 @@ from gaffer.core.options import (
     os_string,
     to_json,
 )
+from gaffer.core.probespec import ProbeSpec
 from gaffer.core.restart import BackoffInfo, ExitMatch
-from gaffer.errors import InvalidArgument
+from gaffer.errors import ConfigError, InvalidArgument
 
 __all__ = [
     "DEFAULT_GRACEFUL_TIMEOUT",
@@ -39,7 +41,7 @@ __all__ = [
 ]
 
 
-class InvalidOption(ValueError):
+class InvalidOption(ConfigError):
     """A job option that cannot be used; ``option`` names it."""
 
     def __init__(self, option: str, message: str) -> None:
@@ -84,6 +86,15 @@ class ProcessConfig:
         umask: the process's umask (an int, or octal text ``"022"``).
         rlimits: resource limits, ``{"nofile": 4096, "core": 0, "as": "unlimited"}``.
         env_file: a dotenv file read at each (re)start; ``env`` wins over it.
+        ready: how a process says it is ready: ``notify`` (systemd's sd_notify),
+            ``fd:N``, ``tcp:PORT``, ``http:URL``, ``exec:COMMAND`` (readiness.py).
+        ready_interval, ready_timeout: seconds between readiness probes; seconds a
+            process has to be ready (beyond: a failed start).
+        health: a probe run on every running process: ``tcp:``, ``http:``, ``exec:``.
+        health_interval, health_timeout, health_failures, health_action: how often, how
+            long, how many failures in a row, then ``restart``, ``stop`` or ``event``.
+        requires: jobs that must be ready before this one starts; stopped after it.
+        on_exit: ``restart`` (the restart policy), ``ignore`` or ``shutdown``.
         priority: start order in gafferd and at manager start (lower first).
         stdout_logfile, stderr_logfile: where the output also goes: a path, ``"-"`` for
             gaffer's own stdout, or ``"syslog[:facility][@address]"``.
@@ -122,6 +133,16 @@ class ProcessConfig:
     graceful_timeout: float
     priority: int
     port: int | None
+    ready: ProbeSpec | None
+    ready_interval: float
+    ready_timeout: float
+    health: ProbeSpec | None
+    health_interval: float
+    health_timeout: float
+    health_failures: int
+    health_action: str
+    requires: tuple[str, ...]
+    on_exit: str
     umask: int | None
     rlimits: Mapping[str, int | str]
     env_file: str | None
@@ -199,10 +220,10 @@ class ProcessConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProcessConfig:
         if not isinstance(data, Mapping):
-            raise ValueError(f"a job config must be a dict, got {type(data).__name__}")
+            raise InvalidOption("config", f"a job config must be a dict, got {type(data).__name__}")
         missing = [key for key in ("name", "cmd") if key not in data]
         if missing:
-            raise ValueError(f"job config misses {' and '.join(missing)}")
+            raise InvalidOption(missing[0], f"job config misses {' and '.join(missing)}")
         settings = dict(data)
         return cls(settings.pop("name"), settings.pop("cmd"), **settings)
 
@@ -261,6 +282,8 @@ def _check_name(name: object) -> str:
         )
     if not name.isprintable():  # control characters, lone surrogates: no URL, no log line
         raise InvalidOption("name", f"option 'name': {name!r} holds unprintable characters")
+    if len(name) > MAX_NAME:
+        raise InvalidOption("name", f"option 'name': longer than {MAX_NAME} characters")
     return name
 
 

@@ -7,7 +7,8 @@ that holds the read end of a pipe. The manager writes ``+<pgid>`` when a process
 its own starts and ``-<pgid>`` when it is gone. When the manager dies, the kernel closes
 its end of the pipe: the guard stops every group still registered, and the processes
 that escaped them, then exits. After a clean stop nothing is registered and the guard
-exits quietly. Detached jobs are never registered: they are meant to outlive gafferd.
+exits quietly. Detached jobs are never registered: they are meant to outlive gafferd. A
+guard that dies while the manager runs is replaced at once (see ``Guard``).
 
 Why not ``prctl(PR_SET_PDEATHSIG)`` in each child: it needs a ``preexec_fn`` (a ``fork``
 instead of a ``vfork`` per spawn), it fires when the spawning *thread* ends rather than
@@ -23,7 +24,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 from gaffer.core import guard_main
 from gaffer.core.childwatch import ChildWatcher
@@ -33,18 +37,48 @@ logger = logging.getLogger(__name__)
 
 GRACE = 0.5  # seconds between the SIGTERM and the SIGKILL of a dead manager's processes
 CLOSE_TIMEOUT = 5.0  # seconds the guard may take to exit after a clean stop
+RESTART_YOUNG = 1.0  # a guard that dies younger than this is restarted after a delay
+RESTART_MAX_DELAY = 30.0
 
 
 class Guard:
-    """The manager's side of the guard process. Used on the loop thread only."""
+    """The manager's side of the guard process. Used on the loop thread only.
+
+    If the guard dies while the manager runs (killed by someone, by the OOM killer), a new
+    one is started at once and told every group still registered, and ``on_restart`` is
+    called with the event ``"guard_restarted"`` and ``{"name": "guard", "pid", "old_pid",
+    "groups"}`` (the manager's publish). A guard that keeps dying young is started again after a
+    delay (1 s, doubling, up to RESTART_MAX_DELAY), so that it cannot spin.
+    """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, watcher: ChildWatcher, grace: float = GRACE
+        self,
+        loop: asyncio.AbstractEventLoop,
+        watcher: ChildWatcher,
+        grace: float = GRACE,
+        on_restart: Callable[[str, dict[str, Any]], object] | None = None,
     ) -> None:
+        self._loop = loop
+        self._watcher = watcher
+        self._grace = grace
+        self._on_restart = on_restart
+        self._groups: Counter[int] = Counter()
+        # lines wait for the end of the loop's iteration: a burst of 1,000 spawns is a few
+        # writes (and wake-ups of the guard), not 1,000
+        self._pending: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._closing = False
+        self._restart_delay = 0.0
+        self._young_deaths = 0  # guards in a row that died within RESTART_YOUNG
+        self._restart_handle: asyncio.TimerHandle | None = None
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """Start a guard process; the pipe to it is ``self._writer``."""
         read_fd, write_fd = os.pipe()  # both ends non-inheritable: children never hold them
         try:
             popen = subprocess.Popen(
-                [sys.executable, "-I", "-S", guard_main.__file__, str(grace)],
+                [sys.executable, "-I", "-S", guard_main.__file__, str(self._grace)],
                 stdin=read_fd,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,  # out of reach of a Ctrl-C meant for the manager
@@ -55,17 +89,12 @@ class Guard:
         finally:
             os.close(read_fd)
         popen.returncode = 0  # reaped by the watcher, never by Popen
-        self.pid = popen.pid
-        self._exited = loop.create_future()
-        self._handle = watcher.watch(self.pid, self._on_exit)
-        self._loop = loop
-        self._writer = PipeWriter(loop, write_fd)
-        self._groups: Counter[int] = Counter()
+        self.pid = pid = popen.pid
+        self.started_at = time.monotonic()
+        self._exited = self._loop.create_future()
+        self._handle = self._watcher.watch(pid, lambda status, sig: self._on_exit(pid, status, sig))
+        self._writer = PipeWriter(self._loop, write_fd)
         self._broken = False
-        # lines wait for the end of the loop's iteration: a burst of 1,000 spawns is a few
-        # writes (and wake-ups of the guard), not 1,000
-        self._pending: list[bytes] = []
-        self._flush_handle: asyncio.Handle | None = None
 
     def __contains__(self, pgid: int) -> bool:
         return pgid in self._groups
@@ -86,7 +115,7 @@ class Guard:
 
     def _send(self, line: bytes) -> None:
         if self._broken:
-            return
+            return  # a new guard gets every registered group when it starts
         self._pending.append(line)
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
@@ -99,30 +128,73 @@ class Guard:
         try:
             self._writer.write(data)
         except BrokenPipeError:
-            self._broken = True
-            logger.error(
-                "the guard process (pid %d) is gone: if this manager dies, its processes "
-                "will run on unsupervised",
-                self.pid,
-            )
+            self._broken = True  # its exit, reported by the watcher, restarts it
 
-    def _on_exit(self, exit_status: int, term_signal: int) -> None:
+    def _on_exit(self, pid: int, exit_status: int, term_signal: int) -> None:
+        if pid != self.pid:
+            return  # a guard replaced already
         if not self._exited.done():
             self._exited.set_result(None)
-        if not self._writer.closed:  # it died while the manager runs
-            self._broken = True
-            self._writer.close()
+        if self._closing or self._writer.closed:
+            return  # the clean stop: close() closed the pipe
+        self._broken = True
+        self._writer.close()
+        # a new one at once; but one that dies young again waits: 1 s, doubling, up to 30 s
+        young = time.monotonic() - self.started_at < RESTART_YOUNG
+        self._young_deaths = self._young_deaths + 1 if young else 0
+        self._restart_delay = (
+            min(RESTART_MAX_DELAY, 2.0 ** (self._young_deaths - 2)) if self._young_deaths > 1 else 0
+        )
+        logger.error(
+            "the guard process (pid %d) exited (status %d, signal %d): starting a new one%s",
+            pid,
+            exit_status,
+            term_signal,
+            f" in {self._restart_delay:.0f} s" if self._restart_delay else "",
+        )
+        if self._restart_delay:
+            self._restart_handle = self._loop.call_later(self._restart_delay, self._restart, pid)
+        else:
+            self._restart(pid)
+
+    def _restart(self, old_pid: int) -> None:
+        self._restart_handle = None
+        if self._closing:
+            return
+        try:
+            self._spawn()
+        except OSError as exc:
+            self._restart_delay = min(RESTART_MAX_DELAY, self._restart_delay * 2 or 1.0)
             logger.error(
-                "the guard process (pid %d) exited (status %d, signal %d): if this manager "
-                "dies, its processes will run on unsupervised",
-                self.pid,
-                exit_status,
-                term_signal,
+                "cannot start a guard process (%s): trying again in %.0f s",
+                exc,
+                self._restart_delay,
+            )
+            self._restart_handle = self._loop.call_later(
+                self._restart_delay, self._restart, old_pid
+            )
+            return
+        # the whole state supersedes the lines not yet sent to the dead one
+        self._pending = []
+        lines = [b"+%d\n" % pgid for pgid, count in self._groups.items() for _ in range(count)]
+        if lines:
+            self._writer.write(b"".join(lines))
+        logger.warning(
+            "new guard process (pid %d) guarding %d process group(s)", self.pid, len(self._groups)
+        )
+        if self._on_restart is not None:
+            self._on_restart(
+                "guard_restarted",
+                {"name": "guard", "pid": self.pid, "old_pid": old_pid, "groups": len(self._groups)},
             )
 
     async def close(self) -> None:
         """After a clean stop: close the pipe and wait for the guard to exit (it is reaped
         by the watcher). Whatever is still registered then is stopped by the guard."""
+        self._closing = True
+        if self._restart_handle is not None:
+            self._restart_handle.cancel()
+            self._restart_handle = None
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush()

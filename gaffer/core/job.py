@@ -34,6 +34,7 @@ class Job:
         self._free_slots: list[int] = []  # a heap of the slots below _slot_end not held
         self._slot_end = 0
         self.running_out: dict[int, Process] = {}  # one-off (committed) processes
+        self.extra_env: dict[str, str] = {}  # set by the runner (NOTIFY_SOCKET)
         self.set_config(config, env)
 
     def set_config(self, config: ProcessConfig, env: Mapping[str, str] | None) -> None:
@@ -64,8 +65,9 @@ class Job:
     @property
     def _mark(self) -> dict[str, str]:
         """In every process's environment, inherited by what it starts: the job's id (as
-        supervisor's SUPERVISOR_PROCESS_NAME), by which its orphans are known."""
-        return {JOB_MARK: self.name}
+        supervisor's SUPERVISOR_PROCESS_NAME), by which its orphans are known; and
+        ``NOTIFY_SOCKET`` for a job with ``ready = notify``."""
+        return {JOB_MARK: self.name, **self.extra_env}
 
     @property
     def bare_name(self) -> str:

@@ -20,8 +20,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from gaffer.core import limits
-from gaffer.core.aliases import Aliases04
+from gaffer.core import deps, limits
+from gaffer.core.aliases import Aliases04, Aliases05
 from gaffer.core.config import ProcessConfig, as_config, check_env
 from gaffer.core.events import EventEmitter
 from gaffer.core.guard import Guard
@@ -31,7 +31,6 @@ from gaffer.core.monitor import StatsMonitor
 from gaffer.core.names import (
     DEFAULT_SESSION,
     apply_scale,
-    as_pid,
     job_id,
     parse_signal,
     split_job_id,
@@ -41,7 +40,9 @@ from gaffer.core.observe import Observing
 from gaffer.core.onloop import call_soon_here, fail_pending, on_loop
 from gaffer.core.orphans import OrphanReaper, become_subreaper
 from gaffer.core.process import Process
+from gaffer.core.processes import ProcessCommands
 from gaffer.core.runner import JobRunner
+from gaffer.core.states import UP
 from gaffer.core.stats import Sampler
 from gaffer.core.table import ProcessTable
 from gaffer.errors import (
@@ -49,7 +50,6 @@ from gaffer.errors import (
     ManagerStopped,
     ProcessConflict,
     ProcessNotFound,
-    StreamNotFound,
 )
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ IOListener = Callable[[str, dict], object]
 LOG_FLUSH_TIMEOUT = 5.0
 
 
-class Manager(Observing, Aliases04):
+class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
     """Keeps jobs of processes alive. See the module docstring and docs/embedding.md."""
 
     def __init__(
@@ -70,6 +70,7 @@ class Manager(Observing, Aliases04):
         guard: bool = False,
         subreaper: bool = False,
         process_limit: int | None = None,
+        container: bool = False,
     ) -> None:
         self.process_limit = process_limit  # checked first: a bad value leaves no loop open
         if loop is None:
@@ -95,7 +96,10 @@ class Manager(Observing, Aliases04):
         # the last defences against leaks (gafferd turns them on; see guard.py, orphans.py)
         self._use_guard = guard
         self._use_subreaper = subreaper
+        self._container = container  # PID 1 of a container: every zombie is ours to reap
         self._orphans: OrphanReaper | None = None
+        # set when a job with ``on_exit = shutdown`` ended: the code gafferd exits with
+        self.exit_code: int | None = None
 
     def _bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -121,7 +125,7 @@ class Manager(Observing, Aliases04):
         if self.started:
             raise RuntimeError("manager already started")
         if self._use_guard:
-            self._table.guard = Guard(self.loop, self._table.watcher)
+            self._table.guard = Guard(self.loop, self._table.watcher, on_restart=self._publish)
         if self._use_subreaper:
             self._start_subreaper()
         self._stopped = None
@@ -149,6 +153,7 @@ class Manager(Observing, Aliases04):
             guard=self._table.guard,
             is_job_stopped=self._grace_if_stopped,
         )
+        self._orphans.reap_all = self._container
         self._orphans.start()
 
     def _grace_if_stopped(self, job_id: str) -> float | None:
@@ -246,12 +251,17 @@ class Manager(Observing, Aliases04):
 
     async def _shutdown(self) -> None:
         self._monitor.close()
-        for runner in self._by_priority(reverse=True):
-            try:
-                runner.shutdown()
-            except Exception:  # the others must stop all the same
-                logger.exception("stopping %s failed", runner.name)
-        await self._table.wait_stopped()
+        # a job stops (its graceful timeout honoured) before the jobs it requires; jobs
+        # that nothing links stop together, in the first wave
+        for wave in deps.stop_waves(self._requirements()):
+            for runner in sorted(
+                (self._jobs[name] for name in wave), key=lambda r: r.priority, reverse=True
+            ):
+                try:
+                    runner.shutdown()
+                except Exception:  # the others must stop all the same
+                    logger.exception("stopping %s failed", runner.name)
+            await self._table.wait_stopped()
         if self._orphans is not None:
             # an orphan came from one of the jobs: it gets the longest grace among them
             grace = max((job.config.graceful_timeout for job in self._jobs.values()), default=None)
@@ -328,6 +338,7 @@ class Manager(Observing, Aliases04):
             config.numprocesses,
             config,
         )
+        self._check_cycles(name, config)
         runner = JobRunner(
             session,
             config,
@@ -336,6 +347,9 @@ class Manager(Observing, Aliases04):
             publish=self._publish,
             stop_orphans=self._stop_orphans,
             host_active=self._host_active,
+            blockers=self._blockers,
+            on_state_change=self._job_state_changed,
+            request_shutdown=self._shutdown_requested,
         )
         self._jobs[name] = runner
         self._sessions.setdefault(session, {})[config.name] = runner
@@ -381,6 +395,7 @@ class Manager(Observing, Aliases04):
         config = as_config(config)
         runner = self._get_job(config.name, sessionid)
         self._check_not_stopping()
+        self._check_cycles(runner.name, config)
         limits.enforce(
             self.process_limit,
             self._jobs.values(),
@@ -496,68 +511,53 @@ class Manager(Observing, Aliases04):
         for name in self.jobs(sessionid):
             callback(self, name)
 
-    # == processes =========================================================================
-    @on_loop
-    def pids(self, name: str | None = None) -> list[int]:
-        """Every running pid (one-off included), or the kept-alive pids of a job."""
-        if name is None:
-            return list(self.running)
-        return self._get_job(name).pids
+    # == dependencies (``requires``) ========================================================
+    def _requirements(self, extra: tuple[str, ProcessConfig] | None = None) -> dict:
+        """job -> the ids of the jobs it requires, for every job (and one being loaded)."""
+        graph = {name: deps.resolve(name, r.config.requires) for name, r in self._jobs.items()}
+        if extra is not None:
+            graph[extra[0]] = deps.resolve(extra[0], extra[1].requires)
+        return graph
 
-    list = pids
+    def _check_cycles(self, name: str, config: ProcessConfig) -> None:
+        cycle = deps.find_cycle(self._requirements((name, config)))
+        if cycle is not None:
+            raise InvalidArgument(
+                f"requires: {name} would be in a dependency cycle: {' -> '.join(cycle)}",
+                reason="dependency_cycle",
+            )
 
-    @on_loop
-    def get_process(self, pid: int) -> Process:
-        try:
-            return self.running[as_pid(pid)]
-        except KeyError:
-            raise ProcessNotFound(f"no running process with pid {pid}") from None
+    def _blockers(self, runner: JobRunner) -> list[str]:
+        """The jobs ``runner`` requires that are not up, each with why."""
+        waiting = []
+        for name in deps.resolve(runner.name, runner.config.requires):
+            required = self._jobs.get(name)
+            if required is None:
+                waiting.append(f"{name} (not loaded)")
+            elif required.state not in UP:
+                waiting.append(f"{name} ({required.state})")
+        return waiting
 
-    @on_loop
-    def kill(self, pid: int, sig: int | str) -> None:
-        proc = self.get_process(pid)
-        signum = parse_signal(sig)
-        proc.kill(signum)
-        self._publish(
-            f"proc.{proc.pid}.kill", {"name": proc.name, "pid": proc.pid, "signum": signum}
-        )
+    def _job_state_changed(self, runner: JobRunner) -> None:
+        """A job changed state: the jobs waiting for it look again."""
+        for other in list(self._jobs.values()):
+            if other.waiting_for and any(
+                entry.startswith(runner.name + " ") for entry in other.waiting_for
+            ):
+                other.manage()
 
-    @on_loop
-    def send(
-        self, pid: int, data: bytes | str | Iterable[bytes | str], stream: str | None = None
-    ) -> None:
-        """Write ``data`` (or a list of lines) to stdin, or to a custom stream."""
-        proc = self.get_process(pid)
-        if stream in (None, "stdin"):
-            target: Any = proc
-        else:
-            target = proc.streams.get(stream)
-            if target is None:
-                raise StreamNotFound(f"pid {proc.pid} has no stream {stream!r}")
-        if isinstance(data, bytes | bytearray | str):
-            target.write(data)
-        else:
-            target.writelines(data)
-
-    @on_loop
-    def stop_process(self, pid: int | str) -> None:
-        """Stop one process (an int pid); for a kept-alive job a new one replaces it.
-        (A str names a job: the 0.4 ``stop_process(name)``, which stops the job.)"""
-        if isinstance(pid, str) and not pid.isdigit():
-            self.stop_job(pid)
-            return
-        proc = self.get_process(pid)
-        runner = self._jobs.get(proc.name)
-        if runner is not None:
-            runner.stop_one(proc)
-        else:  # its job was unloaded meanwhile
-            self._table.stop(proc)
-
-    @on_loop
-    def walk(self, callback: Callable[[Manager, Process], object], name: str | None = None) -> None:
-        procs = list(self.running.values()) if name is None else self._get_job(name).processes
-        for proc in procs:
-            callback(self, proc)
+    def _shutdown_requested(self, job: str, exit_status: int, term_signal: int) -> None:
+        """A job with ``on_exit = shutdown`` ended: the manager stops, and keeps its exit
+        code (a signal n: 128 + n, as a shell says) for the program that runs it."""
+        if self.exit_code is None:
+            self.exit_code = 128 + term_signal if term_signal else exit_status
+            logger.warning(
+                "%s ended (%s) and has on_exit = shutdown: stopping, exit code %d",
+                job,
+                f"signal {term_signal}" if term_signal else f"exit {exit_status}",
+                self.exit_code,
+            )
+        self.stop()
 
     # == internals =========================================================================
     def _get_job(self, name: str, sessionid: str | None = None) -> JobRunner:

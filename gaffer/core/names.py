@@ -7,6 +7,7 @@ import signal
 from gaffer.errors import InvalidArgument, ProcessNotFound
 
 DEFAULT_SESSION = "default"
+MAX_NAME = 200  # characters of a job name or a session id
 
 
 def split_job_id(name: str, sessionid: str | None = None) -> tuple[str, str]:
@@ -38,9 +39,17 @@ def job_id(name: str, sessionid: str | None = None) -> str:
 
 
 def validate_session(sessionid: str) -> str:
+    """A session id is a name like a job's (printable, no space, at most MAX_NAME
+    characters: it goes into URLs and log lines), without '.' or '/'."""
     if not isinstance(sessionid, str) or not sessionid or "." in sessionid or "/" in sessionid:
         raise InvalidArgument(
-            f"bad session id {sessionid!r}: a non-empty name without '.' or '/'", reason="bad_name"
+            f"bad session id {sessionid!r:.80}: a non-empty name without '.' or '/'",
+            reason="bad_name",
+        )
+    if len(sessionid) > MAX_NAME or not sessionid.isprintable() or " " in sessionid:
+        raise InvalidArgument(
+            f"bad session id {sessionid[:40]!r}: at most {MAX_NAME} printable characters, no space",
+            reason="bad_name",
         )
     return sessionid
 

@@ -18,16 +18,29 @@ from typing import Any
 
 from gaffer.core.flapping import OFF, FlappingInfo
 from gaffer.core.logtarget import LogTarget
-from gaffer.core.restart import RESTART_MODES, BackoffInfo, give_up_on, signal_name
+from gaffer.core.probespec import PROBES, READINESS, ProbeSpec
+from gaffer.core.restart import give_up_on, signal_name
+from gaffer.crashloop import (
+    DEFAULT_RESTART,
+    DEFAULT_START_RETRIES,
+    DEFAULT_START_SECS,
+    RESTART_MODES,
+    BackoffInfo,
+)
 
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
-DEFAULT_START_SECS = 1.0  # a process that lives this long counts as started (supervisor's)
-DEFAULT_START_RETRIES = 5
 DEFAULT_PRIORITY = 999  # lower starts first, as in supervisor; unset jobs start last
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_BACKUPS = 10
 DEFAULT_BUFFER_BYTES = 16 * 1024 * 1024
 DEFAULT_LOG_HISTORY = 1000
+DEFAULT_READY_INTERVAL = 0.5
+DEFAULT_READY_TIMEOUT = 60.0  # systemd's TimeoutStartSec is 90 s
+DEFAULT_HEALTH_INTERVAL = 10.0
+DEFAULT_HEALTH_TIMEOUT = 5.0
+DEFAULT_HEALTH_FAILURES = 3
+HEALTH_ACTIONS = ("restart", "stop", "event")
+ON_EXIT = ("restart", "ignore", "shutdown")
 UNLIMITED = "unlimited"
 RLIMITS = {
     name.removeprefix("RLIMIT_").lower(): getattr(resource, name)
@@ -400,6 +413,52 @@ def _give_up_on(value: Any) -> tuple[Any, ...]:
     return give_up_on(value)
 
 
+def _probe(kinds: tuple[str, ...]) -> Callable[[Any], ProbeSpec | None]:
+    def check(value: Any) -> ProbeSpec | None:
+        if value is None or isinstance(value, ProbeSpec):
+            return value
+        if isinstance(value, str) and value.strip().lower() in OFF | {""}:
+            return None
+        return ProbeSpec.parse(value, kinds)
+
+    return check
+
+
+def _positive_seconds(value: Any) -> float:
+    seconds = _seconds(value)
+    if seconds <= 0:
+        raise ValueError(f"expected a number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def _choice(allowed: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value.strip().lower() not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value.strip().lower()
+
+    return check
+
+
+def _job_names(value: Any) -> tuple[str, ...]:
+    """``requires``: job names (``db``, the job's own session) or ids (``infra.db``)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = text_words(value)
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"expected a list of job names, got {value!r}")
+    names = []
+    for name in value:
+        if not isinstance(name, str) or not name or not name.isprintable() or "/" in name:
+            raise ValueError(f"bad job name {name!r}")
+        if any(ch.isspace() for ch in name) or name.startswith("."):
+            raise ValueError(f"bad job name {name!r}")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
 def opt(
     name: str, default: Any, check: Callable[[Any], Any], from_text: Any, schema: Schema, help: str
 ) -> Option:
@@ -431,7 +490,8 @@ OPTIONS: tuple[Option, ...] = (
                 "retry_in": SECONDS, "max_retry": WHOLE}},
         ]},
         "crash-loop protection: attempts window retry_in max_retry, or off"),
-    opt("restart", "always", _restart, _as_is, {"type": "string", "enum": list(RESTART_MODES)},
+    opt("restart", DEFAULT_RESTART, _restart, _as_is,
+        {"type": "string", "enum": list(RESTART_MODES)},
         "always, on-failure (not after exit 0 or its stop signal) or never"),
     opt("backoff", BackoffInfo(), BackoffInfo.coerce, _off_or_text,
         {"oneOf": [
@@ -464,6 +524,32 @@ OPTIONS: tuple[Option, ...] = (
         "start order (lower first)"),
     opt("port", None, _port, text_int, {"type": ["integer", "null"], "minimum": 1},
         "PORT = port + slot for each process, as foreman does"),
+    opt("ready", None, _probe(READINESS), _as_is, {"type": ["string", "null"]},
+        "how a process says it is ready: notify (sd_notify), fd:N, tcp:PORT, http:URL, "
+        "exec:COMMAND; none: ready when started (start_secs)"),
+    opt("ready_interval", DEFAULT_READY_INTERVAL, _positive_seconds, text_seconds, SECONDS,
+        "seconds between readiness probes (tcp, http, exec)"),
+    opt("ready_timeout", DEFAULT_READY_TIMEOUT, _positive_seconds, text_seconds, SECONDS,
+        "seconds a process has to be ready; beyond, it is a failed start"),
+    opt("health", None, _probe(PROBES), _as_is, {"type": ["string", "null"]},
+        "a health probe of each running process: tcp:PORT, http:URL, exec:COMMAND"),
+    opt("health_interval", DEFAULT_HEALTH_INTERVAL, _positive_seconds, text_seconds, SECONDS,
+        "seconds between health probes"),
+    opt("health_timeout", DEFAULT_HEALTH_TIMEOUT, _positive_seconds, text_seconds, SECONDS,
+        "seconds a health probe may take"),
+    opt("health_failures", DEFAULT_HEALTH_FAILURES, _positive, text_int,
+        {"type": "integer", "minimum": 1},
+        "failed health probes in a row that trigger health_action"),
+    opt("health_action", "restart", _choice(HEALTH_ACTIONS), _as_is,
+        {"type": "string", "enum": list(HEALTH_ACTIONS)},
+        "restart (the process), stop (the job) or event (only the health event)"),
+    opt("requires", None, _job_names, text_words, WORDS,
+        "jobs that must be ready before this one starts (session.name, or a name of its "
+        "own session); stopped after it"),
+    opt("on_exit", "restart", _choice(ON_EXIT), _as_is,
+        {"type": "string", "enum": list(ON_EXIT)},
+        "restart (the restart policy), ignore (never restarted) or shutdown (gafferd "
+        "stops, with the process's exit code)"),
     opt("umask", None, _umask, _as_is, {"type": ["integer", "string", "null"]},
         "the process's umask, octal (022); default: gafferd's"),
     opt("rlimits", None, _rlimits, _text_rlimits,
@@ -494,6 +580,8 @@ def to_json(name: str, value: Any) -> Any:
     """An option's stored value as the API, ``to_dict()`` and ``export`` show it."""
     if isinstance(value, FlappingInfo | BackoffInfo):
         return value.to_dict()
+    if isinstance(value, ProbeSpec):
+        return str(value)
     if name == "give_up_on":
         return [match.to_json() for match in value]
     if name == "umask" and value is not None:

@@ -124,6 +124,7 @@ class OrphanReaper:
         self._interval = interval
         self._own_pid = os.getpid()
         self._own_sid = os.getsid(0)
+        self.reap_all = False  # a container's PID 1: zombies of our own session are reaped too
         self.orphans: dict[int, Orphan] = {}
         self.reaped = 0  # orphans reaped since the start (for logs and tests)
         self._timer: asyncio.TimerHandle | None = None
@@ -164,7 +165,7 @@ class OrphanReaper:
             if pid in self.orphans or self._is_managed(pid):
                 continue
             stat = proc_stat(pid)
-            if stat is None or stat.sid == self._own_sid:
+            if stat is None or (stat.sid == self._own_sid and not (stat.exited and self.reap_all)):
                 continue
             if stat.exited:
                 self._reap(pid)

@@ -48,6 +48,7 @@ _EMPTY: Mapping[Any, Any] = MappingProxyType({})  # read-only: replaced by a dic
 IOListener = Callable[[str, dict], object]
 ExitListener = Callable[["Process", int, int], None]
 StateListener = Callable[["Process", State, State], None]  # (process, old, new)
+NotifyListener = Callable[["Process", dict[str, str]], None]  # sd_notify fields
 
 
 class Process:
@@ -66,10 +67,10 @@ class Process:
     __slots__ = (
         "_enlarged_pipes", "_escaped", "_gone", "_gone_reported", "_group_alive",
         "_group_watch", "_handle", "_history", "_io_listeners", "_kill_timer", "_log_writers",
-        "_on_exit", "_on_gone", "_on_state", "_prepared", "_readers", "_stats_monitor",
-        "_stdin", "_watcher", "command", "config", "create_time", "env", "exit_status",
-        "graceful_timeout", "held_sinks", "last_exit", "loop", "name", "once", "os_pid",
-        "output_labels", "pid", "restarts", "sampler", "slot", "spawned_at", "state",
+        "_on_exit", "_on_gone", "_on_notify", "_on_state", "_prepared", "_readers",
+        "_stats_monitor", "_stdin", "_watcher", "command", "config", "create_time", "env",
+        "exit_status", "graceful_timeout", "held_sinks", "last_exit", "loop", "name", "once",
+        "os_pid", "output_labels", "pid", "restarts", "sampler", "slot", "spawned_at", "state",
         "stopping", "streams", "term_signal", "up_since",
     )  # fmt: skip
 
@@ -91,6 +92,7 @@ class Process:
         on_exit: ExitListener | None = None,
         on_gone: Callable[[Process], None] | None = None,
         on_state: StateListener | None = None,
+        on_notify: NotifyListener | None = None,
         log_writers: tuple[Writer | None, Writer | None] = (None, None),
         history: OutputHistory | None = None,
         io_listeners: Iterable[tuple[str, IOListener]] = (),
@@ -127,6 +129,7 @@ class Process:
         self._on_exit = on_exit
         self._on_gone = on_gone
         self._on_state = on_state
+        self._on_notify = on_notify  # ``ready = fd:N``: READY=1 at the first newline
         self._gone_reported = False
         self._handle: ChildHandle | None = None
         self._readers: list[PipeReader] | tuple[()] = ()
@@ -166,6 +169,7 @@ class Process:
                 stdout=stdio.stdout,
                 stderr=stdio.stderr,
                 extra_fds=stdio.extra,
+                mapped_fds=stdio.mapped,
             )
         except BaseException:
             stdio.close_all()
@@ -177,7 +181,7 @@ class Process:
             # the child runs but cannot be watched: it must not run untracked
             _kill_and_reap(os_pid)
             self._handle = None
-            close_fds([stdio.stdin_w, *(output[1] for output in stdio.outputs)])
+            close_fds([stdio.stdin_w, stdio.ready_read, *(output[1] for output in stdio.outputs)])
             stdio.close_sockets()
             self._enlarged_pipes = 0
             raise SpawnError(f"cannot watch the process: {exc}") from None
@@ -196,11 +200,25 @@ class Process:
             if writer is not None:
                 writer.reader = reader  # the log pauses it when it cannot keep up
             self._readers = [*self._readers, reader]
+        if stdio.ready_read >= 0:
+            self._readers = [*self._readers, self._ready_pipe(stdio.ready_read)]
         if stdio.sockets:
             self.streams = {}
         for label, child_fd, ours, theirs in stdio.sockets:
             theirs.close()
             self.streams[label] = Stream(self, label, child_fd, ours)
+
+    def _ready_pipe(self, fd: int) -> PipeReader:
+        """``ready = fd:N``: the first newline the process writes there says it is ready."""
+
+        def on_data(data: bytes) -> None:
+            if b"\n" in data and not reader.closed:
+                reader.close()
+                if self._on_notify is not None:
+                    self._on_notify(self, {"READY": "1"})
+
+        reader = PipeReader(self.loop, fd, on_data)
+        return reader
 
     def _reader_for(
         self, label: str, writer: Writer | None, stream: str
@@ -223,6 +241,11 @@ class Process:
         return deliver
 
     # -- state ---------------------------------------------------------------------------
+    def notified(self, fields: dict[str, str]) -> None:
+        """An ``sd_notify`` message from the process (or one of its own)."""
+        if self._on_notify is not None:
+            self._on_notify(self, fields)
+
     def set_state(self, new: State) -> None:
         """Move to ``new`` (a move the table refuses raises InvalidStateTransition)."""
         old = self.state

@@ -17,76 +17,18 @@ process), so every rule is tested with plain numbers. The runner feeds it and ac
 from __future__ import annotations
 
 import enum
-import math
 import random
 import signal
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from gaffer.core.flapping import OFF, FlappingHistory, Verdict
-
-RESTART_MODES = ("always", "on-failure", "never")
-
-
-@dataclass(frozen=True, slots=True)
-class BackoffInfo:
-    """The delay before restarting a process that failed to start: ``initial`` seconds
-    after the first failure, times ``factor`` after each next one, at most ``max``; each
-    delay is drawn in [d/2, d] (jitter, so that jobs failing together do not retry in step)."""
-
-    initial: float = 0.1
-    factor: float = 2.0
-    max: float = 30.0
-
-    def __post_init__(self) -> None:
-        for key in ("initial", "factor", "max"):
-            value = getattr(self, key)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ValueError(f"backoff.{key}: expected a number >= 0, got {value!r}")
-            object.__setattr__(self, key, float(value))
-        if self.factor < 1:
-            raise ValueError(f"backoff.factor: expected a number >= 1, got {self.factor!r}")
-        if self.max < self.initial:
-            raise ValueError(f"backoff.max: {self.max} is below backoff.initial {self.initial}")
-
-    @classmethod
-    def coerce(cls, value: object) -> BackoffInfo | None:
-        """A BackoffInfo, a dict, 3 numbers (a list, or ``"0.1, 2, 30"``), or None/``off``."""
-        if value is None or isinstance(value, BackoffInfo):
-            return value
-        if isinstance(value, str):
-            if value.strip().lower() in OFF:
-                return None
-            value = value.replace(",", " ").split()
-        if isinstance(value, Mapping):
-            unknown = set(value) - {"initial", "factor", "max"}
-            if unknown:
-                raise ValueError(f"backoff: unknown key(s) {', '.join(sorted(unknown))}")
-            return cls(**value)
-        if isinstance(value, Sequence) and len(value) == 3:
-            try:
-                numbers = [float(part) if isinstance(part, str) else part for part in value]
-            except ValueError:
-                raise ValueError(
-                    f"backoff: expected 'initial factor max' as numbers, got {value!r}"
-                ) from None
-            return cls(*numbers)
-        raise ValueError(
-            f"backoff: expected 'initial, factor, max' (e.g. 0.1, 2, 30) or off, got {value!r}"
-        )
-
-    def delay(self, failures: int, draw: Callable[[], float] = random.random) -> float:
-        """The delay after the ``failures``-th failed start in a row (1, 2, ...)."""
-        full = min(self.initial * self.factor ** max(failures - 1, 0), self.max)
-        return full * (0.5 + draw() / 2)
-
-    def to_dict(self) -> dict[str, float]:
-        return {"initial": self.initial, "factor": self.factor, "max": self.max}
+from gaffer.core.flapping import FlappingHistory, Verdict
+from gaffer.crashloop import (
+    DEFAULT_RESTART,
+    DEFAULT_START_RETRIES,
+    DEFAULT_START_SECS,
+    BackoffInfo,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +88,9 @@ def _signal_number(text: str) -> int:
     return parse_signal(text)
 
 
+DEFAULT_BACKOFF = BackoffInfo()
+
+
 class Action(enum.Enum):
     RESTART = "restart"  # replace the process (after ``delay``)
     DONE = "done"  # the process is not replaced: it ended as the policy wants
@@ -164,10 +109,10 @@ class Decision:
 class Policy:
     """A job's restart settings (from its ProcessConfig)."""
 
-    restart: str = "always"
-    backoff: BackoffInfo | None = BackoffInfo()
-    start_secs: float = 1.0
-    start_retries: int = 5
+    restart: str = DEFAULT_RESTART
+    backoff: BackoffInfo | None = DEFAULT_BACKOFF
+    start_secs: float = DEFAULT_START_SECS
+    start_retries: int = DEFAULT_START_RETRIES
     give_up_on: tuple[ExitMatch, ...] = ()
     stop_signal: int = signal.SIGTERM
 

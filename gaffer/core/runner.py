@@ -1,11 +1,13 @@
 """``JobRunner``: one job's lifecycle, through the named states of states.py.
 
 A runner owns everything that moves in one job: its target, its kept-alive and one-off
-processes, its timers (the next slice of spawns, the delay before a restart, the
-``start_secs`` confirmation), the handling of each exit under the job's crash-loop policy,
-and the job's state, published as a ``state`` event at each change. It is handed what it
-needs (the process table, a publish function, a way to stop the job's orphans and to ask
-whether the manager runs), never the manager itself.
+processes, its timers (the next slice of spawns, the delay before a restart), the checks
+of its processes (checks.py: start_secs, readiness, health), what it does when one ends
+or fails (outcomes.py: the restart policy), whether the jobs it requires are up (it waits
+for them), and the job's state, published as a ``state`` event at each change. It is
+handed what it needs (the process table, a publish function, a way to stop the job's
+orphans, to ask whether the manager runs and what it waits for, to ask for a shutdown),
+never the manager itself.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gaffer.core.checks import Checks
 from gaffer.core.config import ProcessConfig
 from gaffer.core.job import Job
 from gaffer.core.logfile import LogSink
+from gaffer.core.outcomes import Outcomes
 from gaffer.core.process import Process
-from gaffer.core.restart import Action, Decision, signal_name
 from gaffer.core.states import JOB_TRANSITIONS, UP, State, allowed, summarize
 from gaffer.core.table import ProcessTable, describe
 from gaffer.errors import SpawnError
@@ -29,12 +32,15 @@ logger = logging.getLogger(__name__)
 
 SPAWN_BATCH = 16  # spawned before a call returns, however long they take
 SPAWN_SLICE = 0.010  # then seconds of spawning before yielding to the loop
-FATAL_STDERR_LINES = 10  # the last lines of stderr a ``fatal`` event carries
 
 Publish = Callable[[str, dict[str, Any]], None]
 
 
-class JobRunner:
+def _none_waited(runner: JobRunner) -> list[str]:
+    return []
+
+
+class JobRunner(Outcomes):
     def __init__(
         self,
         session: str,
@@ -45,6 +51,9 @@ class JobRunner:
         publish: Publish,
         stop_orphans: Callable[[str, float], None],
         host_active: Callable[[], bool],
+        blockers: Callable[[JobRunner], list[str]] = _none_waited,
+        on_state_change: Callable[[JobRunner], None] = lambda runner: None,
+        request_shutdown: Callable[[str, int, int], None] = lambda job, code, sig: None,
     ) -> None:
         self.job = Job(session, config, env)
         self.name = self.job.name
@@ -53,7 +62,14 @@ class JobRunner:
         self._publish_raw = publish
         self._stop_orphans_of = stop_orphans
         self._host_active = host_active
+        self._blockers = blockers  # the jobs it requires that are not up
+        self._on_state_change = on_state_change
+        self._request_shutdown = request_shutdown
+        self.waiting_for: list[str] = []
+        self._gate_open = False  # what it requires was up when it started
         self.wanted = False  # started by a command: runs whenever the manager runs
+        self.stopped_by_command = False  # 0.5: a job loaded unstarted is not "stopped"
+        self._respawn_on_exit: set[int] = set()  # stopall: replaced as they exit
         self.numprocesses = config.numprocesses
         self.retiring: list[Process] = []  # old processes of a rolling restart
         self.state = State.STOPPED
@@ -69,13 +85,29 @@ class JobRunner:
         self._slice: Any = None
         self._up = 0  # kept-alive processes running or ready
         self._exiting: set[int] = set()  # stopped by us, not exited yet
-        self._confirming: deque[Process] = deque()  # starting, in spawn order
-        self._confirm_timer: Any = None
+        self._unhealthy: set[int] = set()  # failing their health checks
+        self._checks = Checks(
+            self.loop,
+            table.watcher.watch,
+            table.guard_group,
+            self._on_up,
+            self._on_not_ready,
+            self._on_health,
+        )
         # slot -> (restarts, last exit) of the process that died there, for its replacement
         self._slot_history: dict[int, tuple[int, dict[str, Any]]] = {}
         self.sinks: tuple[LogSink | None, LogSink | None] = table.acquire_sinks(self.name, config)
         # bound once: every process of the job holds them
         self._exit_callback, self._state_callback = self._on_exit, self._on_process_state
+        self._notify_callback = self._on_notify
+        self._set_notify_env()
+
+    def _set_notify_env(self) -> None:
+        ready = self.config.ready
+        if ready is not None and ready.kind == "notify":
+            self.job.extra_env = {"NOTIFY_SOCKET": self._table.notify_address()}
+        else:
+            self.job.extra_env = {}
 
     # -- what the manager reads ---------------------------------------------------------
     @property
@@ -129,7 +161,10 @@ class JobRunner:
             "max_processes": self.numprocesses,
             "numprocesses": self.numprocesses,
             "processes": [proc.pid for proc in processes],
-            "process_info": [proc.summary() for proc in processes],
+            "process_info": [
+                {**proc.summary(), **self._checks.describe(proc.pid)} for proc in processes
+            ],
+            "waiting_for": list(self.waiting_for),
             "restarts": self.restarts,
             "last_exit": self.last_exit,
             "next_restart_at": self.next_restart_at,
@@ -141,14 +176,21 @@ class JobRunner:
 
     # -- commands -----------------------------------------------------------------------
     def start(self) -> None:
-        """Start a stopped (or given up, or paused) job: its target back to the config's,
-        its crash history reset. On a running job: reconcile only."""
-        if self.wanted and not self.gave_up and not self.paused_by_flapping:
+        """Start a stopped (or given up, paused, exited) job: its target back to the
+        config's, its crash history reset. On a running job: reconcile only."""
+        if (
+            self.wanted
+            and not self.gave_up
+            and not self.paused_by_flapping
+            and self.state is not State.EXITED
+        ):
             self.manage()
             return
         self._cancel_timers()
         self.wanted = True
+        self.stopped_by_command = False
         self.gave_up = self.paused_by_flapping = False
+        self._gate_open = False  # what it requires must be up again
         self.numprocesses = self.config.numprocesses
         self._reset_history()
         self.job.refresh()
@@ -159,6 +201,9 @@ class JobRunner:
         """Stop every process (one-off ones too) and stay stopped."""
         self._cancel_timers()
         self.wanted = False
+        self.stopped_by_command = True
+        self._respawn_on_exit.clear()
+        self._gate_open, self.waiting_for = False, []
         self.gave_up = self.paused_by_flapping = False
         self.numprocesses = 0
         for proc in self.processes:
@@ -195,12 +240,24 @@ class JobRunner:
         self.manage()
 
     def update(self, config: ProcessConfig, env: Mapping[str, str] | None, start: bool) -> None:
-        """A new config (and env): processes replaced, the target the larger of both."""
+        """A new config (and env): processes replaced, the target the larger of both. A
+        config that changes only ``numprocesses`` scales the job instead: its processes
+        stay (an ini file edited to run 4 instead of 2 starts 2, it does not replace 2)."""
+        if (env is None or env == self.job.env) and config.replace(
+            numprocesses=self.config.numprocesses
+        ) == self.config:
+            self.job.config = config
+            if start and self.stopped:
+                self.start()
+            else:
+                self.scale(config.numprocesses)
+            return
         sinks = self._table.acquire_sinks(self.name, config)
         self._cancel_timers()
         self._table.release_sinks(self.sinks)
         self.sinks = sinks
         self.job.set_config(config, env if env is not None else self.job.env)
+        self._set_notify_env()
         self.numprocesses = max(config.numprocesses, self.numprocesses)
         self.finished = 0
         for proc in list(self.running):
@@ -216,8 +273,15 @@ class JobRunner:
     def scale(self, target: int) -> int:
         self.numprocesses = target
         self._publish_job("update", {"name": self.name, "numprocesses": target})
-        self.manage()
+        self.reconcile_now()
         return target
+
+    def reconcile_now(self) -> None:
+        """Reconcile; a job loaded with ``start=False`` and never stopped starts, as in
+        0.5 (where such a job was not "stopped": ``scale`` and ``manage`` spawned)."""
+        if not self.wanted and not self.stopped_by_command and not self.gave_up:
+            self.wanted = True
+        self.manage()
 
     def commit(self, env: Mapping[str, str] | None, graceful_timeout: float | None) -> int:
         try:
@@ -228,11 +292,14 @@ class JobRunner:
         return proc.pid
 
     def stopall(self) -> None:
-        """Stop every process; the job stays started, so they are replaced."""
+        """Stop every process; the job stays started, so they are replaced, as they exit
+        (0.5: right after the call the job lists no process)."""
         for proc in self.processes:
+            if not proc.once and proc.active:
+                self._respawn_on_exit.add(proc.pid)
             self._stop_process(proc)
         self._stop_orphans()
-        self.manage()
+        self._update_state()
 
     def killall(self, signum: int) -> None:
         self._publish(f"job.{self.name}.kill", {"name": self.name, "signum": signum})
@@ -260,6 +327,8 @@ class JobRunner:
     def shutdown(self) -> None:
         """The manager stops: every process stopped, detached ones left running."""
         self._cancel_timers()
+        self._checks.close()
+        self._gate_open, self.waiting_for = False, []
         if not self.stopped:
             self._publish_job("stop", {"name": self.name})
         self.wanted = False
@@ -281,6 +350,12 @@ class JobRunner:
         if self.stopped or not self._host_active() or self.paused_by_flapping:
             self._update_state()
             return
+        if not self._gate_open:  # waits until every job it requires is up
+            self.waiting_for = self._blockers(self)
+            if self.waiting_for:
+                self._update_state()
+                return
+            self._gate_open = True
         # during a rolling restart the old processes count on top of the target until the
         # new ones all run
         self.retiring = [proc for proc in self.retiring if proc.pid in self._table.running]
@@ -329,6 +404,7 @@ class JobRunner:
             history=job.output,
             on_exit=self._exit_callback,
             on_state=self._state_callback,
+            on_notify=self._notify_callback,
         )
         if slot is not None and slot in self._slot_history:
             proc.restarts, proc.last_exit = self._slot_history.pop(slot)
@@ -342,26 +418,8 @@ class JobRunner:
             job.add_running(proc)
             self._publish_job("spawn", msg)
         proc.set_state(State.STARTING)
-        self._confirm_later(proc)
+        self._checks.started(proc, job.config)
         return proc
-
-    def _spawn_failed(self, exc: SpawnError) -> None:
-        self.spawn_failures += 1
-        self.error = str(exc)
-        logger.warning("cannot spawn %s: %s", self.name, exc, extra={"event": "spawn_error"})
-        self._publish_job("spawn_error", self._spawn_error_msg(exc))
-        # a job that cannot start at all is in a crash loop; one that has healthy processes
-        # and cannot add one more (cwd gone, no descriptors...) only waits for the backoff
-        decision = self.job.history.on_exit(
-            self.job.policy,
-            0,
-            0,
-            started=False,
-            now=self.loop.time(),
-            spawned=False,
-            count_flapping=not self.running,
-        )
-        self._act(decision)
 
     def _spawn_error_msg(self, exc: SpawnError) -> dict[str, Any]:
         return {
@@ -370,78 +428,6 @@ class JobRunner:
             "errno": exc.os_errno,
             "failures": self.spawn_failures,
         }
-
-    def _restart_after(self, delay: float, callback: Callable[[], None]) -> None:
-        if self._restart_timer is not None:
-            self._restart_timer.cancel()
-        self._restart_timer = self.loop.call_later(delay, callback)
-        self.next_restart_at = time.time() + delay
-        self._update_state()
-
-    def _backoff_done(self) -> None:
-        self._restart_timer = None
-        self.next_restart_at = None
-        self.manage()
-
-    def _act(self, decision: Decision) -> None:
-        """Carry out what the restart policy decided for an exit or a failed spawn."""
-        action = decision.action
-        if action is Action.RESTART and decision.delay <= 0:
-            self.manage()
-        elif action is Action.RESTART:
-            self._restart_after(decision.delay, self._backoff_done)
-        elif action is Action.DONE:
-            self.finished += 1
-            self.manage()
-        else:
-            self._halt(decision)
-
-    def _halt(self, decision: Decision) -> None:
-        """A crash loop (pause, retried later) or a give-up (fatal): every process stops."""
-        flapping = self.job.flapping
-        pause = decision.action is Action.PAUSE
-        logger.warning(
-            "%s: %s: %s",
-            self.name,
-            decision.reason,
-            f"retried in {decision.delay:g}s" if pause else "given up (fatal)",
-            extra={"event": "flap" if pause else "fatal"},
-        )
-        self._cancel_timers()
-        self.paused_by_flapping, self.gave_up = pause, not pause
-        for proc in list(self.running):
-            self._stop_process(proc)
-        self._stop_orphans()
-        if flapping is not None and (pause or "flapping" in decision.reason):
-            retry_in = decision.delay if pause else None
-            self._publish_job(
-                "flap", {"name": self.name, "retry_in": retry_in, "retries": flapping.retries}
-            )
-        if pause:
-            self._restart_after(decision.delay, self._flap_retry)
-            return
-        self._publish_job("fatal", self._fatal_msg(decision.reason))
-        self._update_state()
-
-    def _fatal_msg(self, reason: str) -> dict[str, Any]:
-        last = self.last_exit or {}
-        signum = last.get("term_signal") or 0
-        return {
-            "name": self.name,
-            "reason": reason,
-            "exit_status": last.get("exit_status"),
-            "term_signal": signum,
-            "signal": signal_name(signum) if signum else None,
-            "error": self.error,
-            "stderr": [line.text for line in self.job.output.lines(FATAL_STDERR_LINES, "stderr")],
-        }
-
-    def _flap_retry(self) -> None:
-        self._restart_timer = None
-        self.next_restart_at = None
-        self.paused_by_flapping = False
-        self.restarts += 1
-        self.manage()
 
     # -- stopping -----------------------------------------------------------------------
     def _reap(self, proc: Process) -> None:
@@ -452,6 +438,8 @@ class JobRunner:
 
     def _stop_process(self, proc: Process) -> None:
         self._remove(proc)
+        self._checks.forget(proc.pid)
+        self._unhealthy.discard(proc.pid)
         if proc.slot is not None:
             self._slot_history.pop(proc.slot, None)
         if proc.active:
@@ -472,80 +460,7 @@ class JobRunner:
         if not self.config.detach:
             self._stop_orphans_of(self.name, self.config.graceful_timeout)
 
-    # -- exits --------------------------------------------------------------------------
-    def _on_exit(self, proc: Process, exit_status: int, term_signal: int) -> None:
-        listed = self._table.exited(proc)
-        if listed:
-            self._remove(proc)
-        self._exiting.discard(proc.pid)
-        msg = {
-            **describe(proc),
-            "exit_status": exit_status,
-            "term_signal": term_signal,
-            "once": proc.once,
-        }
-        self._publish("exit", msg)
-        self._publish(f"job.{self.name}.exit", dict(msg))
-        self._publish(f"proc.{proc.pid}.exit", dict(msg))
-        if proc.once:
-            self._update_state()
-            return
-        self.last_exit = {
-            "pid": proc.pid,
-            "os_pid": proc.os_pid,
-            "exit_status": exit_status,
-            "term_signal": term_signal,
-            "time": time.time(),
-        }
-        if listed and proc.slot is not None:  # it died on its own: its successor is told
-            self._slot_history[proc.slot] = (proc.restarts + 1, self.last_exit)
-        if not listed or self.stopped or not self._host_active() or self.paused_by_flapping:
-            self._update_state()
-            return
-        decision = self.job.history.on_exit(
-            self.job.policy,
-            exit_status,
-            term_signal,
-            started=proc.up_since is not None,
-            now=self.loop.time(),
-        )
-        if decision.action is Action.RESTART:
-            self.restarts += 1
-        self._act(decision)
-
     # -- states -------------------------------------------------------------------------
-    def _confirm_later(self, proc: Process) -> None:
-        """``starting`` -> ``running`` once the process has lived ``start_secs``: one timer
-        per job for all its starting processes (they are confirmed in spawn order)."""
-        start_secs = self.config.start_secs
-        if start_secs <= 0:
-            proc.set_state(State.RUNNING)
-            if not proc.once:
-                self.job.history.started()
-            return
-        self._confirming.append(proc)
-        if self._confirm_timer is None:
-            self._confirm_timer = self.loop.call_at(proc.spawned_at + start_secs, self._confirm)
-
-    def _confirm(self) -> None:
-        self._confirm_timer = None
-        start_secs = self.config.start_secs
-        now = self.loop.time()
-        queue = self._confirming
-        while queue:
-            proc = queue[0]
-            if proc.state is not State.STARTING:
-                queue.popleft()
-                continue
-            due = proc.spawned_at + start_secs
-            if due > now:
-                self._confirm_timer = self.loop.call_at(due, self._confirm)
-                return
-            queue.popleft()
-            proc.set_state(State.RUNNING)
-            if not proc.once:
-                self.job.history.started()
-
     def _on_process_state(self, proc: Process, old: State, new: State) -> None:
         if not proc.once and (new in UP) != (old in UP):
             self._up += 1 if new in UP else -1
@@ -561,7 +476,8 @@ class JobRunner:
             target=self.target,
             finished=self.finished > 0 and self.target == 0,
             up=self._up,
-            ready_probe=False,
+            ready_probe=self.config.ready is not None,
+            waiting=bool(self.waiting_for) and not self._gate_open,
             backoff=self._restart_timer is not None,
             fatal=self.gave_up,
         )
@@ -570,7 +486,11 @@ class JobRunner:
             return
         allowed(JOB_TRANSITIONS, old, new, f"job {self.name}")
         self.state = new
-        self._publish_job("state", {"name": self.name, "old": str(old), "new": str(new)})
+        msg = {"name": self.name, "old": str(old), "new": str(new)}
+        if new is State.WAITING:
+            msg["waiting_for"] = list(self.waiting_for)
+        self._publish_job("state", msg)
+        self._on_state_change(self)
 
     # -- helpers ------------------------------------------------------------------------
     def _cancel_timers(self) -> None:

@@ -158,11 +158,13 @@ def spawn(
     stdout: int | None,
     stderr: int | None,
     extra_fds: Sequence[int] = (),
+    mapped_fds: Sequence[tuple[int, int]] = (),
 ) -> int:
     """Start ``command`` in a new session (so in its own process group); return its pid.
 
     ``stdin``/``stdout``/``stderr`` are descriptors for fd 0/1/2 (None: /dev/null for stdin,
-    gaffer's own for stdout and stderr). ``extra_fds`` are placed at fd 3, 4, ...
+    gaffer's own for stdout and stderr). ``extra_fds`` are placed at fd 3, 4, ...;
+    ``mapped_fds`` are ``(N, fd)``: ``fd`` placed at N.
     """
     kwargs: dict = {}
     if command.uid is not None and command.uid != os.geteuid():
@@ -171,9 +173,10 @@ def spawn(
             kwargs["extra_groups"] = list(command.groups)
     if command.gid is not None and command.gid != os.getegid():
         kwargs["group"] = command.gid
-    if extra_fds or command.rlimits:  # a fork instead of a vfork: only for these jobs
-        kwargs["preexec_fn"] = _in_child(list(extra_fds), command.rlimits)
-        kwargs["close_fds"] = not extra_fds
+    placed = [*enumerate(extra_fds, start=3), *mapped_fds]
+    if placed or command.rlimits:  # a fork instead of a vfork: only for these jobs
+        kwargs["preexec_fn"] = _in_child(placed, command.rlimits)
+        kwargs["close_fds"] = not placed
     else:
         kwargs["close_fds"] = True
     try:
@@ -198,22 +201,23 @@ def spawn(
     return popen.pid
 
 
-def _in_child(fds: list[int], limits: tuple[tuple[int, int], ...]):
-    """A preexec_fn that sets the resource limits and moves ``fds`` to 3, 4, ... in the
-    child, whatever their numbers."""
-    base = 3 + len(fds)
+def _in_child(placed: list[tuple[int, int]], limits: tuple[tuple[int, int], ...]):
+    """A preexec_fn that sets the resource limits and moves each ``(target, fd)`` of
+    ``placed`` to its target in the child, whatever the numbers."""
+    base = 1 + max((target for target, _ in placed), default=2)
 
     def prepare() -> None:
         for which, value in limits:
             resource.setrlimit(which, (value, value))
-        if fds:
+        if placed:
             place()
 
     def place() -> None:
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, base) for fd in fds]
-        for target, fd in enumerate(high, start=3):
+        # first out of the way of every target, then into place
+        high = [(target, fcntl.fcntl(fd, fcntl.F_DUPFD, base)) for target, fd in placed]
+        for target, fd in high:
             os.dup2(fd, target, inheritable=True)
-        for fd in high:
+        for _, fd in high:
             os.close(fd)
         # close_fds is off on this path: close what would leak, every inheritable
         # descriptor above ours (close-on-exec ones, like Popen's error pipe, stay)

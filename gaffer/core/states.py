@@ -50,8 +50,9 @@ S = State
 
 PROCESS_TRANSITIONS: Mapping[State, frozenset[State]] = {
     S.STOPPED: frozenset({S.STARTING}),  # spawned
-    S.STARTING: frozenset({S.RUNNING, S.STOPPING, S.EXITED}),
+    S.STARTING: frozenset({S.RUNNING, S.READY, S.STOPPING, S.EXITED}),
     S.RUNNING: frozenset({S.STOPPING, S.EXITED}),
+    S.READY: frozenset({S.STOPPING, S.EXITED}),
     S.STOPPING: frozenset({S.EXITED}),
     S.EXITED: frozenset(),
 }
@@ -62,16 +63,18 @@ PROCESS_TRANSITIONS: Mapping[State, frozenset[State]] = {
 JOB_TRANSITIONS: Mapping[State, frozenset[State]] = {
     S.STOPPED: frozenset(
         # stopped -> stopping: a stopped job's one-off process is being stopped
-        {S.STARTING, S.RUNNING, S.BACKOFF, S.STOPPING}
+        {S.WAITING, S.STARTING, S.RUNNING, S.BACKOFF, S.STOPPING}
     ),
-    S.WAITING: frozenset(),
+    S.WAITING: frozenset({S.STARTING, S.RUNNING, S.STOPPED}),
     # starting -> stopped: the manager stops, its detached processes are left running
-    S.STARTING: frozenset({S.RUNNING, S.BACKOFF, S.STOPPING, S.STOPPED, S.FATAL}),
-    S.RUNNING: frozenset({S.STARTING, S.BACKOFF, S.STOPPING, S.STOPPED, S.FATAL}),
-    S.READY: frozenset(),
+    S.STARTING: frozenset(
+        {S.RUNNING, S.READY, S.BACKOFF, S.STOPPING, S.STOPPED, S.EXITED, S.FATAL}
+    ),
+    S.RUNNING: frozenset({S.STARTING, S.BACKOFF, S.STOPPING, S.STOPPED, S.EXITED, S.FATAL}),
+    S.READY: frozenset({S.STARTING, S.STOPPING, S.BACKOFF, S.EXITED, S.FATAL}),
     S.BACKOFF: frozenset({S.STARTING, S.RUNNING, S.STOPPING, S.STOPPED, S.FATAL}),
-    S.STOPPING: frozenset({S.STOPPED, S.STARTING, S.RUNNING, S.BACKOFF}),
-    S.EXITED: frozenset(),
+    S.STOPPING: frozenset({S.STOPPED, S.STARTING, S.RUNNING, S.BACKOFF, S.WAITING}),
+    S.EXITED: frozenset({S.STARTING, S.STOPPED}),
     S.FATAL: frozenset({S.STARTING, S.RUNNING, S.STOPPED, S.BACKOFF}),
 }
 

@@ -32,6 +32,8 @@ class Stdio:
     stderr: int | None = None
     stdin_w: int = -1  # our end of the stdin pipe
     extra: list[int] = field(default_factory=list)  # the child's fd 3, 4, ...
+    mapped: list[tuple[int, int]] = field(default_factory=list)  # (the child's fd N, ours)
+    ready_read: int = -1  # our end of the ``ready = fd:N`` pipe
     child: list[int] = field(default_factory=list)  # closed here once the child has them
     # to read: (label, our end, log writer, "stdout" or "stderr")
     outputs: list[tuple[str, int, Writer | None, str]] = field(default_factory=list)
@@ -109,6 +111,12 @@ def _fill(
         stdio.sockets.append((label, 3 + index, ours, theirs))
         stdio.extra.append(theirs.fileno())
     stdio.extra.extend(ch if isinstance(ch, int) else ch.fileno() for ch in config.custom_channels)
+    if config.ready is not None and config.ready.kind == "fd":  # s6's readiness: a newline
+        read_fd, write_fd = os.pipe()
+        opened += [read_fd, write_fd]
+        stdio.ready_read = read_fd
+        stdio.mapped.append((int(config.ready.target), write_fd))
+        stdio.child.append(write_fd)
 
 
 def close_fds(fds: Iterable[int]) -> None:

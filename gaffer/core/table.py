@@ -20,7 +20,9 @@ from gaffer.core.groups import GroupWatch
 from gaffer.core.history import OutputHistory
 from gaffer.core.logfile import LogSink, SinkRegistry
 from gaffer.core.monitor import StatsMonitor
-from gaffer.core.process import ExitListener, Process, StateListener
+from gaffer.core.notify import NotifySocket
+from gaffer.core.process import ExitListener, NotifyListener, Process, StateListener
+from gaffer.core.procfs import proc_stat
 from gaffer.core.spawn import Command
 from gaffer.core.stats import Sampler
 from gaffer.errors import InvalidArgument
@@ -54,6 +56,7 @@ class ProcessTable:
         self.detached_sessions: set[int] = set()  # their orphans are left running too
         self._next_pid = 1
         self._gone_callback = self._gone  # bound once: every process holds it
+        self._notify: NotifySocket | None = None  # made for the first job that wants it
 
     def new_process(
         self,
@@ -69,6 +72,7 @@ class ProcessTable:
         history: OutputHistory | None,
         on_exit: ExitListener,
         on_state: StateListener | None,
+        on_notify: NotifyListener | None = None,
     ) -> Process:
         """Spawn a process of job ``name`` and list it as running. Raises SpawnError,
         leaving nothing behind (its pid is not used up)."""
@@ -86,6 +90,7 @@ class ProcessTable:
             on_exit=on_exit,
             on_gone=self._gone_callback,
             on_state=on_state,
+            on_notify=on_notify,
             sampler=self.sampler,
             group_watch=self.groups,
             stats_monitor=self.monitor,
@@ -192,8 +197,38 @@ class ProcessTable:
             if job in (None, proc.name):
                 proc.unmonitor_io(label, listener)
 
+    # -- sd_notify --------------------------------------------------------------------------
+    def notify_address(self) -> str:
+        """The address of the manager's ``NOTIFY_SOCKET`` (made at the first call)."""
+        if self._notify is None:
+            self._notify = NotifySocket(self.loop, self._notified)
+        return self._notify.address
+
+    def _notified(self, os_pid: int, fields: dict[str, str]) -> None:
+        """A datagram from ``os_pid``: one of ours, or in the group one of ours leads."""
+        proc = self._by_os_pid(os_pid)
+        if proc is None:
+            stat = proc_stat(os_pid)
+            proc = self._by_os_pid(stat.pgid) if stat is not None else None
+        if proc is not None:
+            proc.notified(fields)
+
+    def _by_os_pid(self, os_pid: int) -> Process | None:
+        for proc in self.running.values():  # rare messages: a scan beats an index per process
+            if proc.os_pid == os_pid:
+                return proc
+        return None
+
+    def guard_group(self, pgid: int, added: bool) -> None:
+        """Register (or not) a short-lived group of ours, a probe's, with the guard."""
+        if self.guard is not None:
+            (self.guard.add if added else self.guard.remove)(pgid)
+
     def close(self) -> None:
         self.groups.close()
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
         self.sampler.close()  # the descriptors kept for /metrics (usage.py)
 
     def __repr__(self) -> str:

@@ -19,17 +19,22 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import tornado.httpserver
+import tornado.httputil
 import tornado.web
 
+from gaffer.errors import ConfigError
 from gaffer.http import binding
-from gaffer.http.handlers.base import access_log
+from gaffer.http.connections import ConnectionLimits, Connections, Server
+from gaffer.http.handlers.base import HARD_BODY_LIMIT, access_log
+from gaffer.http.handlers.misc import RefusedHandler
 from gaffer.http.routes import routes
+from gaffer.http.sameorigin import OriginPolicy
 from gaffer.http.telemetry import Telemetry
+from gaffer.http.throttle import LoginThrottle
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-HARD_BODY_LIMIT = 16 * MAX_BODY_BYTES
 
 
 class HttpHandler:
@@ -39,13 +44,17 @@ class HttpHandler:
         bind: addresses (``host:port``, ``[v6]:port``, ``unix:/path``) to bind at start.
         sockets: already bound listening sockets (gafferd's way); closed at stop.
         certfile, keyfile: serve HTTPS on the TCP sockets.
+        limits: the cap on connections and their timeouts (connections.py).
         plugin_sites: ``{name: directory}`` served at ``/_plugin/<name>/``.
         settings: more options for the handlers: ``auth`` (an ``Identity``: keys; None:
             no keys, everyone acts with LOCAL permissions), ``cors_origins`` (origins
-            allowed to call the API from a browser; none by default), ``telemetry`` (a
-            ``Telemetry`` to count in, kept across handlers; default: a new one),
-            ``metrics_without_key`` (``"loopback"``: /metrics needs no key from loopback
-            addresses and unix sockets; default ``"never"``).
+            allowed to call the API from a browser; none by default), ``allowed_hosts``
+            (names the ``Host`` header may give besides the server's addresses and
+            ``localhost``; see sameorigin.py), ``policy`` (a ``commands.Policy``:
+            ``log_root``), ``login_throttle`` (a ``LoginThrottle``: failed logins),
+            ``telemetry`` (a ``Telemetry`` to count in, kept across handlers; default: a
+            new one), ``metrics_without_key`` (``"loopback"``: /metrics needs no key from
+            loopback addresses and unix sockets; default ``"never"``).
     """
 
     def __init__(
@@ -57,6 +66,7 @@ class HttpHandler:
         keyfile: str | None = None,
         plugin_sites: Mapping[str, str] | None = None,
         settings: Mapping[str, Any] | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self._addresses = [binding.parse_address(address) for address in bind or ()]
         self._sockets = list(sockets or ())
@@ -69,6 +79,7 @@ class HttpHandler:
         self._servers: list[tornado.httpserver.HTTPServer] = []
         self._handed_over: set[int] = set()  # sockets now served by a successor
         self._websockets: set[Any] = set()  # open WebSocket connections
+        self.connections = Connections(limits or ConnectionLimits(), self._websockets)
         self.manager: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.application: tornado.web.Application | None = None
@@ -83,8 +94,15 @@ class HttpHandler:
         for address in self._addresses:  # bound now: an error is raised to the caller
             self._sockets.append(binding.bind(address, self._backlog))
         self._addresses = []
-        self.application = tornado.web.Application(
+        settings = {
+            "cors_origins": (),
+            "allowed_hosts": (),
+            "login_throttle": LoginThrottle(),
+            **self._settings,
+        }
+        self.application = Application(
             routes(self._plugin_sites),
+            origin_policy=OriginPolicy(settings["allowed_hosts"], settings["cors_origins"]),
             manager=manager,
             handler=self,
             log_function=self._log_request,
@@ -93,9 +111,8 @@ class HttpHandler:
             **{
                 "max_body_bytes": MAX_BODY_BYTES,
                 "auth": None,
-                "cors_origins": (),
                 "metrics_without_key": "never",
-                **self._settings,
+                **settings,
             },
         )
         if not self._attached:
@@ -116,14 +133,14 @@ class HttpHandler:
         for group, ssl_options in ((tcp, self._ssl), (unix, None)):
             if not group:
                 continue
-            server = tornado.httpserver.HTTPServer(
+            server = Server(
                 self.application,
+                connections=self.connections,
                 ssl_options=ssl_options,
                 xheaders=False,
                 # bodies over MAX_BODY_BYTES get a JSON 413 from the handlers; this is
                 # the hard cap beyond which the connection is simply closed
                 max_body_size=HARD_BODY_LIMIT,
-                idle_connection_timeout=3600,
             )
             server.add_sockets(group)
             self._servers.append(server)
@@ -148,6 +165,7 @@ class HttpHandler:
         paths = [binding.unix_path(s) for s in sockets if s.fileno() not in self._handed_over]
         for connection in list(self._websockets):  # close_all_connections misses these
             connection.close(1001, "gafferd is stopping")
+        self.connections.stop()
         for server in servers:
             server.stop()  # closes every socket it serves
         for sock in sockets:
@@ -164,16 +182,26 @@ class HttpHandler:
         """Nothing to do: the handlers read the manager as it is."""
 
 
+class Application(tornado.web.Application):
+    """The route table, behind the checks every request passes first (sameorigin.py)."""
+
+    def find_handler(self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any) -> Any:
+        refused = self.settings["origin_policy"].refusal(request)
+        if refused is not None:
+            return self.get_handler_delegate(request, RefusedHandler, {"error": refused})
+        return super().find_handler(request, **kwargs)
+
+
 def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
     if not certfile:
         if keyfile:
-            raise ValueError("keyfile given without certfile")
+            raise ConfigError("keyfile given without certfile")
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(certfile, keyfile)
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(
+        raise ConfigError(
             f"cannot load TLS certificate {certfile!r}"
             f"{f' with key {keyfile!r}' if keyfile else ''}: {exc}"
         ) from None

@@ -14,6 +14,8 @@ import socket
 import stat
 from dataclasses import dataclass
 
+from gaffer.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Address:
@@ -46,20 +48,20 @@ def parse_address(text: str) -> Address:
     if text.startswith("unix:"):
         path = text[len("unix:") :]
         if not path:
-            raise ValueError(f"bad address {text!r}: unix: needs a path")
+            raise ConfigError(f"bad address {text!r}: unix: needs a path")
         return Address("unix", path=os.path.abspath(os.path.expanduser(path)))
     if text.startswith("["):
         host, sep, port = text[1:].partition("]:")
         if not sep:
-            raise ValueError(f"bad address {text!r}: expected [v6 address]:port")
+            raise ConfigError(f"bad address {text!r}: expected [v6 address]:port")
     else:
         host, sep, port = text.rpartition(":")
         if not sep:
-            raise ValueError(f"bad address {text!r}: expected host:port or unix:/path")
+            raise ConfigError(f"bad address {text!r}: expected host:port or unix:/path")
         if ":" in host:
-            raise ValueError(f"bad address {text!r}: write IPv6 addresses as [addr]:port")
+            raise ConfigError(f"bad address {text!r}: write IPv6 addresses as [addr]:port")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"bad address {text!r}: the port must be a number from 0 to 65535")
+        raise ConfigError(f"bad address {text!r}: the port must be a number from 0 to 65535")
     return Address("tcp", host=host or "0.0.0.0", port=int(port))
 
 

@@ -2,56 +2,53 @@
 
 ``await controller.run(name, args, kwargs)`` runs one command for one key and returns its
 result (a dict), or raises an exception that :func:`command_error` turns into the
-``{"errno", "reason", "message"}`` of a ``gaffer:command_error``:
+``{"errno", "reason", "message"}`` of a ``gaffer:command_error`` (``errno`` is the HTTP
+status of the error, computed here at the edge, as for REST):
 
 * an unknown command: 404 ``command_not_found``;
 * missing, extra or wrong arguments: 400 ``bad_command`` (the message says which);
-* what the manager raises (``ProcessError``): its errno and reason (404 ``not_found``...);
+* what the manager raises (``ProcessError``): its status and reason (404 ``not_found``...);
 * a key that may not: 403 ``forbidden``.
 
-Permissions are checked before anything is done, so a denied command changes nothing:
-
-============================================  ===========================================
-command                                       the key needs
-============================================  ===========================================
-sessions, jobs, pids                          nothing: they list what the key may read
-load, unload, reload, update                  manage on the session of the job (and an
-                                              admin key for a config with uid or gid)
-info, stats                                   read on the job (``args[0]``: ``session.name``,
-                                              or a bare name in session ``default``)
-start_job, stop_job, stopall, scale,          manage on the job
-killall, commit
-process_info, process_stats                   read on the job of the process
-stop_process, kill                            manage on the job of the process
-send                                          write on the job of the process
-============================================  ===========================================
-
-Environments are shown with their secrets redacted (``gaffer.http.auth.redact_env``)
-unless the key is an admin key.
+This module only reads the arguments of a call (positional ``args`` then ``kwargs``, like
+a Python call) and shapes the answer: the permission of each command, and the command
+itself, are the one table of gaffer/http/commands.py, which REST uses too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gaffer.core.config import ProcessConfig
 from gaffer.core.names import DEFAULT_SESSION, job_id, split_job_id, validate_session
-from gaffer.errors import ProcessError
-from gaffer.http.auth import Permissions, redact_env
+from gaffer.errors import InvalidArgument, ProcessConflict, ProcessError, ProcessNotFound
+from gaffer.http import commands
+from gaffer.http.auth import Permissions
 from gaffer.http.handlers.base import error_status
-from gaffer.http.schema import SCHEMAS, SchemaError, config_json, validate
+from gaffer.http.schema import SCHEMAS, SchemaError, validate
 
 logger = logging.getLogger("gaffer.http")
 
 
-class CommandError(ProcessError):
-    """A command that cannot run as asked; ``errno`` and ``reason`` say why."""
+class BadCommand(InvalidArgument):
+    """A command called with missing, extra or wrong arguments."""
+
+    reason = "bad_command"
 
 
-def bad_command(message: str) -> CommandError:
-    return CommandError(message, errno=400, reason="bad_command")
+class UnknownCommand(ProcessNotFound):
+    reason = "command_not_found"
+
+
+class StreamClosed(ProcessConflict):
+    """The stdin (or custom stream) of a process is closed."""
+
+    reason = "stream_closed"
+
+
+def bad_command(message: str) -> BadCommand:
+    return BadCommand(message)
 
 
 def command_error(exc: BaseException) -> dict[str, Any]:
@@ -79,7 +76,7 @@ class _Args:
         value = self.values.get(name)
         return default if value is None else value
 
-    def _fail(self, name: str, expected: str) -> CommandError:
+    def _fail(self, name: str, expected: str) -> BadCommand:
         value = self.values.get(name)
         shown = repr(value)
         if len(shown) > 60:
@@ -221,99 +218,71 @@ COMMANDS = _COMMANDS  # name -> (handler, positional names, how many required, k
 class Controller:
     """Runs RPC commands on ``manager`` for a key holding ``permissions``."""
 
-    def __init__(self, manager: Any, permissions: Permissions) -> None:
+    def __init__(
+        self, manager: Any, permissions: Permissions, policy: commands.Policy | None = None
+    ) -> None:
         self.manager = manager
         self.permissions = permissions
+        self.policy = policy
 
     async def run(self, name: Any, args: Any = None, kwargs: Any = None) -> dict[str, Any]:
         if not isinstance(name, str) or name not in _COMMANDS:
             shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
-            raise CommandError(
-                f"unknown command {shown}; known: {', '.join(sorted(_COMMANDS))}",
-                errno=404,
-                reason="command_not_found",
-            )
+            raise UnknownCommand(f"unknown command {shown}; known: {', '.join(sorted(_COMMANDS))}")
         func, params, required, extra = _COMMANDS[name]
         return await func(self, _bind(name, params, required, extra, args, kwargs))
 
-    # -- checks ------------------------------------------------------------------------------
-    def require(self, right: str, target: str) -> None:
-        self.permissions.require(right, target)
+    def call(self, command: str, **values: Any) -> Any:
+        """Check, then run ``command`` of the one table (gaffer/http/commands.py)."""
+        return commands.run(command, self.manager, self.permissions, values, self.policy)
 
-    def redact(self, env: Mapping[str, str]) -> dict[str, str]:
-        return dict(env) if self.permissions.is_admin else redact_env(env)
+    async def acall(self, command: str, **values: Any) -> Any:
+        return await self.call(command, **values)
 
-    def process(self, pid: int, right: str) -> Any:
-        """The process, once the key may ``right`` its job (404 for an unknown pid)."""
-        proc = self.manager.get_process(pid)
-        self.require(right, proc.name)
-        return proc
-
-    def config(self, args: _Args, loading: bool) -> tuple[ProcessConfig, str, bool | None]:
-        """The config of load/update, its session, and its ``start`` if it holds one; the
-        permission (manage on the session; admin for uid/gid) checked."""
+    def config(self, args: _Args, loading: bool) -> tuple[dict[str, Any], str, bool | None]:
+        """The config body of load/update, the job (update) or session (load) it is for,
+        and its ``start`` if it holds one."""
         sessionid = args.session()
         body = args.config()
         start = body.pop("start", None)
         if loading:  # the manager loads a config named "a.b" as job "<session>.a.b"
-            session = sessionid or DEFAULT_SESSION
-        else:  # and updates the job the name designates
-            try:
-                session, _ = split_job_id(body["name"], sessionid)
-            except ProcessError:
-                raise args._fail("config", "a job config with a valid name") from None
-        self.require("manage", session)
-        if (body.get("uid") is not None or body.get("gid") is not None) and (
-            not self.permissions.is_admin
-        ):
-            raise CommandError(
-                f"{args.command}: only an admin key may set uid or gid",
-                errno=403,
-                reason="forbidden",
-            )
-        return ProcessConfig.from_dict(body), session, start
+            return body, sessionid or DEFAULT_SESSION, start
+        try:  # and updates the job the name designates
+            session, name = split_job_id(body["name"], sessionid)
+        except ProcessError:
+            raise args._fail("config", "a job config with a valid name") from None
+        return body, f"{session}.{name}", start
 
-    def managed_job(self, args: _Args) -> str:
-        job = args.job()
-        self.require("manage", job)
-        return job
-
-    def readable_job(self, args: _Args) -> str:
-        job = args.job()
-        self.require("read", job)
-        return job
+    def session_job(self, args: _Args) -> str:
+        """The job id of unload/reload: ``name``, in ``sessionid`` if given."""
+        sessionid = args.session()
+        name = args.text("name")
+        assert name is not None  # required
+        try:
+            session, bare = split_job_id(name, sessionid)
+        except ProcessError:
+            raise args._fail("name", "a job id (session.name)") from None
+        return f"{session}.{bare}"
 
     # -- lists -------------------------------------------------------------------------------
     @_command("sessions")
     async def sessions(self, args: _Args) -> dict[str, Any]:
-        manager, can_read = self.manager, self.permissions.can_read
-        sessions = [
-            sid for sid in manager.sessions if any(can_read(job) for job in manager.jobs(sid))
-        ]
-        return {"sessions": sessions}
+        return {"sessions": self.call("sessions")}
 
     @_command("jobs", ("sessionid",))
     async def jobs(self, args: _Args) -> dict[str, Any]:
         sessionid = args.session()
-        can_read = self.permissions.can_read
         if sessionid is None:
-            return {"jobs": [job for job in self.manager.jobs() if can_read(job)]}
-        jobs = self.manager.jobs(sessionid)  # 404 for an unknown session
-        readable = [job for job in jobs if can_read(job)]
-        if jobs and not readable:
-            self.require("read", sessionid)
-        return {"sessionid": sessionid, "jobs": readable}
+            return {"jobs": self.call("jobs")}
+        return {"sessionid": sessionid, "jobs": self.call("jobs", sessionid=sessionid)}
 
     @_command("pids", ("name",))
     async def pids(self, args: _Args) -> dict[str, Any]:
         if not args.has("name"):
-            running = self.manager.running
-            can_read = self.permissions.can_read
-            return {"pids": [pid for pid, proc in list(running.items()) if can_read(proc.name)]}
+            return {"pids": self.call("pids")}
         job = args.job()
-        self.require("read", job)
-        session, _ = split_job_id(job)
-        return {"name": job, "sessionid": session, "pids": self.manager.pids(job)}
+        pids = self.call("job_pids", name=job)
+        return {"name": job, "sessionid": job.split(".", 1)[0], "pids": pids}
 
     # -- jobs --------------------------------------------------------------------------------
     @_command("load", ("config",), 1, ("sessionid", "env", "start"))
@@ -323,107 +292,90 @@ class Controller:
         config, session, body_start = self.config(args, loading=True)
         if body_start is not None and not args.has("start"):
             start = body_start
-        self.manager.load(config, sessionid=session, env=env, start=start)
+        self.call("load", config=config, sessionid=session, env=env, start=start)
         return {"ok": True}
 
     @_command("update", ("config",), 1, ("sessionid", "env", "start"))
     async def update(self, args: _Args) -> dict[str, Any]:
         env = args.env()
         start = args.flag("start", False)
-        config, _session, body_start = self.config(args, loading=False)
+        config, job, body_start = self.config(args, loading=False)
         if body_start is not None and not args.has("start"):
             start = body_start
-        self.manager.update(config, sessionid=args.session(), env=env, start=start)
+        self.call("update", name=job, config=config, env=env, start=start)
         return {"ok": True}
 
     @_command("unload", ("name",), 1, ("sessionid",))
     async def unload(self, args: _Args) -> dict[str, Any]:
-        self.manager.unload(self._session_job(args))
+        self.call("unload", name=self.session_job(args))
         return {"ok": True}
 
     @_command("reload", ("name",), 1, ("sessionid",))
     async def reload(self, args: _Args) -> dict[str, Any]:
-        self.manager.reload(self._session_job(args))
+        self.call("reload", name=self.session_job(args))
         return {"ok": True}
-
-    def _session_job(self, args: _Args) -> str:
-        """The job id of unload/reload, once the key may manage its session."""
-        sessionid = args.session()
-        name = args.text("name")
-        assert name is not None  # required
-        try:
-            session, bare = split_job_id(name, sessionid)
-        except ProcessError:
-            raise args._fail("name", "a job id (session.name)") from None
-        self.require("manage", session)
-        return f"{session}.{bare}"
 
     @_command("start_job", ("name",), 1)
     async def start_job(self, args: _Args) -> dict[str, Any]:
-        self.manager.start_job(self.managed_job(args))
+        self.call("start_job", name=args.job())
         return {"ok": True}
 
     @_command("stop_job", ("name",), 1)
     async def stop_job(self, args: _Args) -> dict[str, Any]:
-        self.manager.stop_job(self.managed_job(args))
+        self.call("stop_job", name=args.job())
         return {"ok": True}
 
     @_command("stopall", ("name",), 1)
     async def stopall(self, args: _Args) -> dict[str, Any]:
-        self.manager.stopall(self.managed_job(args))
+        self.call("stopall", name=args.job())
         return {"ok": True}
 
     @_command("scale", ("name", "n"), 2)
     async def scale(self, args: _Args) -> dict[str, Any]:
+        job = args.job()
         n = args.int_or_text("n", 'an int, or "+n", "-n", "=n"')
-        return {"numprocesses": self.manager.scale(self.managed_job(args), n)}
+        return {"numprocesses": self.call("scale", name=job, n=n)}
 
     @_command("info", ("name",), 1)
     async def info(self, args: _Args) -> dict[str, Any]:
-        info = self.manager.info(self.readable_job(args))
-        info["config"] = config_json(info["config"])
-        info["config"]["env"] = self.redact(info["config"].get("env") or {})
-        return {"info": info}
+        return {"info": self.call("info", name=args.job())}
 
     @_command("stats", ("name",), 1)
     async def stats(self, args: _Args) -> dict[str, Any]:
-        return {"stats": await self.manager.astats(self.readable_job(args))}
+        return {"stats": await self.acall("stats", name=args.job())}
 
     @_command("killall", ("name", "sig"), 2)
     async def killall(self, args: _Args) -> dict[str, Any]:
+        job = args.job()
         sig = args.int_or_text("sig", "a signal number or name")
-        self.manager.killall(self.managed_job(args), sig)
+        self.call("killall", name=job, sig=sig)
         return {"ok": True}
 
     @_command("commit", ("name", "graceful_timeout", "env"), 1)
     async def commit(self, args: _Args) -> dict[str, Any]:
+        job = args.job()
         timeout, env = args.number("graceful_timeout"), args.env()
-        pid = self.manager.commit(self.managed_job(args), graceful_timeout=timeout, env=env)
+        pid = self.call("commit", name=job, graceful_timeout=timeout, env=env)
         return {"ok": True, "pid": pid}
 
     # -- processes ---------------------------------------------------------------------------
     @_command("process_info", ("pid",), 1)
     async def process_info(self, args: _Args) -> dict[str, Any]:
-        info = self.process(args.pid(), "read").info
-        info["env"] = self.redact(info.get("env") or {})
-        return {"info": info}
+        return {"info": self.call("process_info", pid=args.pid())}
 
     @_command("process_stats", ("pid",), 1)
     async def process_stats(self, args: _Args) -> dict[str, Any]:
-        proc = self.process(args.pid(), "read")
-        return {"stats": await self.manager.aprocess_stats(proc.pid)}
+        return {"stats": await self.acall("process_stats", pid=args.pid())}
 
     @_command("stop_process", ("pid",), 1)
     async def stop_process(self, args: _Args) -> dict[str, Any]:
-        proc = self.process(args.pid(), "manage")
-        self.manager.stop_process(proc.pid)
+        self.call("stop_process", pid=args.pid())
         return {"ok": True}
 
     @_command("kill", ("pid", "sig"), 2)
     async def kill(self, args: _Args) -> dict[str, Any]:
         pid, sig = args.pid(), args.int_or_text("sig", "a signal number or name")
-        proc = self.process(pid, "manage")
-        self.manager.kill(proc.pid, sig)
+        self.call("kill", pid=pid, sig=sig)
         return {"ok": True}
 
     @_command("send", ("pid", "data", "stream"), 2)
@@ -437,15 +389,10 @@ class Controller:
         else:
             raise args._fail("data", "a string or a list of strings")
         stream = args.text("stream")
-        proc = self.process(pid, "write")
         try:
-            self.manager.send(proc.pid, payload, stream=stream)
+            self.call("send", pid=pid, data=payload, stream=stream)
         except OSError as exc:
             if isinstance(exc, ProcessError):
                 raise
-            raise CommandError(
-                f"send: {stream or 'stdin'} of pid {proc.pid} is closed",
-                errno=409,
-                reason="stream_closed",
-            ) from None
+            raise StreamClosed(f"send: {stream or 'stdin'} of pid {pid} is closed") from None
         return {"ok": True}

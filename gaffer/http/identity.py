@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from gaffer.http.auth import LOCAL, Permissions
-from gaffer.http.handlers.base import ApiError
+from gaffer.http.handlers.base import RequestError
 from gaffer.http.keystore import KeyStore
 
 logger = logging.getLogger("gaffer.http")
@@ -32,17 +32,17 @@ class Identity:
     async def identify(self, key: str | None) -> tuple[Permissions, str | None]:
         if not key:
             if self.require_key:
-                raise ApiError(
+                raise RequestError(
                     401,
                     "unauthorized",
                     "this gafferd requires an API key: send it in the X-Api-Key header",
                 )
             return LOCAL, None
         if self.store is None:
-            raise ApiError(403, "forbidden", "this gafferd has no keys: remove X-Api-Key")
+            raise RequestError(403, "forbidden", "this gafferd has no keys: remove X-Api-Key")
         record = self.store.authenticate_key(key)
         if record is None:
-            raise ApiError(403, "forbidden", "unknown or expired API key")
+            raise RequestError(403, "forbidden", "unknown or expired API key")
         return record.permissions, record.key_id
 
     def close(self) -> None:

@@ -39,8 +39,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import sqlite3
 
-from gaffer.errors import GafferError, InvalidArgument, ProcessConflict, ProcessNotFound
-from gaffer.http.auth import Forbidden, Permissions, grants_within
+from gaffer.errors import (
+    GafferError,
+    InvalidArgument,
+    PermissionDenied,
+    ProcessConflict,
+    ProcessNotFound,
+)
+from gaffer.http.auth import Permissions, grants_within
 
 __all__ = [
     "ADMIN_USER",
@@ -390,7 +396,7 @@ class KeyStore:
         """Create a key; return ``(key, record)``. The key is never available again.
 
         With ``parent`` (a key_id), the new key is a sub-key: deleted with its parent, it may
-        not hold rights its parent lacks (:class:`~gaffer.http.auth.Forbidden` otherwise)
+        not hold rights its parent lacks (:class:`~gaffer.errors.PermissionDenied` otherwise)
         and never outlives it (its expiry is capped to the parent's).
         """
         import sqlite3  # here: gafferd without keys never loads it
@@ -415,7 +421,7 @@ class KeyStore:
             if parent is not None:
                 parent_record = self._get_key_locked(parent, now)
                 if not grants_within(permissions, parent_record.permissions):
-                    raise Forbidden(f"key {parent} may not grant these permissions")
+                    raise PermissionDenied(f"key {parent} may not grant these permissions")
                 cap = parent_record.expires  # a sub-key never outlives its parent
                 if cap is not None and (expires is None or expires > cap):
                     expires = cap

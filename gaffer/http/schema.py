@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gaffer.core.options import OPTIONS
+from gaffer.errors import ProtocolError
 
 Schema = dict[str, Any]
 
@@ -30,7 +31,7 @@ _NAMES = {
 }
 
 
-class SchemaError(ValueError):
+class SchemaError(ProtocolError):
     def __init__(self, where: str, message: str) -> None:
         self.where = where
         super().__init__(f"{where}: {message}")

@@ -101,10 +101,12 @@ class Telemetry:
         template = self._templates.get((type(handler), frozenset(kwargs)))
         if template is not None:
             return template
-        from gaffer.http.handlers.misc import NotFoundHandler, SiteHandler
+        from gaffer.http.handlers.misc import NotFoundHandler, RefusedHandler, SiteHandler
 
         if isinstance(handler, NotFoundHandler):
             return "unmatched"
+        if isinstance(handler, RefusedHandler):
+            return "refused"  # before routing: a Host or an Origin not allowed
         if isinstance(handler, SiteHandler):
             return "/_plugin/"
         return "other"

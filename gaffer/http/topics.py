@@ -34,93 +34,14 @@ from __future__ import annotations
 import codecs
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from gaffer.core.names import job_id
+from gaffer.core.topics import Topic, TopicError, parse_topic  # noqa: F401 - its API
 from gaffer.errors import ProcessError, StreamNotRedirected
+from gaffer.http import commands
 from gaffer.http.auth import Permissions
 
-SOURCES = ("EVENTS", "JOB", "PROCESS", "STATS", "STREAM")
-MAX_TOPIC_LENGTH = 512
-
 Deliver = Callable[[dict[str, Any], int], object]
-
-
-class TopicError(ProcessError):
-    errno = 400
-    reason = "bad_topic"
-
-
-@dataclass(frozen=True)
-class Topic:
-    """A parsed topic: ``source`` upper-case, ``target`` as given (job ids in full)."""
-
-    source: str
-    target: str | None = None
-
-    @property
-    def name(self) -> str:
-        """The canonical form, used as the key of the subscription and in messages."""
-        return self.source if self.target is None else f"{self.source}:{self.target}"
-
-    @property
-    def pid(self) -> int:
-        text = self.target or ""
-        return int(text.split(".", 1)[0])
-
-    @property
-    def label(self) -> str | None:
-        if self.source != "STREAM" or self.target is None or "." not in self.target:
-            return None
-        return self.target.split(".", 1)[1]
-
-
-def parse_topic(text: Any) -> Topic:
-    """Parse ``SOURCE[:target]``; raise TopicError (400 ``bad_topic``) saying why not."""
-    if not isinstance(text, str) or not text.strip():
-        raise TopicError("the topic must be a non-empty string")
-    if len(text) > MAX_TOPIC_LENGTH:
-        raise TopicError(f"the topic is longer than {MAX_TOPIC_LENGTH} characters")
-    source, sep, target = text.strip().partition(":")
-    source = source.upper()
-    if source not in SOURCES:
-        raise TopicError(f"unknown topic source {source!r}: expected one of {', '.join(SOURCES)}")
-    if not sep or not target:
-        if source == "EVENTS":
-            return Topic("EVENTS")
-        example = {"JOB": "session.name", "PROCESS": "pid", "STATS": "pid or session.name"}
-        raise TopicError(f"{source} needs a target: {source}:<{example.get(source, 'pid')}>")
-    if any(ch.isspace() for ch in target):
-        raise TopicError(f"the target {target!r} holds spaces")
-    if source == "EVENTS":
-        pattern = target.rstrip(".") or "."
-        return Topic("EVENTS", None if pattern == "." else pattern)
-    if source == "JOB":
-        return Topic("JOB", _job(target))
-    if source == "PROCESS":
-        return Topic("PROCESS", str(_pid(target)))
-    if source == "STATS":
-        if target.isascii() and target.isdigit():
-            return Topic("STATS", str(_pid(target)))
-        return Topic("STATS", _job(target))
-    pid_text, dot, label = target.partition(".")
-    if dot and not label:
-        raise TopicError(f"STREAM:{target}: the label after the dot is empty")
-    return Topic("STREAM", f"{_pid(pid_text)}.{label}" if dot else str(_pid(pid_text)))
-
-
-def _job(text: str) -> str:
-    try:
-        return job_id(text)
-    except ProcessError:
-        raise TopicError(f"bad job id {text!r}: expected session.name or a name") from None
-
-
-def _pid(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise TopicError(f"bad pid {text!r}: expected a positive integer")
-    return int(text)
 
 
 def subscription(
@@ -157,19 +78,15 @@ class Subscription(ABC):
     @abstractmethod
     def stop(self) -> None: ...
 
-    def may_read(self, job: Any) -> bool:
-        if not isinstance(job, str) or not job:
-            return self.permissions.can_read("*")
-        try:
-            return self.permissions.can_read(job)
-        except ProcessError:  # not a job id: only for keys that read everything
-            return self.permissions.can_read("*")
+    def process(self, command: str = "process_info") -> Any:
+        """The process of a pid topic, once the key may run ``command`` (a read of the
+        one table, gaffer/http/commands.py) on it (404, 403)."""
+        values = {"pid": self.topic.pid}
+        return commands.authorize(command, self.manager, self.permissions, values).proc
 
-    def process(self) -> Any:
-        """The process of a pid topic, once the key may read its job (404, 403)."""
-        proc = self.manager.get_process(self.topic.pid)
-        self.permissions.require("read", proc.name)
-        return proc
+    def job_target(self, command: str, job: str) -> str:
+        """``job``, once the key may run ``command`` on it (403)."""
+        return commands.authorize(command, self.manager, self.permissions, {"name": job}).job
 
     def event(self, evtype: str, msg: Any) -> dict[str, Any]:
         payload = dict(msg) if isinstance(msg, dict) else {"value": msg}
@@ -193,8 +110,7 @@ class EventsSubscription(Subscription):
     def _on_event(self, evtype: str, msg: Any) -> None:
         if not self.active:
             return
-        name = msg.get("name") if isinstance(msg, dict) else None
-        if self.may_read(name):
+        if commands.may_see_event(self.permissions, msg):
             self.deliver(self.event(evtype, msg), 0)
 
 
@@ -227,7 +143,7 @@ class JobSubscription(_PrefixSubscription):
         self.job = self.topic.target or ""
         # permission first: a key learns nothing of jobs it may not read. The job may be
         # loaded later: its events (load, start, spawn...) come then.
-        self.permissions.require("read", self.job)
+        self.job_target("info", self.job)
         self.prefix = f"job.{self.job}"
         super().start()
 
@@ -249,7 +165,7 @@ class StatsSubscription(Subscription):
     def start(self) -> None:
         target = self.topic.target or ""
         if target.isdigit():
-            self.proc = self.process()
+            self.proc = self.process("process_stats")
             self.job = None
             self.proc.monitor(self._on_stat)
             # the monitor would keep ticking for a pid that is gone: let go at its exit
@@ -258,7 +174,7 @@ class StatsSubscription(Subscription):
         else:
             self.proc = None
             self.job = target
-            self.permissions.require("read", target)
+            self.job_target("stats", target)
             self.manager.monitor(self._on_stat, target)  # 404 for an unknown job
         self.active = True
 
@@ -286,7 +202,7 @@ class StreamSubscription(Subscription):
     """The output of a process, decoded as UTF-8 text."""
 
     def start(self) -> None:
-        proc = self.process()
+        proc = self.process("read_output")
         label = self.topic.label
         if label is None:
             labels = list(dict.fromkeys(x for x in proc.output_labels if x))

@@ -293,6 +293,15 @@ def test_ps_shows_why_a_job_cannot_spawn(daemon: Daemon, cli: Cli) -> None:
     assert row["error"] == info["error"]
 
 
+def test_ps_shows_what_a_job_waits_for(daemon: Daemon, cli: Cli) -> None:
+    daemon.load({"name": "pswaiter", "cmd": "sleep 60", "requires": ["notyet"]})
+    daemon.wait_state("default.pswaiter", "waiting")
+    _, table = parse_table(cli.ok("ps", "pswaiter").stdout)
+    assert [row["STATE"] for row in table] == ["waiting for default.notyet (not loaded)"]
+    [row] = json.loads(cli.ok("ps", "pswaiter", "--json").stdout)
+    assert row["waiting_for"] == ["default.notyet (not loaded)"]
+
+
 def test_ps_of_an_unknown_job_fails_like_other_commands(daemon: Daemon, cli: Cli) -> None:
     ps = cli("ps", "nosuch")
     info = cli("ps:info", "nosuch")
@@ -494,6 +503,20 @@ def test_load_a_json_file_with_one_job(daemon: Daemon, any_cli: Cli) -> None:
     assert again.returncode == 1, again
     assert "default.fromjson is already loaded" in again.stderr
     no_traceback(again)
+
+
+def test_load_of_a_program_that_does_not_exist_fails_with_the_reason(
+    daemon: Daemon, cli: Cli, tmp_path: Path
+) -> None:
+    path = tmp_path / "ghost.json"
+    path.write_text(json.dumps({"name": "ghost", "cmd": "/no/such/program --flag"}))
+    result = cli("load", str(path))
+    assert result.returncode == 1, result
+    assert "default.ghost cannot start: cmd: program '/no/such/program' not found" in (
+        result.stderr
+    ), result
+    info = daemon.info("default.ghost")
+    assert info["state"] in ("backoff", "fatal") and "not found" in info["error"]
 
 
 def test_load_jobs_of_a_json_document(daemon: Daemon, cli: Cli) -> None:
@@ -948,11 +971,14 @@ def test_export_ini_passes_gafferd_check_config(cli: Cli, tmp_path: Path) -> Non
     )
     assert "app.ini" in written.stdout
     assert (tmp_path / "app.ini").read_text() == text
+    env = gaffer_env(cli.config)
+    if os.geteuid() == 0:  # as root, gafferd refuses its default TCP bind without keys
+        env["GAFFERD_ALLOW_ROOT_WITHOUT_KEYS"] = "true"
     check = subprocess.run(
         [PY, "-m", "gafferd", "--check-config", "-c", str(tmp_path / "app.ini")],
         capture_output=True,
         text=True,
-        env=gaffer_env(cli.config),
+        env=env,
         timeout=30,
     )
     assert check.returncode == 0, check.stdout + check.stderr

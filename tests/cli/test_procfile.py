@@ -376,6 +376,10 @@ def test_jobs_are_shell_jobs_with_foreman_ports(tmp_path):
         "priority": 0,
         "port": 5000,
         "flapping": {"attempts": 2, "window": 1.0, "retry_in": 7.0, "max_retry": 5},
+        "restart": "always",
+        "backoff": {"initial": 0.1, "factor": 2.0, "max": 30.0},
+        "start_secs": 1.0,
+        "start_retries": 5,
     }
     assert [(j["name"], j["port"], j["priority"]) for j in jobs] == [
         ("web", 5000, 0),
@@ -495,6 +499,10 @@ def test_ini_export_sections(tmp_path):
         "priority = 0\n"
         "port = 5000\n"
         "flapping = 2 1.0 7.0 5\n"
+        "restart = always\n"
+        "backoff = 0.1 2.0 30.0\n"
+        "start_secs = 1.0\n"
+        "start_retries = 5\n"
         "\n"
         "[env:demo.web]\n"
         "A = 1\n"

@@ -151,7 +151,12 @@ def test_nodes_register_again_when_etcd_lost_everything(cluster: Cluster) -> Non
 
 
 def test_a_crash_loop_is_written_at_most_a_few_times_a_second(cluster: Cluster) -> None:
-    node = cluster.node("a", "[job:crash]\ncmd = /bin/false\nnumprocesses = 4\n")
+    node = cluster.node(
+        "a",
+        "[job:crash]\ncmd = /bin/false\nnumprocesses = 4\n"
+        # a crash loop on purpose: no pause, no backoff, never fatal
+        "flapping = off\nbackoff = off\nstart_retries = 1000000000\n",
+    )
     cluster.wait_nodes({"a"}, via=node)
     wait_until_sync(lambda: ("a", "default.crash") in node.cluster_jobs(), what="the job")
     before, started = cluster.etcd.revision(), time.monotonic()

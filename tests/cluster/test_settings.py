@@ -82,7 +82,7 @@ def test_a_gafferd_alone_answers_404_and_loads_nothing_of_the_cluster(tmp_path: 
     finally:
         assert alone.stop() == 0
     imported = {line.rsplit("|", 1)[-1].strip() for line in alone.output().splitlines()}
-    assert "gaffer.core.manager" in imported  # the import log is there...
+    assert "gaffer.core.runner" in imported  # the import log is there...
     # ...and nothing of the cluster in it (but the route's small handler module)
     assert not {name for name in imported if name.startswith(("gaffer.cluster", "gafferd.cluster"))}
     assert "tornado.httpclient" not in imported

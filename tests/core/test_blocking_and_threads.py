@@ -44,7 +44,7 @@ def test_methods_called_from_another_thread_run_on_the_loop():
             try:
                 manager.info("missing")
             except ProcessNotFound as exc:
-                results["error"] = exc.errno
+                results["error"] = exc.reason
         finally:
             manager.stop()
 
@@ -52,7 +52,7 @@ def test_methods_called_from_another_thread_run_on_the_loop():
     manager.loop.call_soon(thread.start)
     manager.run()
     thread.join(5)
-    assert results == {"scale": 3, "pids": [1, 2, 3], "thread": True, "error": 404}
+    assert results == {"scale": 3, "pids": [1, 2, 3], "thread": True, "error": "not_found"}
 
 
 def test_restart_from_another_thread_replaces_processes():

@@ -33,7 +33,7 @@ async def test_load_without_start_registers_the_job_only(tmp_path):
         manager.unload("dummy")
         with pytest.raises(ProcessNotFound) as excinfo:
             manager.get("default.dummy")
-        assert excinfo.value.errno == 404
+        assert excinfo.value.reason == "not_found"
 
 
 async def test_start_job_runs_one_process_and_stop_job_removes_it_at_once():

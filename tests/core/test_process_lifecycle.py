@@ -282,8 +282,10 @@ async def test_stopall_replaces_every_process():
         events = EventRecorder(manager)
         manager.load(ProcessConfig("web", child_cmd("sleep"), numprocesses=2))
         manager.stopall("web")
-        assert manager.pids("web") == [3, 4]
+        assert manager.pids("web") == []  # as in 0.5: replaced as they exit
         await events.wait_count("exit", 2)
+        await events.wait_count("spawn", 4)
+        assert manager.pids("web") == [3, 4]
 
 
 async def test_stop_process_is_replaced_by_a_new_pid():

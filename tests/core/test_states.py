@@ -96,7 +96,9 @@ class Moves:
     async def wait_job(self, name: str, state: str, timeout: float = 10) -> None:
         """The job's next move to ``state`` (published from now on)."""
         after = len(self.events.events)
-        await self.events.wait("state", name=name, new=state, timeout=timeout, after=after)
+        await self.events.wait(
+            "state", name=name, new=state, pid=None, timeout=timeout, after=after
+        )
 
     def record(self) -> None:
         for _, msg in self.events.events:
@@ -133,7 +135,7 @@ async def walk_no_process_wanted(tmp_path):
         moves = Moves(manager)
         manager.load(sleeper("zero", numprocesses=0))
         manager.stop_job("zero")
-        await moves.events.wait("state", name="default.zero", new="stopped")
+        await moves.events.wait("state", name="default.zero", new="stopped", pid=None)
         assert moves.of_job("default.zero") == [("stopped", "running"), ("running", "stopped")]
         moves.record()
 
@@ -235,7 +237,7 @@ async def walk_scaled_to_nothing_during_a_backoff(tmp_path):
         manager.load(ProcessConfig("gone", "/no/such/program"))  # backoff after the failure
         await moves.wait_job("default.gone", "backoff")
         manager.scale("gone", "=0")
-        await moves.events.wait("state", name="default.gone", new="running")
+        await moves.events.wait("state", name="default.gone", new="running", pid=None)
         assert moves.of_job("default.gone") == [("stopped", "backoff"), ("backoff", "running")]
         moves.record()
 
@@ -350,6 +352,86 @@ async def walk_a_detached_job_left_running(tmp_path):
     moves.record()
 
 
+async def walk_jobs_that_end_for_good(tmp_path):
+    async with Manager() as manager:
+        moves = Moves(manager)
+        # dies young, not restarted: starting -> exited; started again, then stopped
+        manager.load(ProcessConfig("young", child_cmd("exit", 0), restart="never"))
+        await moves.wait_job("default.young", "exited")
+        manager.start_job("young")  # exited -> starting
+        await moves.wait_job("default.young", "exited")
+        manager.stop_job("young")  # exited -> stopped
+        await moves.wait_job("default.young", "stopped")
+        # lives past start_secs, then ends: running -> exited
+        cmd = child_cmd("crash", 200, 0)
+        manager.load(ProcessConfig("old", cmd, restart="on-failure", start_secs=0.05))
+        await moves.wait_job("default.old", "exited")
+        assert moves.of_job("default.young") == [
+            ("stopped", "starting"),
+            ("starting", "exited"),
+            ("exited", "starting"),
+            ("starting", "exited"),
+            ("exited", "stopped"),
+        ]
+        assert moves.of_job("default.old") == [
+            ("stopped", "starting"),
+            ("starting", "running"),
+            ("running", "exited"),
+        ]
+        moves.record()
+
+
+async def walk_waiting_for_a_requirement(tmp_path):
+    flag = tmp_path / "db-ready"
+    async with Manager() as manager:
+        moves = Moves(manager)
+        ready = f"exec:test -e {flag}"
+        manager.load(ProcessConfig("db", child_cmd("sleep"), ready=ready, ready_interval=0.02))
+        manager.load(sleeper("web", requires=["db"]))  # stopped -> waiting
+        manager.load(sleeper("zero", requires=["db"], numprocesses=0))
+        manager.stop_job("web")  # waiting -> stopped
+        manager.start_job("web")  # stopped -> waiting
+        await moves.wait_job("default.web", "waiting")
+        flag.touch()  # db: starting -> ready; web: waiting -> starting; zero: -> running
+        await moves.wait_job("default.web", "running")
+        db_pid = manager.pids("db")[0]
+        os.kill(manager.get_process(db_pid).os_pid, signal.SIGKILL)  # db: ready -> starting
+        await moves.wait_job("default.db", "ready")
+        manager.stop_job("db")  # ready -> stopping
+        await moves.wait_job("default.db", "stopped")
+        manager.stop_job("web")
+        manager.start_job("web")  # stopping -> waiting: db is not up any more
+        await moves.wait_job("default.web", "waiting")
+        assert moves.of_job("default.zero") == [("stopped", "waiting"), ("waiting", "running")]
+        assert ("ready", "starting") in moves.of_job("default.db")
+        moves.record()
+
+
+async def walk_ready_processes_that_end(tmp_path):
+    async with Manager() as manager:
+        moves = Moves(manager)
+        flapping = FlappingInfo(attempts=1, window=10, retry_in=0.05, max_retry=1)
+        cmd = child_cmd("ready-fd", 3, 0)
+        manager.load(ProcessConfig("flaky", cmd, ready="fd:3", flapping=flapping))
+        for _ in range(2):  # ready -> backoff (a pause), then ready -> fatal (given up)
+            await moves.wait_job("default.flaky", "ready")
+            os.kill(manager.get_process(manager.pids("flaky")[0]).os_pid, signal.SIGKILL)
+        await moves.wait_job("default.flaky", "fatal")
+        manager.load(ProcessConfig("batch", cmd, ready="fd:3", restart="never"))
+        await moves.wait_job("default.batch", "ready")
+        os.kill(manager.get_process(manager.pids("batch")[0]).os_pid, signal.SIGKILL)
+        await moves.wait_job("default.batch", "exited")  # ready -> exited
+        assert moves.of_job("default.flaky") == [
+            ("stopped", "starting"),
+            ("starting", "ready"),
+            ("ready", "backoff"),
+            ("backoff", "starting"),
+            ("starting", "ready"),
+            ("ready", "fatal"),
+        ]
+        moves.record()
+
+
 WALKS = [
     walk_start_run_crash_stop,
     walk_no_process_wanted,
@@ -364,6 +446,9 @@ WALKS = [
     walk_started_again_while_stopping,
     walk_a_fatal_job_given_no_process_to_run,
     walk_a_detached_job_left_running,
+    walk_jobs_that_end_for_good,
+    walk_waiting_for_a_requirement,
+    walk_ready_processes_that_end,
 ]
 WALKED: set[str] = set()
 

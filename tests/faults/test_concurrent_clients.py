@@ -58,7 +58,8 @@ class Client:
             if self._conn is None:
                 self._conn = UnixHTTPConnection(self.socket, timeout=30)
             try:
-                self._conn.request(method, path, body=data)
+                headers = {} if data is None else {"Content-Type": "application/json"}
+                self._conn.request(method, path, body=data, headers=headers)
                 response = self._conn.getresponse()
                 raw = response.read()
                 break

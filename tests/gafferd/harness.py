@@ -51,7 +51,10 @@ class Gafferd:
         self.ini = directory / "gafferd.ini"
         self.log = directory / "gafferd.log"
         self.write(ini)
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        root = {"GAFFERD_ALLOW_ROOT_WITHOUT_KEYS": "true"} if os.geteuid() == 0 else {}
+        # tests run as root in containers: gafferd's refusal to serve TCP there without
+        # keys is what tests/security/test_root.py checks; here it would only be in the way
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **root, **(env or {})}
         self.env.pop("GAFFERD_CONFIG", None)
         self.args = args
         self.prefix = prefix  # a wrapper command that execs gafferd (limits, ...)
@@ -126,7 +129,10 @@ class Gafferd:
                 if body is None
                 else (body if isinstance(body, bytes | str) else json.dumps(body))
             )
-            conn.request(method, path, body=data, headers=headers or {})
+            headers = dict(headers or {})
+            if data is not None and not any(name.lower() == "content-type" for name in headers):
+                headers["Content-Type"] = "application/json"  # gafferd takes no other body
+            conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
             raw = response.read()
         finally:

@@ -316,15 +316,17 @@ def test_continuation_lines_and_comments(tmp_path):
         """
         # a comment
         ; another
-        [job:web]
+        [job:web]   ; a comment after a header
         cmd = sleep
-        args = 100   ; the duration
+        args = 100
             200
+        numprocesses = 2   ; after a value that no ';' belongs in
         env:URL = http://example.com/#fragment
     """,
     )
     spec = load_config(path).jobs["default.web"].config
     assert spec.args == ("100", "200")
+    assert spec.numprocesses == 2
     assert spec.env == {"URL": "http://example.com/#fragment"}
 
 
@@ -392,3 +394,19 @@ def test_the_configuration_doc_lists_every_setting():
     assert markdown_table() in doc, "regenerate: python -m gafferd.settings"
     for setting in SETTINGS:
         assert setting.env in doc
+
+
+def test_every_job_key_is_in_the_docs_job_table():
+    """docs/configuration.md's job keys table has a row for every option of
+    gaffer/core/options.py (declared once there)."""
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    table = doc.split("### Job keys", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        key.strip("` ")
+        for line in table.splitlines()
+        if line.startswith("| `")
+        for key in line.split("|")[1].split(",")
+    }
+    missing = {option.name for option in OPTIONS} - rows - {"env", "custom_channels"}
+    assert not missing, f"job keys missing from docs/configuration.md: {sorted(missing)}"
+    assert rows - {option.name for option in OPTIONS} <= {"cmd", "env:NAME", "start"}

@@ -111,6 +111,24 @@ def test_hup_applies_exactly_the_difference(gafferd_factory):
     assert daemon.stop() == 0
 
 
+def test_hup_with_only_numprocesses_changed_scales_the_job(gafferd_factory):
+    """Scale survives: 2 -> 4 in the file adds 2 processes and keeps the 2 running; 4 -> 1
+    reaps 3. The job's config follows (a later start goes back to the file's number)."""
+    daemon = gafferd_factory(TWO_JOBS).start()
+    wait_until_sync(lambda: len(daemon.job_pids("sleep 1001")) == 2, what="2 alpha")
+    before = daemon.job_pids("sleep 1001")
+    daemon.write(TWO_JOBS.replace("numprocesses = 2", "numprocesses = 4"))
+    daemon.signal(signal.SIGHUP)
+    wait_until_sync(lambda: len(daemon.job_pids("sleep 1001")) == 4, what="4 alpha")
+    assert before <= daemon.job_pids("sleep 1001")  # the first two were kept
+    daemon.write(TWO_JOBS.replace("numprocesses = 2", "numprocesses = 1"))
+    daemon.signal(signal.SIGHUP)
+    wait_until_sync(lambda: len(daemon.job_pids("sleep 1001")) == 1, what="1 alpha")
+    status, info = daemon.request("GET", "/jobs/default/alpha")
+    assert status == 200 and (info["numprocesses"], info["config"]["numprocesses"]) == (1, 1)
+    assert daemon.stop() == 0
+
+
 def test_a_broken_file_on_hup_keeps_everything_running(gafferd_factory):
     daemon = gafferd_factory(TWO_JOBS).start()
     wait_until_sync(lambda: len(daemon.job_pids("sleep 100")) == 3, what="3 children")
@@ -617,3 +635,50 @@ def test_check_config_refuses_jobs_over_the_process_limit(gafferd_factory):
     assert daemon.run("--check-config", "--process-limit", "off").returncode == 0
     raised = daemon.run("--check-config", "--process-limit", "20000")
     assert raised.returncode == 0, raised
+
+
+def test_a_dependency_cycle_is_a_configuration_error(gafferd_factory):
+    daemon = gafferd_factory("""
+        [job:web]
+        cmd = {child} sleep 1001
+        requires = db
+
+        [job:db]
+        cmd = {child} sleep 1002
+        requires = default.web
+    """)
+    refused = daemon.run("--check-config")
+    assert refused.returncode == 78, refused
+    line = daemon.ini.read_text().splitlines().index("requires = db") + 1
+    assert f"{daemon.ini}:{line}: [job:default.web] requires = db: a dependency cycle: " in (
+        refused.stderr
+    ), refused.stderr
+    assert "default.web -> default.db -> default.web" in refused.stderr
+
+
+def test_jobs_start_in_dependency_order_and_stop_in_reverse(gafferd_factory, tmp_path):
+    flag = tmp_path / "db-ready"
+    daemon = gafferd_factory(f"""
+        [job:web]
+        cmd = {{child}} sleep 1001
+        requires = db
+        priority = 1
+
+        [job:db]
+        cmd = {{child}} sleep 1002
+        ready = exec:test -e {flag}
+        ready_interval = 0.05
+        priority = 2
+    """).start()
+    wait_until_sync(lambda: daemon.job_pids("sleep 1002"), what="db spawned")
+
+    def web_state() -> str:
+        status, info = daemon.request("GET", "/jobs/default/web")
+        assert status == 200, info
+        return info["state"]
+
+    assert web_state() == "waiting"
+    assert not daemon.job_pids("sleep 1001")  # web has not started: db is not ready
+    flag.touch()
+    wait_until_sync(lambda: daemon.job_pids("sleep 1001"), what="web started")
+    assert daemon.stop() == 0

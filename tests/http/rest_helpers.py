@@ -98,9 +98,12 @@ class Api:
         else:
             data = json.dumps(body).encode()
         conn = self.connection(timeout)
+        sent = self.headers(headers, key)
+        if data is not None and not any(name.lower() == "content-type" for name in sent):
+            sent["Content-Type"] = "application/json"  # gafferd takes no other body
         try:
             try:
-                conn.request(method, path, body=data, headers=self.headers(headers, key))
+                conn.request(method, path, body=data, headers=sent)
             except (BrokenPipeError, ConnectionResetError):
                 # gafferd answers a request it refuses before reading (no key, too large)
                 # at once and closes: read that answer, as curl does

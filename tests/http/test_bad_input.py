@@ -581,7 +581,8 @@ def _send(
     conn = UnixHTTPConnection(gafferd.socket, timeout=30)
     try:
         try:
-            conn.request(method, path, body=body, encode_chunked=chunked)
+            headers = {"Content-Type": "application/json"}
+            conn.request(method, path, body=body, headers=headers, encode_chunked=chunked)
         except (BrokenPipeError, ConnectionResetError):
             pass  # answered (and closed) early: the answer is there to read
         response = conn.getresponse()
@@ -696,7 +697,7 @@ def test_a_scale_of_the_wrong_type_is_a_400(daemon, scale):
 
 
 @pytest.mark.parametrize(
-    "body", ["3", "", "start", "-1", "01", "1 1", "true", '{"state": 1}', b"\xff\xfe"], ids=repr
+    "body", ["3", "", "begin", "-1", "01", "1 1", "true", '{"state": 1}', b"\xff\xfe"], ids=repr
 )
 def test_a_bad_state_is_a_400(daemon, body):
     check(daemon, "POST", "/jobs/default/sleeper/state", body, 400, "bad_request")

@@ -558,8 +558,13 @@ async def test_rpc_controller_specifics():
         assert await client.ok("stopall", "dummy") == {"ok": True}
         assert "default.dummy" in (await client.ok("jobs"))["jobs"]
         assert set((await client.ok("pids", "dummy"))["pids"]).isdisjoint({1, 2, 3})
+        # ... as they exit (0.5): wait for the three replacements
+        deadline = time.monotonic() + 10
+        while len(replaced := (await client.ok("pids", "dummy"))["pids"]) < 3:
+            assert time.monotonic() < deadline, f"the replacements of stopall: {replaced}"
+            await asyncio.sleep(0.02)
         # stop_process: a new process replaces the one stopped
-        first = (await client.ok("pids", "dummy"))["pids"][0]
+        first = replaced[0]
         assert await client.ok("stop_process", first) == {"ok": True}
         pids = (await client.ok("pids", "dummy"))["pids"]
         assert first not in pids and len(pids) == 3
@@ -663,7 +668,9 @@ async def test_denied_commands_change_nothing(tmp_path: Path):
         # a key managing one job manages it, and nothing else
         web = await server.channel(with_key(key["web"]))
         assert (await web.fails("stop_job", "other"))["errno"] == 403
-        assert (await web.fails("unload", "web"))["errno"] == 403  # needs the session
+        # one table behind REST and the channel: manage on a job unloads it, as DELETE
+        assert (await web.fails("unload", "other"))["errno"] == 403
+        assert (await web.fails("update", {"name": "other", "cmd": "true"}))["errno"] == 403
         info = (await web.ok("info", "web"))["info"]
         assert info["config"]["env"] == {"SECRET_KEY": "<redacted>"}
         assert await web.ok("scale", "web", 1) == {"numprocesses": 2}

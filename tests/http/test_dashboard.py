@@ -236,7 +236,7 @@ def test_dashboard_with_keys_required(browser: Any, keyed: tuple[Gafferd, Api, A
     message = page.locator("#message")
     expect(message).to_have_class("error")
     expect(message).to_have_text(
-        "Not allowed: this key may not manage default.web. To scale default.web, the key "
+        "Not allowed: this key may not manage 'default.web'. To scale default.web, the key "
         "needs the manage permission on it (or on its session)."
     )
     assert admin.info("default.web")["numprocesses"] == 2

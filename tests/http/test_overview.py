@@ -163,7 +163,7 @@ def test_overview_shows_what_the_key_may_read(keyed: tuple[Api, Api]) -> None:
     assert [job["name"] for job in data["jobs"]] == ["app.worker"]
     assert data["daemon"] is None  # gafferd's own figures: for keys that read everything
     refused = overview(app_only, "?job=web", 403)
-    assert refused == {"error": "forbidden", "reason": "this key may not read default.web"}
+    assert refused == {"error": "forbidden", "reason": "this key may not read 'default.web'"}
 
     response = admin.post("/keys", {"permissions": {"create_key": True}})
     nothing = admin.with_key(response.json["api_key"])

@@ -164,7 +164,12 @@ def test_a_client_that_sends_its_whole_body_first_gets_the_401(site: Site) -> No
     config = {"name": "big", "cmd": SLEEP[0], "env": {"X": "a" * 500_000}}
     conn = site.api.connection()
     try:
-        conn.request("POST", "/jobs/test", body=json.dumps(config).encode())
+        conn.request(
+            "POST",
+            "/jobs/test",
+            body=json.dumps(config).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         response = conn.getresponse()
         answer: Any = (response.status, json.loads(response.read())["error"])
     except OSError as exc:

@@ -168,9 +168,11 @@ def test_a_method_a_route_does_not_have_is_a_json_405(any_api: Api) -> None:
 def test_cors_is_off_by_default(api: Api) -> None:
     origin = {"Origin": "http://ui.example"}
     preflight = api.request("OPTIONS", "/jobs", headers=origin)
-    assert preflight.status == 204
+    assert preflight.status == 403  # a page of another site is refused (docs/security.md)
     assert "Access-Control-Allow-Origin" not in preflight.headers
-    assert "Access-Control-Allow-Origin" not in api.get("/jobs", headers=origin).headers
+    answer = api.get("/jobs", headers=origin)
+    assert (answer.status, answer.json["error"]) == (403, "cross_origin")
+    assert "Access-Control-Allow-Origin" not in answer.headers
 
 
 # -- bodies over 1 MB -------------------------------------------------------------------------
@@ -182,14 +184,17 @@ def test_a_body_over_1_mb_is_413_too_large(api: Api, transport: str) -> None:
     size = LIMIT + 1
     # announced with Content-Length: refused before it is read
     head = (
-        f"POST /jobs/default HTTP/1.1\r\nHost: gaffer\r\nContent-Type: application/json\r\n"
+        f"POST /jobs/default HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         f"Content-Length: {size}\r\n\r\n"
     ).encode()
     status, headers, body = parse_raw(raw_exchange(client, head, [b" " * size]))
     assert (status, headers["content-type"]) == (413, "application/json")
     assert json.loads(body)["error"] == "too_large"
     # chunked: refused once the count goes over
-    head = b"POST /jobs/default HTTP/1.1\r\nHost: gaffer\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = (
+        b"POST /jobs/default HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/json\r\n\r\n"
+    )
     chunk = b" " * 65536
     chunks = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 17 + [b"0\r\n\r\n"]
     status, _, body = parse_raw(raw_exchange(client, head, chunks))
@@ -327,12 +332,42 @@ def test_scenario_18_start_stop_and_reload_through_state(any_api: Api) -> None:
     info = api.info(f"default.{job}")
     assert (info["running"], info["active"]) == (1, True)
 
-    for bad in ("5", "start", ""):
+    for bad in ("5", "begin", ""):
         error_of(api.post(f"{path}/state", bad), 400, "bad_request")
     assert api.pids(f"default.{job}") == [after]  # a bad state changed nothing
     error_of(api.post("/jobs/default/nope/state", "1"), 404, "not_found")
     error_of(api.get("/jobs/default/nope/state"), 404, "not_found")
     assert api.delete(path).status == 200
+
+
+def test_a_fatal_job_is_visible_and_start_resets_it(api: Api) -> None:
+    api.load(
+        "doomed",
+        "fail-loud",
+        0,
+        3,
+        "no database",
+        redirect_output=["out", "err"],
+        flapping=None,
+        backoff="0.01 1 0.01",
+        start_retries=1,
+    )
+    info: dict = {}
+
+    def fatal() -> bool:
+        nonlocal info
+        info = api.info("default.doomed")
+        return info["state"] == "fatal"
+
+    wait_until_sync(fatal, what="the job fatal")
+    assert info["stopped"] is True and info["processes"] == []
+    assert (info["last_exit"]["exit_status"], info["restarts"]) == (3, 1)
+    assert api.post("/jobs/default/doomed/state", "start").status == 202
+    assert api.info("default.doomed")["state"] in ("starting", "backoff", "fatal")
+    wait_until_sync(
+        lambda: api.info("default.doomed")["restarts"] >= 2, what="started again, restarted"
+    )
+    assert api.delete("/jobs/default/doomed").status == 200
 
 
 # -- scenario 19: scale -----------------------------------------------------------------------

@@ -34,7 +34,7 @@ class RawClient:
     @classmethod
     async def get(cls, host: str, port: int, path: str) -> RawClient:
         reader, writer = await asyncio.open_connection(host, port)
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
         await writer.drain()
         client = cls(reader, writer)
         client.headers = await reader.readuntil(b"\r\n\r\n")
@@ -191,7 +191,8 @@ async def test_stdin_post_reaches_the_process():
         reader, writer = await asyncio.open_connection(host, port)
         body = b"ECHO\n"
         writer.write(
-            b"POST /streams/1/stdin HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n" + body
+            b"POST /streams/1/stdin HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n" + body
         )
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")

@@ -99,8 +99,8 @@ async def load(context: Context) -> int:
 async def _load_into(
     context: Context, server: Any, jobs: list[tuple[str, dict[str, Any]]], label: str = ""
 ) -> tuple[list[str], int]:
-    """Load ``jobs`` into ``server``; returns the jobs loaded, and how many were already
-    loaded there."""
+    """Load ``jobs`` into ``server``; returns the jobs loaded, and how many failed: were
+    already loaded there, or cannot start (their first spawn failed)."""
     failed = 0
     loaded = []
     for session, original in jobs:
@@ -118,6 +118,14 @@ async def _load_into(
         loaded.append(handle.id)
         if not context.out.json:
             context.out.write(f"{label}{handle.id} loaded{'' if start else ' (not started)'}")
+        error = (await handle.info()).get("error") if start else None
+        if error:  # its first spawn failed: the program is missing, cwd is wrong...
+            failed += 1
+            print(
+                f"gaffer: {label}{handle.id} cannot start: {error} (it stays loaded, "
+                "retried with a growing delay: fix it, then `gaffer unload` and load it again)",
+                file=sys.stderr,
+            )
     return loaded, failed
 
 

@@ -158,6 +158,12 @@ async def export(context: Context) -> int:
             with open(os.path.join(context.args.out, name), "w") as handle:
                 handle.write(text)
         context.out.write(f"{len(units)} units written to {context.args.out}")
+        if context.args.user is None:
+            print(
+                "gaffer: warning: the services run as root: give --user NAME to run them "
+                "as a user of their own",
+                file=sys.stderr,
+            )
         return 0
     text = (to_ini if context.args.format == "ini" else to_json)(
         app, concurrency, port, flapping=context.flapping()

@@ -53,6 +53,7 @@ async def job_rows(context: Context, jobs: list[str], named: bool = False) -> li
                     "pid": proc["pid"],
                     "os_pid": proc["os_pid"],
                     "state": proc["state"],
+                    "health": proc.get("health"),
                     "create_time": proc["create_time"],
                     "restarts": proc["restarts"],
                     "last_exit": proc["last_exit"],
@@ -72,6 +73,7 @@ async def job_rows(context: Context, jobs: list[str], named: bool = False) -> li
                     "restarts": info["restarts"],
                     "last_exit": info["last_exit"],
                     "next_restart_at": info["next_restart_at"],
+                    "waiting_for": info.get("waiting_for") or [],
                     "error": info["error"],
                     "cpu": None,
                     "mem": None,
@@ -121,11 +123,16 @@ def show_rows(context: Context, rows: list[dict[str, Any]]) -> None:
 
 
 def state_text(row: dict[str, Any]) -> str:
-    """The state word, and for a job waiting to restart, when."""
-    when = row.get("next_restart_at")
-    if when is None:
-        return row["state"]
-    return f"{row['state']} (retry in {duration(when - time.time())})"
+    """The state word; for a job waiting to restart, when; for a job waiting for others,
+    which; for a process failing its health checks, how many times."""
+    when, waiting, health = row.get("next_restart_at"), row.get("waiting_for"), row.get("health")
+    if when is not None:
+        return f"{row['state']} (retry in {duration(when - time.time())})"
+    if waiting:
+        return f"{row['state']} for {', '.join(waiting)}"
+    if health and not health["ok"]:
+        return f"{row['state']}, unhealthy x{health['failures']}"
+    return row["state"]
 
 
 def exit_text(last_exit: dict[str, Any] | None) -> str:

@@ -437,7 +437,7 @@ async function act(card, action) {
   const base = jobPath(job);
   try {
     if (action === "start" || action === "stop" || action === "restart") {
-      await api("POST", `${base}/state`, { start: 1, stop: 0, restart: 2 }[action]);
+      await api("POST", `${base}/state`, { start: "start", stop: "stop", restart: "reload" }[action]);
       say(`${job.name}: ${action === "stop" ? "stopped" : action === "start" ? "started" : "restarted"}`);
     } else {
       let scale = action === "more" ? "+1" : "-1";

@@ -5,21 +5,26 @@
   digests, so a key cannot be given back twice: every login mints one.
 * A key that may create keys creates sub-keys of itself, holding at most its own rights
   (no escalation); deleting a key deletes its sub-keys. An admin key may create any key.
-* Passwords are hashed with scrypt, in a worker thread (about 50 ms each).
+* Passwords are hashed with scrypt, in a worker thread (about 50 ms each). Failed logins
+  are counted per client address and slowed down (gaffer/http/throttle.py).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import concurrent.futures
+import functools
+import math
 from typing import Any
 
 from gaffer.errors import ProcessNotFound
 from gaffer.http.auth import ADMIN, Permissions, grants_within
-from gaffer.http.handlers.base import ApiError, BaseHandler, Op
+from gaffer.http.handlers.base import BaseHandler, Op, RequestError
 from gaffer.http.keystore import ADMIN_USER, KeyStore, UserRecord
 
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="gaffer"'}
+MAX_KEY_DEPTH = 32  # sub-keys of sub-keys... looked up to find the user a key is of
 
 
 class AccountsHandler(BaseHandler):
@@ -27,19 +32,34 @@ class AccountsHandler(BaseHandler):
     def store(self) -> KeyStore:
         identity = self.settings.get("auth")
         if identity is None or identity.store is None:
-            raise ApiError(404, "not_found", "this gafferd has no key store (see auth_db)")
+            raise RequestError(404, "not_found", "this gafferd has no key store (see auth_db)")
         return identity.store
 
-    def own_user_key_ids(self) -> set[str]:
-        """Keys that make a user the caller's own: its key, and the key a login key was
-        made from. (They say whose user it is; they give no power over those keys.)"""
-        if self.key_id is None:
-            return set()
-        ids = {self.key_id}
-        parent = self.store.get_key(self.key_id).parent
-        if parent:
-            ids.add(parent)
-        return ids
+    def is_own_user(self, user: UserRecord) -> bool:
+        """Whether the caller acts as ``user``: its key is the user's key, or descends from
+        it (a login key) holding *every* right of it. A narrower sub-key is a key handed
+        to someone else, for less: it never acts on the user it comes from (changing the
+        user's password would give it the user's full rights back at the next login)."""
+        if self.key_id is None or user.key_id is None:
+            return False
+        store = self.store
+        try:
+            user_key = store.get_key(user.key_id)
+        except ProcessNotFound:
+            return False
+        if not grants_within(user_key.permissions, self.permissions):
+            return False
+        key_id: str | None = self.key_id
+        for _ in range(MAX_KEY_DEPTH):
+            if key_id is None:
+                return False
+            if key_id == user.key_id:
+                return True
+            try:
+                key_id = store.get_key(key_id).parent
+            except ProcessNotFound:
+                return False
+        return False
 
     def may_see_key(self, key_id: str) -> bool:
         """An admin sees every key; another key itself and its sub-keys, never its
@@ -55,7 +75,7 @@ class AccountsHandler(BaseHandler):
             return True
         if user.is_admin_user:
             return False
-        if user.key_id in self.own_user_key_ids():
+        if self.is_own_user(user):
             return True  # the caller's own user: its password, its details
         if not self.permissions.can_create_user:
             return False
@@ -91,11 +111,33 @@ class AuthHandler(AccountsHandler):
 
     async def get(self) -> None:
         username, password = self._credentials()
-        user = await self.in_thread(self.store.authenticate_user, username, password)
+        throttle = self.settings.get("login_throttle")
+        address = self.request.remote_ip or "-"
+        store = self.store
+        if throttle is not None and (wait := throttle.begin(address)) > 0:
+            seconds = str(math.ceil(wait))
+            raise RequestError(
+                429,
+                "too_many_requests",
+                f"too many failed logins from {address}: try again in {seconds} s",
+                {"Retry-After": seconds},
+            )
+        try:
+            user = await self.manager.loop.run_in_executor(
+                _password_checks(), store.authenticate_user, username, password
+            )
+        except BaseException:
+            if throttle is not None:
+                throttle.failed(address)
+            raise
         if user is None:
-            raise ApiError(401, "unauthorized", "wrong user name or password", CHALLENGE)
+            if throttle is not None:
+                throttle.failed(address)
+            raise RequestError(401, "unauthorized", "wrong user name or password", CHALLENGE)
+        if throttle is not None:
+            throttle.succeeded(address)
         if user.key_id is None:
-            raise ApiError(
+            raise RequestError(
                 403,
                 "forbidden",
                 f"user {username!r} has no key: an admin binds one with "
@@ -121,7 +163,7 @@ class AuthHandler(AccountsHandler):
         header = self.request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "basic" or not token:
-            raise ApiError(
+            raise RequestError(
                 401,
                 "unauthorized",
                 "send a user name and password with HTTP Basic authentication",
@@ -130,7 +172,7 @@ class AuthHandler(AccountsHandler):
         try:
             username, _, password = base64.b64decode(token).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            raise ApiError(400, "bad_request", "malformed Basic credentials") from None
+            raise RequestError(400, "bad_request", "malformed Basic credentials") from None
         return username, password
 
 
@@ -156,18 +198,18 @@ class KeysHandler(AccountsHandler):
         elif self.key_id is not None:
             keys = [store.get_key(self.key_id), *store.sub_keys(self.key_id)]
         else:
-            raise ApiError(403, "forbidden", "send an API key to see keys")
+            raise RequestError(403, "forbidden", "send an API key to see keys")
         self.write_json({"keys": [key.to_dict() for key in keys]})
 
     def post(self) -> None:
         if not self.permissions.can_create_key or self.key_id is None:
-            raise ApiError(403, "forbidden", "this key may not create keys")
+            raise RequestError(403, "forbidden", "this key may not create keys")
         body = self.json_body("NewKey")
         permissions = Permissions.from_dict(body["permissions"])
         parent = body.get("parent")
         if not self.permissions.is_admin:
             if parent not in (None, self.key_id) and not self.may_see_key(parent):
-                raise ApiError(403, "forbidden", "a key may only make sub-keys of itself")
+                raise RequestError(403, "forbidden", "a key may only make sub-keys of itself")
             parent = parent or self.key_id  # the store refuses escalation from the parent
         key, record = self.store.create_key(
             permissions, label=body.get("label", ""), parent=parent, ttl=body.get("ttl")
@@ -199,7 +241,7 @@ class KeyHandler(AccountsHandler):
     def _record(self, key: str) -> Any:
         record = self.store.get_key(key)  # 404
         if not self.may_see_key(record.key_id):
-            raise ApiError(403, "forbidden", "this key may not see that key")
+            raise RequestError(403, "forbidden", "this key may not see that key")
         return record
 
     def head(self, key: str) -> None:
@@ -234,19 +276,21 @@ class UsersHandler(AccountsHandler):
 
     def get(self) -> None:
         if not self.permissions.can_create_user:
-            raise ApiError(403, "forbidden", "this key may not list users")
+            raise RequestError(403, "forbidden", "this key may not list users")
         self.write_json({"users": [user.to_dict() for user in self.store.list_users()]})
 
     async def post(self) -> None:
         if not self.permissions.can_create_user:
-            raise ApiError(403, "forbidden", "this key may not create users")
+            raise RequestError(403, "forbidden", "this key may not create users")
         body = self.json_body("NewUser")
         user_type = body.get("user_type", 1)
         if user_type == ADMIN_USER and not self.permissions.is_admin:
-            raise ApiError(403, "forbidden", "only an admin key may create an admin user")
+            raise RequestError(403, "forbidden", "only an admin key may create an admin user")
         key_id = body.get("key")
         if key_id is not None and not self.may_see_key(key_id):
-            raise ApiError(403, "forbidden", "a user may only be bound to a key the caller may see")
+            raise RequestError(
+                403, "forbidden", "a user may only be bound to a key the caller may see"
+            )
         user = await self.in_thread(
             self.store.create_user,
             body["username"],
@@ -265,7 +309,7 @@ class UserAccess(AccountsHandler):
     def user(self, username: str) -> UserRecord:
         user = self.store.get_user(username)  # 404
         if not self.may_manage_user(user):
-            raise ApiError(403, "forbidden", f"this key may not manage user {username!r}")
+            raise RequestError(403, "forbidden", f"this key may not manage user {username!r}")
         return user
 
 
@@ -303,9 +347,11 @@ class UserHandler(UserAccess):
         user = self.user(username)
         body = self.json_body("UpdateUser")
         if body.get("user_type") == ADMIN_USER and not self.permissions.is_admin:
-            raise ApiError(403, "forbidden", "only an admin key may make an admin user")
+            raise RequestError(403, "forbidden", "only an admin key may make an admin user")
         if "key" in body and body["key"] is not None and not self.may_see_key(body["key"]):
-            raise ApiError(403, "forbidden", "a user may only be bound to a key the caller may see")
+            raise RequestError(
+                403, "forbidden", "a user may only be bound to a key the caller may see"
+            )
         if "password" in body:
             await self.in_thread(self.store.set_password, user.username, body["password"])
         if "key" in body:
@@ -319,7 +365,7 @@ class UserHandler(UserAccess):
     def delete(self, username: str) -> None:
         user = self.user(username)
         if not self.permissions.can_create_user:
-            raise ApiError(403, "forbidden", "this key may not delete users")
+            raise RequestError(403, "forbidden", "this key may not delete users")
         self.store.delete_user(user.username)
         self.write_json({"ok": True})
 
@@ -355,9 +401,18 @@ class UserKeyHandler(UserAccess):
         user = self.user(username)
         body = self.json_body("UserKey")
         if body["key"] is not None and not self.may_see_key(body["key"]):
-            raise ApiError(403, "forbidden", "a user may only be bound to a key the caller may see")
+            raise RequestError(
+                403, "forbidden", "a user may only be bound to a key the caller may see"
+            )
         self.store.set_user_key(user.username, body["key"])
         self.write_json({"ok": True})
+
+
+@functools.cache
+def _password_checks() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads of /auth's password checks: two, for all clients together (a scrypt
+    takes ~16 MiB: twenty guessers at once must not take twenty times that)."""
+    return concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="gaffer-login")
 
 
 def create_admin(store: KeyStore, username: str, password: str) -> tuple[str, UserRecord]:

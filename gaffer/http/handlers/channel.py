@@ -43,7 +43,7 @@ import tornado.websocket
 
 from gaffer.http.auth import LOCAL, Permissions
 from gaffer.http.controller import Controller, command_error
-from gaffer.http.handlers.base import ApiError, Op, error_status
+from gaffer.http.handlers.base import Op, RequestError, error_status, parse_json
 from gaffer.http.outbox import Outbox
 from gaffer.http.topics import Subscription, parse_topic, subscription
 
@@ -90,18 +90,16 @@ class WebSocketBase(tornado.websocket.WebSocketHandler):
         return MAX_MESSAGE_BYTES
 
     def check_origin(self, origin: str) -> bool:
-        """Same-origin and clients without an Origin header (tornado does not ask for
-        those), and the origins of the ``cors_origins`` setting."""
-        origins = self.settings.get("cors_origins") or ()
-        if origin in origins or "*" in origins:
-            return True
-        return super().check_origin(origin)
+        """The server's own origin, or one of ``cors_origins``: the rule of every request
+        (gaffer/http/sameorigin.py), which refused any other before routing."""
+        host = self.request.headers.get("Host", "")
+        return self.settings["origin_policy"].origin_ok(origin, host)
 
     async def prepare(self) -> None:
         """A key in the X-Api-Key header is checked now (a wrong one: 403, no upgrade).
         Without one, the client may still send ``AUTH:<key>`` first."""
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
-            raise ApiError(
+            raise RequestError(
                 426,
                 "upgrade_required",
                 f"{self.request.path} is a WebSocket: connect with 'Upgrade: websocket'",
@@ -119,11 +117,11 @@ class WebSocketBase(tornado.websocket.WebSocketHandler):
         try:
             self.permissions, self.key_id = await auth.identify(None)
             self.identified = True
-        except ApiError as exc:
+        except RequestError as exc:
             if exc.status != 401:
                 raise  # 401: a key is required, the AUTH message may still bring it
 
-    async def identify(self, key: str) -> ApiError | None:
+    async def identify(self, key: str) -> RequestError | None:
         """Authenticate with ``key``; the error when it fails."""
         auth = self.settings.get("auth")
         if auth is None:  # keys are off: every client acts with the local permissions
@@ -131,7 +129,7 @@ class WebSocketBase(tornado.websocket.WebSocketHandler):
             return None
         try:
             self.permissions, self.key_id = await auth.identify(key or None)
-        except ApiError as exc:
+        except RequestError as exc:
             return exc
         self.identified = True
         return None
@@ -235,7 +233,7 @@ class ChannelHandler(WebSocketBase):
     def invalid(self, reason: str, message: str) -> None:
         self.send("gaffer:error", {"error": "invalid_msg", "reason": reason, "message": message})
 
-    def refuse(self, exc: ApiError) -> None:
+    def refuse(self, exc: RequestError) -> None:
         """Auth failed: say so, then close."""
         self.send(
             "gaffer:error",
@@ -272,7 +270,7 @@ class ChannelHandler(WebSocketBase):
             return
         if not self.identified:
             self.refuse(
-                ApiError(
+                RequestError(
                     401,
                     "unauthorized",
                     "this gafferd requires an API key: send AUTH:<key> as the first "
@@ -284,9 +282,9 @@ class ChannelHandler(WebSocketBase):
             self.invalid("binary_frame", "this channel speaks JSON text messages, not binary")
             return
         try:
-            msg = json.loads(message)
-        except ValueError as exc:
-            self.invalid("invalid_json", f"the message is not JSON: {exc}")
+            msg = parse_json(message, "the message")
+        except RequestError as exc:
+            self.invalid(exc.code, exc.api_reason)
             return
         if not isinstance(msg, dict):
             self.invalid("not_an_object", "a message is a JSON object {event, data}")
@@ -334,7 +332,9 @@ class ChannelHandler(WebSocketBase):
             if len(self.subscriptions) >= MAX_TOPICS:
                 self.subscription_error(
                     name,
-                    ApiError(400, "too_many_topics", f"at most {MAX_TOPICS} topics per connection"),
+                    RequestError(
+                        400, "too_many_topics", f"at most {MAX_TOPICS} topics per connection"
+                    ),
                 )
                 return
             sub = subscription(topic, self.manager, self.permissions, self.deliver)
@@ -360,7 +360,7 @@ class ChannelHandler(WebSocketBase):
         if entry is None:
             self.subscription_error(
                 name,
-                ApiError(404, "not_subscribed", f"this connection is not subscribed to {name}"),
+                RequestError(404, "not_subscribed", f"this connection is not subscribed to {name}"),
             )
             return
         entry[1] -= 1
@@ -400,7 +400,7 @@ class ChannelHandler(WebSocketBase):
         if not isinstance(name, str) or not name:
             self.invalid("cmd_name_missing", "CMD needs data.name (the command)")
             return
-        controller = Controller(self.manager, self.permissions)
+        controller = Controller(self.manager, self.permissions, self.settings.get("policy"))
         try:
             result = await controller.run(name, data.get("args"), data.get("kwargs"))
         except Exception as exc:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gaffer.core.names import validate_session
 from gaffer.errors import GafferError, ProcessError
-from gaffer.http.handlers.base import ApiError, BaseHandler, Op
-from gaffer.http.handlers.jobs import MANAGE, job_config, job_id
+from gaffer.http import commands
+from gaffer.http.handlers.base import BaseHandler, Op, RequestError
+from gaffer.http.handlers.jobs import job_id
 
 STATUSES = (200, 401, 403, 404, 503)
 
@@ -24,19 +24,12 @@ class ClusterHandler(BaseHandler):
     def registry(self) -> Any:
         registry = self.settings.get("cluster")
         if registry is None:
-            raise ApiError(
+            raise RequestError(
                 404,
                 "no_cluster",
                 "this gafferd is not in a cluster: set cluster = etcd://host:port in [gaffer]",
             )
         return registry
-
-    def require_some_read(self) -> None:
-        """Any key that may read something may know the nodes (their addresses are what
-        a client needs to act on its jobs there)."""
-        p = self.permissions
-        if not (p.is_admin or p.read or p.write or p.manage):
-            raise ApiError(403, "forbidden", "this key may not read anything")
 
     async def ask(self, call: Callable[[], Awaitable[Any]]) -> Any:
         try:
@@ -44,7 +37,7 @@ class ClusterHandler(BaseHandler):
         except ProcessError:
             raise
         except GafferError as exc:  # etcd did not answer, or answered an error
-            raise ApiError(503, "cluster_unavailable", str(exc)) from None
+            raise RequestError(503, "cluster_unavailable", str(exc)) from None
 
 
 class ClusterNodesHandler(ClusterHandler):
@@ -58,7 +51,9 @@ class ClusterNodesHandler(ClusterHandler):
     }
 
     async def get(self) -> None:
-        self.require_some_read()
+        # any key that may read something may know the nodes (their addresses are what a
+        # client needs to act on its jobs there)
+        self.authorize("cluster_nodes")
         registry = self.registry()
         nodes = await self.ask(registry.nodes)
         self.write_json({**registry.status(), "nodes": nodes})
@@ -83,36 +78,30 @@ class ClusterJobsHandler(ClusterHandler):
     }
 
     async def get(self) -> None:
-        self.require_some_read()
+        self.authorize("cluster_jobs")
         registry = self.registry()
         node = self.get_query_argument("node", None)
         jobs = [
             job
-            for job in await self.ask(registry.jobs)
-            if self.permissions.can_read(str(job.get("job")))
-            and (node is None or job.get("node") == node)
+            for job in commands.readable(self.permissions, await self.ask(registry.jobs))
+            if node is None or job.get("node") == node
         ]
-        declared = [
-            job
-            for job in await self.ask(registry.cluster_jobs)
-            if self.permissions.can_read(str(job.get("job")))
-        ]
+        declared = commands.readable(self.permissions, await self.ask(registry.cluster_jobs))
         self.write_json({"node": registry.node, "jobs": jobs, "declared": declared})
 
     async def post(self) -> None:
         registry = self.registry()
         body = self.json_body("ClusterJob")
         session = body.pop("session", "default")
-        validate_session(session)
-        self.require(MANAGE, session)
+        call = self.authorize("cluster_declare", sessionid=session)
         count = {key: body.pop(key) for key in ("nodes", "per_node") if key in body}
         if len(count) != 1:
-            raise ApiError(400, "bad_request", "give either nodes = N or per_node = 1")
+            raise RequestError(400, "bad_request", "give either nodes = N or per_node = 1")
         body.pop("start", None)  # a cluster job always runs where it is placed
         try:
-            config = job_config(self, body)
+            config = commands.job_config(call, body)
         except ValueError as exc:
-            raise ApiError(400, "bad_config", str(exc)) from None
+            raise RequestError(400, "bad_config", str(exc)) from None
         job = f"{session}.{config.name}"
         await self.ask(lambda: registry.declare(job, body, **count))
         self.write_json({"job": job, **count}, 201)
@@ -129,7 +118,8 @@ class ClusterJobHandler(ClusterHandler):
 
     async def delete(self, sid: str, name: str) -> None:
         registry = self.registry()
-        job = job_id(self, sid, name, MANAGE)
+        job = job_id(sid, name)
+        self.authorize("cluster_withdraw", name=job)
         if not await self.ask(lambda: registry.withdraw(job)):
-            raise ApiError(404, "not_found", f"no cluster job {job}")
+            raise RequestError(404, "not_found", f"no cluster job {job}")
         self.write_json({"ok": True})

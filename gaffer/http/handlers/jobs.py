@@ -1,50 +1,35 @@
 """Sessions and jobs: ``/sessions``, ``/jobs``, ``/pids``, ``/jobs/<sid>[/<name>[/...]]``.
 
-Lists show what the key may read. On a job, the permission is checked before the job is
-looked up, so a key learns nothing of jobs it may not see.
+Every verb runs a command of the one table (gaffer/http/commands.py), which checks the
+key's right before the job is looked up: a key learns nothing of jobs it may not see.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from gaffer.core.config import ProcessConfig
 from gaffer.core.names import validate_session
-from gaffer.errors import InvalidArgument, ProcessNotFound
-from gaffer.http.handlers.base import ApiError, BaseHandler, Op
-from gaffer.http.schema import config_json
-
-READ, WRITE, MANAGE = "read", "write", "manage"
+from gaffer.errors import ProcessNotFound
+from gaffer.http.handlers.base import BaseHandler, Op, RequestError
 
 
 class SessionsHandler(BaseHandler):
     ops = {"get": Op("Sessions with at least one job the key may read")}
 
     def get(self) -> None:
-        manager = self.manager
-        sessions = [
-            sid
-            for sid in manager.sessions
-            if any(self.permissions.can_read(job) for job in manager.jobs(sid))
-        ]
-        self.write_json({"sessions": sessions})
+        self.write_json({"sessions": self.call("sessions")})
 
 
 class JobsHandler(BaseHandler):
     ops = {"get": Op("Every job the key may read, as session.name ids")}
 
     def get(self) -> None:
-        jobs = [job for job in self.manager.jobs() if self.permissions.can_read(job)]
-        self.write_json({"jobs": jobs})
+        self.write_json({"jobs": self.call("jobs")})
 
 
 class PidsHandler(BaseHandler):
     ops = {"get": Op("Every running pid (one-off processes included) of jobs the key may read")}
 
     def get(self) -> None:
-        running = self.manager.running
-        pids = [pid for pid, proc in list(running.items()) if self.permissions.can_read(proc.name)]
-        self.write_json({"pids": pids})
+        self.write_json({"pids": self.call("pids")})
 
 
 class SessionHandler(BaseHandler):
@@ -61,20 +46,17 @@ class SessionHandler(BaseHandler):
     }
 
     def get(self, sid: str) -> None:
-        jobs = self.manager.jobs(sid)  # 404 for an unknown session
-        readable = [job for job in jobs if self.permissions.can_read(job)]
-        if jobs and not readable:
-            self.require(READ, sid)
-        self.write_json({"sessionid": sid, "jobs": readable})
+        jobs = self.call("jobs", sessionid=session_id(sid))
+        self.write_json({"sessionid": sid, "jobs": jobs})
 
     def post(self, sid: str) -> None:
-        _valid_session(sid)
-        self.require(MANAGE, sid)
+        # the right first, then the body: a key that may not load learns nothing more
+        call = self.authorize("load", sessionid=session_id(sid))
         body = self.json_body("JobConfig")
         if "name" not in body:
-            raise ApiError(400, "bad_request", "body.name: required")
+            raise RequestError(400, "bad_request", "body.name: required")
         start = body.pop("start", True)
-        self.manager.load(job_config(self, body), sessionid=sid, start=start)
+        self.execute("load", call, config=body, start=start)
         self.write_json({"ok": True})
 
 
@@ -96,37 +78,30 @@ class JobHandler(BaseHandler):
     }
 
     def head(self, sid: str, name: str) -> None:
-        job = self.job_id(sid, name, READ)
-        self.manager.get(job)
+        self.call("exists", name=job_id(sid, name))
         self.set_status(200)
         self.finish()
 
     def get(self, sid: str, name: str) -> None:
-        info = self.manager.info(self.job_id(sid, name, READ))
-        info["config"] = config_json(info["config"])
-        info["config"]["env"] = self.redact(info["config"]["env"])
-        self.write_json(info)
+        self.write_json(self.call("info", name=job_id(sid, name)))
 
     def put(self, sid: str, name: str) -> None:
-        job = self.job_id(sid, name, MANAGE)
+        job = job_id(sid, name)
+        call = self.authorize("update", name=job)
         body = self.json_body("JobConfig")
         if body.setdefault("name", name) != name:
-            raise ApiError(
+            raise RequestError(
                 400,
                 "bad_request",
                 f"body.name {body['name']!r} is not the job of the path, {name!r}",
             )
         start = body.pop("start", False)
-        self.manager.get(job)  # 404 before anything changes
-        self.manager.update(job_config(self, body), sessionid=sid, start=start)
+        self.execute("update", call, config=body, start=start)
         self.write_json({"ok": True}, 201)
 
     def delete(self, sid: str, name: str) -> None:
-        self.manager.unload(self.job_id(sid, name, MANAGE))
+        self.call("unload", name=job_id(sid, name))
         self.write_json({"ok": True})
-
-    def job_id(self, sid: str, name: str, right: str) -> str:
-        return job_id(self, sid, name, right)
 
 
 class JobStatsHandler(BaseHandler):
@@ -139,7 +114,7 @@ class JobStatsHandler(BaseHandler):
     }
 
     async def get(self, sid: str, name: str) -> None:
-        self.write_json(await self.manager.astats(job_id(self, sid, name, READ)))
+        self.write_json(await self.call("stats", name=job_id(sid, name)))
 
 
 class JobPidsHandler(BaseHandler):
@@ -150,10 +125,11 @@ class JobPidsHandler(BaseHandler):
     }
 
     def get(self, sid: str, name: str) -> None:
-        self.write_json({"pids": self.manager.pids(job_id(self, sid, name, READ))})
+        self.write_json({"pids": self.call("job_pids", name=job_id(sid, name))})
 
 
 class JobStateHandler(BaseHandler):
+    body_types = ("application/json", "application/octet-stream")
     ops = {
         "get": Op(
             "1 when the job has live processes, else 0 (text)",
@@ -162,7 +138,8 @@ class JobStateHandler(BaseHandler):
             response="text/plain",
         ),
         "post": Op(
-            "Text 1 starts the job, 0 stops it, 2 reloads it",
+            "Text 1 (or start) starts the job, a fatal one too; 0 (stop) stops it; "
+            "2 (reload) reloads it",
             body="text",
             permission="manage",
             statuses=(202, 400, 404),
@@ -170,24 +147,28 @@ class JobStateHandler(BaseHandler):
     }
 
     def get(self, sid: str, name: str) -> None:
-        info = self.manager.info(job_id(self, sid, name, READ))
+        info = self.call("info", name=job_id(sid, name))
         self.write_text("1" if info["active"] else "0")
 
     def post(self, sid: str, name: str) -> None:
-        job = job_id(self, sid, name, MANAGE)
+        job = job_id(sid, name)
+        self.authorize("start_job", name=job)
         text = self.body.decode(errors="replace").strip().strip('"')
-        action = {
-            "1": self.manager.start_job,
-            "0": self.manager.stop_job,
-            "2": self.manager.reload,
-        }.get(text)
-        if action is None:
-            raise ApiError(
+        command = {
+            "1": "start_job",
+            "start": "start_job",  # also a fatal job: its history is reset
+            "0": "stop_job",
+            "stop": "stop_job",
+            "2": "reload",
+            "reload": "reload",
+        }.get(text.lower())
+        if command is None:
+            raise RequestError(
                 400,
                 "bad_request",
-                f"the state must be 0 (stop), 1 (start) or 2 (reload), got {text[:20]!r}",
+                f"the state must be 1 or start, 0 or stop, 2 or reload, got {text[:20]!r}",
             )
-        action(job)
+        self.call(command, name=job)
         self.write_json({"ok": True}, 202)
 
 
@@ -203,13 +184,14 @@ class JobNumprocessesHandler(BaseHandler):
     }
 
     def get(self, sid: str, name: str) -> None:
-        info = self.manager.info(job_id(self, sid, name, READ))
+        info = self.call("info", name=job_id(sid, name))
         self.write_json({"numprocesses": info["numprocesses"]})
 
     def post(self, sid: str, name: str) -> None:
-        job = job_id(self, sid, name, MANAGE)
+        job = job_id(sid, name)
+        call = self.authorize("scale", name=job)
         body = self.json_body("Scale")
-        self.write_json({"numprocesses": self.manager.scale(job, body["scale"])})
+        self.write_json({"numprocesses": self.execute("scale", call, n=body["scale"])})
 
 
 class JobSignalHandler(BaseHandler):
@@ -223,9 +205,10 @@ class JobSignalHandler(BaseHandler):
     }
 
     def post(self, sid: str, name: str) -> None:
-        job = job_id(self, sid, name, MANAGE)
+        job = job_id(sid, name)
+        call = self.authorize("killall", name=job)
         body = self.json_body("Signal")
-        self.manager.killall(job, body["signal"])
+        self.execute("killall", call, sig=body["signal"])
         self.write_json({"ok": True}, 202)
 
 
@@ -240,33 +223,23 @@ class JobCommitHandler(BaseHandler):
     }
 
     def post(self, sid: str, name: str) -> None:
-        job = job_id(self, sid, name, MANAGE)
+        job = job_id(sid, name)
+        call = self.authorize("commit", name=job)
         body = self.json_body("Commit")
-        pid = self.manager.commit(
-            job, graceful_timeout=body.get("graceful_timeout"), env=body.get("env")
+        pid = self.execute(
+            "commit", call, graceful_timeout=body.get("graceful_timeout"), env=body.get("env")
         )
         self.write_json({"pid": pid})
 
 
-def job_id(handler: BaseHandler, sid: str, name: str, right: str) -> str:
-    """``sid.name`` once the key may ``right`` it (403 before anything else)."""
-    _valid_session(sid)
-    job = f"{sid}.{name}"
-    handler.require(right, job)
-    return job
+def session_id(sid: str) -> str:
+    """The session id of a path: one with a dot (``%2E``) is no route (404), one that is
+    no name (control characters, too long) is a 400 ``bad_name``."""
+    if "." in sid or "/" in sid:
+        raise ProcessNotFound(f"no route for session {sid[:40]!r}: session ids hold no '.'")
+    return validate_session(sid)
 
 
-def job_config(handler: BaseHandler, body: dict[str, Any]) -> ProcessConfig:
-    """A job config from a validated body; running as another user needs an admin key."""
-    if (
-        body.get("uid") is not None or body.get("gid") is not None
-    ) and not handler.permissions.is_admin:
-        raise ApiError(403, "forbidden", "only an admin key may set uid or gid")
-    return ProcessConfig.from_dict(body)
-
-
-def _valid_session(sid: str) -> None:
-    try:
-        validate_session(sid)
-    except InvalidArgument as exc:
-        raise ProcessNotFound(str(exc)) from None
+def job_id(sid: str, name: str) -> str:
+    """The job id ``sid.name`` of a path."""
+    return f"{session_id(sid)}.{name}"

@@ -10,7 +10,6 @@ it also takes the key as ``Authorization: Bearer <key>``, as Prometheus sends it
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import socket
 from pathlib import Path
@@ -22,7 +21,8 @@ import gaffer
 from gaffer.core.names import split_job_id
 from gaffer.errors import InvalidArgument, ProcessNotFound
 from gaffer.http.auth import LOCAL
-from gaffer.http.handlers.base import ApiError, BaseHandler, Op, error_status
+from gaffer.http.handlers.base import BaseHandler, Op, RequestError
+from gaffer.http.handlers.misc import SiteHandler
 from gaffer.http.metrics import CONTENT_TYPE, exposition
 
 DASHBOARD_DIR = str(Path(__file__).resolve().parent.parent / "dashboard")
@@ -51,13 +51,6 @@ class ObserveHandler(BaseHandler):
     @property
     def telemetry(self) -> Any:
         return self.settings.get("telemetry")
-
-    def readable_jobs(self) -> list[str]:
-        return [job for job in self.manager.jobs() if self.permissions.can_read(job)]
-
-    def reads_anything(self) -> bool:
-        p = self.permissions
-        return p.is_admin or bool(p.read or p.write or p.manage)
 
 
 class MetricsHandler(ObserveHandler):
@@ -89,9 +82,7 @@ class MetricsHandler(ObserveHandler):
         await super().prepare()
 
     async def get(self) -> None:
-        if not self.reads_anything():
-            raise ApiError(403, "forbidden", "this key may not read any job")
-        usage = await self.manager.ausage(self.readable_jobs())
+        usage = await self.call("usage")
         everything = self.permissions.can_read("*")
         text = exposition(
             usage,
@@ -123,14 +114,8 @@ class OverviewHandler(ObserveHandler):
 
     async def get(self) -> None:
         children = self._flag("children")
-        asked = self.get_query_arguments("job")
-        if asked:
-            names = list(dict.fromkeys(self._job_id(text) for text in asked))
-        else:
-            if not self.reads_anything():
-                raise ApiError(403, "forbidden", "this key may not read any job")
-            names = self.readable_jobs()
-        data = await self.manager.aoverview(names, children)
+        names = list(dict.fromkeys(self._job_id(text) for text in self.get_query_arguments("job")))
+        data = await self.call("overview", names=names, children=children)
         own = data.pop("self")
         daemon = None
         if self.permissions.can_read("*"):
@@ -145,10 +130,8 @@ class OverviewHandler(ObserveHandler):
         try:
             session, name = split_job_id(text)
         except (InvalidArgument, ValueError) as exc:
-            raise ApiError(400, "bad_request", f"job={text[:80]!r}: {exc}") from None
-        job = f"{session}.{name}"
-        self.require("read", job)
-        return job
+            raise RequestError(400, "bad_request", f"job={text[:80]!r}: {exc}") from None
+        return f"{session}.{name}"
 
     def _flag(self, name: str) -> bool:
         value = self.get_query_argument(name, "0").strip().lower()
@@ -156,7 +139,7 @@ class OverviewHandler(ObserveHandler):
             return True
         if value in _FALSE:
             return False
-        raise ApiError(400, "bad_request", f"{name} must be 0 or 1, got {value[:20]!r}")
+        raise RequestError(400, "bad_request", f"{name} must be 0 or 1, got {value[:20]!r}")
 
 
 class DashboardRedirectHandler(BaseHandler):
@@ -169,7 +152,7 @@ class DashboardRedirectHandler(BaseHandler):
         self.redirect("/dashboard/", permanent=True)
 
 
-class DashboardHandler(tornado.web.StaticFileHandler):
+class DashboardHandler(SiteHandler):
     """The dashboard's files. No key is needed for them (they hold no data: the page asks
     the API for everything, with the user's key); errors are the API's JSON."""
 
@@ -196,21 +179,6 @@ class DashboardHandler(tornado.web.StaticFileHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("Cache-Control", "no-cache")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc_info = kwargs.get("exc_info")
-        if exc_info is not None:
-            status, code, reason = error_status(exc_info[1])
-        else:
-            status, code, reason = status_code, "error", self._reason
-        if status == 404:
-            reason = f"no file {self.request.path[:200]!r} in the dashboard"
-        elif status == 405:
-            reason = f"{self.request.method} is not allowed on {self.request.path}"
-        self.clear()
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": code, "reason": reason}))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, tornado.web.HTTPError | ProcessNotFound):

@@ -29,8 +29,9 @@ import json
 import logging
 from typing import Any
 
-from gaffer.errors import ProcessError
-from gaffer.http.handlers.base import ApiError, Op, as_pid
+from gaffer.errors import GafferError, PermissionDenied, ProcessError
+from gaffer.http.commands import authorize
+from gaffer.http.handlers.base import Op, RequestError, as_pid
 from gaffer.http.handlers.channel import POLICY_VIOLATION, WebSocketBase
 from gaffer.http.outbox import Outbox
 from gaffer.wire import DROPPED_ID, ERROR_ID, FrameError, decode_frame, encode_frame, new_id
@@ -41,7 +42,7 @@ READABLE, WRITABLE = 1, 2
 NORMAL_CLOSURE = 1000
 
 
-class ChannelError(Exception):
+class ChannelError(GafferError):
     def __init__(self, errno: int, code: str, reason: str) -> None:
         super().__init__(reason)
         self.errno, self.code, self.reason = errno, code, reason
@@ -101,9 +102,12 @@ class PidChannelHandler(WebSocketBase):
             proc = self.manager.get_process(self.pid)
         except ProcessError:
             raise ChannelError(404, "ENOENT", f"no running process with pid {self.pid}") from None
-        for right, bit in (("read", READABLE), ("write", WRITABLE)):
-            if mode & bit and not self.permissions.can(right, proc.name):
-                raise ChannelError(403, "FORBIDDEN", f"this key may not {right} {proc.name}")
+        for command, bit in (("read_output", READABLE), ("send", WRITABLE)):
+            if mode & bit:  # the rights of the one table (gaffer/http/commands.py)
+                try:
+                    authorize(command, self.manager, self.permissions, {"pid": proc.pid})
+                except PermissionDenied as exc:
+                    raise ChannelError(403, "FORBIDDEN", str(exc)) from None
         read_label, write_to = self._targets(proc)
         explicit = self.get_query_argument("mode", None) is not None
         if mode & READABLE and read_label is None:
@@ -209,7 +213,7 @@ class PidChannelHandler(WebSocketBase):
             if data.startswith(b"AUTH:"):
                 error = await self.identify(data[5:].decode(errors="replace").strip())
             else:
-                error = ApiError(
+                error = RequestError(
                     401,
                     "unauthorized",
                     "this gafferd requires an API key: send AUTH:<key> as the first frame",

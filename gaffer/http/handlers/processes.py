@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from gaffer.http.handlers.base import BaseHandler, Op, as_pid
-
-
-def process_of(handler: BaseHandler, pid: str, right: str) -> Any:
-    """The process once the key may ``right`` its job (404 for an unknown pid)."""
-    proc = handler.manager.get_process(as_pid(pid))
-    handler.require(right, proc.name)
-    return proc
 
 
 class ProcessHandler(BaseHandler):
     ops = {
         "head": Op("Whether the process runs", permission="read on its job", statuses=(200, 404)),
-        "get": Op("The process's info", permission="read on its job", statuses=(200, 404)),
+        "get": Op(
+            "The process's info (a key other than admin sees its job's own environment, "
+            "redacted, and how many variables it inherited)",
+            permission="read on its job",
+            statuses=(200, 404),
+        ),
         "delete": Op(
             "Stop the process (a kept-alive job gets a new one)",
             permission="manage on its job",
@@ -26,18 +22,15 @@ class ProcessHandler(BaseHandler):
     }
 
     def head(self, pid: str) -> None:
-        process_of(self, pid, "read")
+        self.call("process_exists", pid=as_pid(pid))
         self.set_status(200)
         self.finish()
 
     def get(self, pid: str) -> None:
-        info = process_of(self, pid, "read").info
-        info["env"] = self.redact(info["env"])
-        self.write_json(info)
+        self.write_json(self.call("process_info", pid=as_pid(pid)))
 
     def delete(self, pid: str) -> None:
-        proc = process_of(self, pid, "manage")
-        self.manager.stop_process(proc.pid)
+        self.call("stop_process", pid=as_pid(pid))
         self.write_json({"ok": True}, 202)
 
 
@@ -52,9 +45,9 @@ class ProcessSignalHandler(BaseHandler):
     }
 
     def post(self, pid: str) -> None:
-        proc = process_of(self, pid, "manage")
+        call = self.authorize("kill", pid=as_pid(pid))
         body = self.json_body("Signal")
-        self.manager.kill(proc.pid, body["signal"])
+        self.execute("kill", call, sig=body["signal"])
         self.write_json({"ok": True}, 202)
 
 
@@ -68,5 +61,4 @@ class ProcessStatsHandler(BaseHandler):
     }
 
     async def get(self, pid: str) -> None:
-        proc = process_of(self, pid, "read")
-        self.write_json({"stats": await self.manager.aprocess_stats(proc.pid)})
+        self.write_json({"stats": await self.call("process_stats", pid=as_pid(pid))})

@@ -23,9 +23,9 @@ from typing import Any
 import tornado.iostream
 
 from gaffer.core.events import EventStream
-from gaffer.http.handlers.base import ApiError, BaseHandler, Op, as_pid
+from gaffer.http.commands import may_see_event
+from gaffer.http.handlers.base import BaseHandler, Op, RequestError, as_pid
 from gaffer.http.handlers.jobs import job_id
-from gaffer.http.handlers.processes import process_of
 
 FEEDS = ("longpoll", "continuous", "eventsource")
 QUEUE_ITEMS = 1000
@@ -49,7 +49,7 @@ class FeedHandler(BaseHandler):
     def feed(self) -> tuple[str, float | None]:
         feed = self.get_query_argument("feed", "longpoll")
         if feed not in FEEDS:
-            raise ApiError(
+            raise RequestError(
                 400, "bad_request", f"feed must be one of {', '.join(FEEDS)}, got {feed!r}"
             )
         heartbeat = self.get_query_argument("heartbeat", None)
@@ -60,11 +60,11 @@ class FeedHandler(BaseHandler):
         try:
             seconds = float(heartbeat)
         except ValueError:
-            raise ApiError(
+            raise RequestError(
                 400, "bad_request", f"heartbeat must be seconds, got {heartbeat!r}"
             ) from None
         if not 0 < seconds <= 3600:
-            raise ApiError(400, "bad_request", "heartbeat must be from 0 to 3600 seconds")
+            raise RequestError(400, "bad_request", "heartbeat must be from 0 to 3600 seconds")
         return feed, seconds
 
     async def start_feed(self, feed: str, raw: bool = False) -> None:
@@ -154,15 +154,11 @@ class WatchHandler(FeedHandler):
                         return
                     continue
                 evtype, msg = item
-                if evtype != EventStream.DROPPED and not self._may_see(msg):
+                if evtype != EventStream.DROPPED and not may_see_event(self.permissions, msg):
                     continue
                 if not await self.send(event_frame(feed, evtype, msg)) or feed == "longpoll":
                     break
         self.finish()
-
-    def _may_see(self, msg: Any) -> bool:
-        name = msg.get("name") if isinstance(msg, dict) else None
-        return self.permissions.can_read(name) if name else self.permissions.can_read("*")
 
 
 class QueueSource:
@@ -231,7 +227,7 @@ class StatsStreamHandler(FeedHandler):
     }
 
     async def get(self, sid: str, name: str) -> None:
-        job = job_id(self, sid, name, "read")
+        job = self.authorize("stats", name=job_id(sid, name)).job
         if self.get_query_argument("feed", None) is None:
             self.write_json(await self.manager.astats(job))
             return
@@ -287,7 +283,7 @@ class OutputStreamHandler(FeedHandler):
 
     async def get(self, pid: str, label: str) -> None:
         feed, heartbeat = self.feed()
-        proc = process_of(self, pid, "read")
+        proc = self.authorize("read_output", pid=as_pid(pid)).proc
         source = QueueSource()
 
         def on_output(event_label: str, msg: dict[str, Any]) -> None:
@@ -345,6 +341,7 @@ class OutputStreamHandler(FeedHandler):
 
 
 class StdinHandler(BaseHandler):
+    body_types = ("application/octet-stream", "application/json")
     ops = {
         "post": Op(
             "Write the raw body to the process's stdin",
@@ -355,6 +352,7 @@ class StdinHandler(BaseHandler):
     }
 
     def post(self, pid: str) -> None:
-        proc = process_of(self, pid, "write")
-        self.manager.send(as_pid(pid), self.body)
-        self.write_json({"ok": True, "pid": proc.pid, "bytes": len(self.body)})
+        call = self.authorize("send", pid=as_pid(pid))
+        data = self.body
+        self.execute("send", call, data=data)
+        self.write_json({"ok": True, "pid": call.proc.pid, "bytes": len(data)})
