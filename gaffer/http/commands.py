@@ -204,6 +204,12 @@ def _usage(call: Call) -> Any:
     return call.manager.ausage(_observed(call))
 
 
+def sees_everything(permissions: Permissions) -> bool:
+    """Whether the serving process's own figures (its memory, loop lag, requests) are
+    shown to this key, in /metrics and /overview: read on everything."""
+    return permissions.can_read("*")
+
+
 def _observed(call: Call) -> list[str]:
     names = call.values.get("names")
     permissions = call.permissions

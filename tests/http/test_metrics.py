@@ -23,9 +23,11 @@ from tests.http.rest_helpers import Api, admin_key_of, start_gafferd
 
 pytestmark = pytest.mark.timeout(60)
 
+# web runs the sleep program, not Python: its descriptors and memory do not move once it runs
+SLEEP = shutil.which("sleep") or "/bin/sleep"
 JOBS = f"""
 [job:web]
-cmd = {child_cmd("sleep")}
+cmd = {SLEEP} 1000
 numprocesses = 2
 
 [job:batch.crasher]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -18,18 +19,20 @@ import pytest
 import gaffer
 from gaffer.http.handlers.observe import DASHBOARD_DIR
 from tests.gafferd.harness import ROOT, Gafferd
-from tests.helpers import child_cmd, wait_until_sync
+from tests.helpers import wait_until_sync
 from tests.http.rest_helpers import Api, admin_key_of, start_gafferd
 
 pytestmark = pytest.mark.timeout(60)
 
+# the sleep program, not Python: its descriptors and memory do not move once it runs
+SLEEP = shutil.which("sleep") or "/bin/sleep"
 JOBS = f"""
 [job:web]
-cmd = {child_cmd("sleep")}
+cmd = {SLEEP} 1000
 numprocesses = 2
 
 [job:app.worker]
-cmd = {child_cmd("sleep")}
+cmd = {SLEEP} 1000
 """
 
 

@@ -20,6 +20,7 @@ import tornado.web
 import gaffer
 from gaffer.core.names import split_job_id
 from gaffer.errors import InvalidArgument, ProcessNotFound
+from gaffer.http import commands
 from gaffer.http.auth import LOCAL
 from gaffer.http.handlers.base import BaseHandler, Op, RequestError
 from gaffer.http.handlers.misc import SiteHandler
@@ -83,7 +84,7 @@ class MetricsHandler(ObserveHandler):
 
     async def get(self) -> None:
         usage = await self.call("usage")
-        everything = self.permissions.can_read("*")
+        everything = commands.sees_everything(self.permissions)
         text = exposition(
             usage,
             self.telemetry if everything else None,
@@ -118,7 +119,7 @@ class OverviewHandler(ObserveHandler):
         data = await self.call("overview", names=names, children=children)
         own = data.pop("self")
         daemon = None
-        if self.permissions.can_read("*"):
+        if commands.sees_everything(self.permissions):
             daemon = {**(own or {}), "version": gaffer.__version__}
             if self.telemetry is not None:
                 daemon.update(self.telemetry.snapshot())
