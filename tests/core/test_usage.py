@@ -26,10 +26,17 @@ SLEEP = shutil.which("sleep") or "/bin/sleep"
 
 @pytest.fixture
 def sleepers():
-    """Three ``sleep`` processes, their exec done (so their figures no longer move)."""
+    """Three ``sleep`` processes asleep: exec done and loaded (their figures no longer
+    move; right after the exec, before its first page faults, a process has no RSS)."""
     procs = [subprocess.Popen([SLEEP, "1000"]) for _ in range(3)]
     try:
-        wait_until_sync(lambda: all(exec_done(proc.pid) for proc in procs), what="exec")
+        wait_until_sync(
+            lambda: all(
+                exec_done(proc.pid) and psutil.Process(proc.pid).status() == "sleeping"
+                for proc in procs
+            ),
+            what="the sleep programs asleep",
+        )
         yield procs
     finally:
         for proc in procs:
