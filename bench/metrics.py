@@ -54,7 +54,9 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 
 
 def start_gafferd(directory: str, port: int) -> subprocess.Popen[bytes]:
-    lines = ["[gaffer]", f"bind = 127.0.0.1:{port}", "log_level = warning", ""]
+    lines = ["[gaffer]", f"bind = 127.0.0.1:{port}", "log_level = warning"]
+    # a loopback port without keys: gafferd refuses it to root unless told (docs/security.md)
+    lines += ["allow_root_without_keys = true", ""]
     for n in range(JOBS):
         lines += [f"[job:job{n}]", f"cmd = {SLEEP} 100000", f"numprocesses = {PER_JOB}", ""]
     ini = os.path.join(directory, "gafferd.ini")
