@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import attack, cluster, engine, handover, http, io, peers
+from bench import attack, cluster, engine, handover, http, io, metrics, peers
 
 BENCHMARKS = {
     "engine": engine.main,
@@ -12,6 +12,7 @@ BENCHMARKS = {
     "io": io.main,
     "http": http.main,
     "attack": attack.main,
+    "metrics": metrics.main,
     "peers": peers.main,
     "cluster": cluster.main,
 }

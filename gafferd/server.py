@@ -32,6 +32,7 @@ from gaffer.http.commands import Policy
 from gaffer.http.connections import ConnectionLimits
 from gaffer.http.identity import Identity
 from gaffer.http.keystore import KeyStore
+from gaffer.http.telemetry import Telemetry
 from gaffer.http.throttle import LoginThrottle
 from gafferd import handover
 from gafferd.config import DaemonConfig, JobSpec, load_config
@@ -91,6 +92,7 @@ class Gafferd(JobLoading):
         self.file_jobs: dict[str, JobSpec] = {}
         self.keystore: KeyStore | None = None
         self.cluster: Any = None  # the ClusterRegistry when `cluster` is set
+        self.telemetry = Telemetry()  # /metrics counters: kept when a reload rebinds
         # failed logins are counted across reloads
         self.login_throttle = LoginThrottle(effective.login_attempts, effective.login_max_delay)
         self._failed = False
@@ -234,6 +236,7 @@ class Gafferd(JobLoading):
             "idle_timeout",
             "log_root",
             "allow_root_without_keys",
+            "metrics_without_key",
         )
         if any(getattr(effective, key) != getattr(old, key) for key in http_keys):
             self._rebind(effective)
@@ -319,6 +322,8 @@ class Gafferd(JobLoading):
                 "allowed_hosts": tuple(effective.allowed_hosts),
                 "policy": Policy(log_root=effective.log_root, daemon=self.restarter),
                 "login_throttle": self.login_throttle,
+                "telemetry": self.telemetry,
+                "metrics_without_key": effective.metrics_without_key,
             },
             limits=ConnectionLimits(
                 effective.max_connections, effective.header_timeout, effective.idle_timeout

@@ -355,6 +355,15 @@ SETTINGS: tuple[Setting, ...] = (
         reload=True,
     ),
     Setting(
+        "metrics_without_key",
+        choice("never", "loopback"),
+        "never",
+        "loopback: GET /metrics answers requests from loopback addresses and unix sockets "
+        "without a key, even with require_key (for a Prometheus on the same host); never: "
+        "/metrics asks for a key like every other route.",
+        reload=True,
+    ),
+    Setting(
         "cluster",
         to_cluster,
         None,

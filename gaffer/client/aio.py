@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -110,6 +110,17 @@ class AsyncServer:
         return (await self.request("GET", "/pids"))["pids"]
 
     running = pids
+
+    async def overview(
+        self, jobs: Iterable[str] | None = None, children: bool = False
+    ) -> dict[str, Any]:
+        """Every job the key may read (or the ``jobs`` named: ``web``, ``app.web``) with
+        its state, totals and per-process stats (``GET /overview``, what ``gaffer top``
+        and the dashboard show). ``children``: also each process's descendants."""
+        query = [("job", job) for job in jobs or ()]
+        if children:
+            query.append(("children", "1"))
+        return await self.request("GET", "/overview" + (f"?{urlencode(query)}" if query else ""))
 
     async def job_exists(self, name: str, sessionid: str | None = None) -> bool:
         session, bare = _job(name, sessionid)

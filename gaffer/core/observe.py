@@ -8,13 +8,14 @@ the registry and the lifecycle.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from gaffer.core.history import LineFollower, Splitter, merge
 from gaffer.core.logfile import LogSink
 from gaffer.core.names import job_id
 from gaffer.core.onloop import on_loop
+from gaffer.core.overview import read_overview, read_usage
 from gaffer.core.process import Process
 from gaffer.core.stats import descendants_map, summarize
 from gaffer.errors import InvalidArgument
@@ -75,6 +76,26 @@ class Observing:
             None, self._sampler.read_job, proc.name, [(proc.pid, proc.name, proc.os_pid)]
         )
         return stats["stats"][0]
+
+    async def ausage(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """The state of the jobs (all, or those named) and the CPU seconds, RSS, open
+        descriptors and start time of each of their processes: what /metrics exports
+        (overview.py). Reads /proc in a worker thread."""
+        return await read_usage(self.loop, self._sampler, self._runners_of(names))
+
+    async def aoverview(
+        self, names: Iterable[str] | None = None, children: bool = False
+    ) -> dict[str, Any]:
+        """The jobs (all, or those named) with their state, totals and per-process stats,
+        descriptors and uptime: what ``gaffer top`` and the dashboard show (overview.py).
+        ``children``: also the stats of every descendant (a scan of /proc)."""
+        runners = self._runners_of(names)
+        return await read_overview(self.loop, self._sampler, runners, children)
+
+    def _runners_of(self, names: Iterable[str] | None) -> list[JobRunner]:
+        if names is None:
+            return list(self._jobs.values())
+        return [self._get_job(name) for name in names]
 
     @on_loop
     def monitor(self, listener: Callable[[str, dict], object], name: str | int) -> None:

@@ -353,6 +353,7 @@ class ProcessTable:
         if self._notify is not None:
             self._notify.close()
             self._notify = None
+        self.sampler.close()  # the descriptors kept for /metrics (usage.py)
 
     def __repr__(self) -> str:
         return f"<ProcessTable running={len(self.running)} stopping={len(self.stopping)}>"

@@ -30,6 +30,7 @@ from gaffer.http.handlers.base import HARD_BODY_LIMIT
 from gaffer.http.handlers.misc import RefusedHandler
 from gaffer.http.routes import routes
 from gaffer.http.sameorigin import OriginPolicy
+from gaffer.http.telemetry import Telemetry
 from gaffer.http.throttle import LoginThrottle
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,10 @@ class HttpHandler:
             allowed to call the API from a browser; none by default), ``allowed_hosts``
             (names the ``Host`` header may give besides the server's addresses and
             ``localhost``; see sameorigin.py), ``policy`` (a ``commands.Policy``:
-            ``log_root``), ``login_throttle`` (a ``LoginThrottle``: failed logins).
+            ``log_root``), ``login_throttle`` (a ``LoginThrottle``: failed logins),
+            ``telemetry`` (a ``Telemetry`` to count in, kept across handlers; default: a
+            new one), ``metrics_without_key`` (``"loopback"``: /metrics needs no key from
+            loopback addresses and unix sockets; default ``"never"``).
     """
 
     def __init__(
@@ -71,6 +75,8 @@ class HttpHandler:
         self._ssl = _ssl_context(certfile, keyfile)
         self._plugin_sites = dict(plugin_sites or {})
         self._settings = dict(settings or {})
+        self.telemetry: Telemetry = self._settings.pop("telemetry", None) or Telemetry()
+        self._attached = False  # to the telemetry's loop-lag timer
         self._servers: list[tornado.httpserver.HTTPServer] = []
         self._handed_over: set[int] = set()  # sockets now served by a successor
         self._websockets: set[Any] = set()  # open WebSocket connections
@@ -100,10 +106,19 @@ class HttpHandler:
             origin_policy=OriginPolicy(settings["allowed_hosts"], settings["cors_origins"]),
             manager=manager,
             handler=self,
-            log_function=access_log,
+            log_function=self._log_request,
             websockets=self._websockets,
-            **{"max_body_bytes": MAX_BODY_BYTES, "auth": None, **settings},
+            telemetry=self.telemetry,
+            **{
+                "max_body_bytes": MAX_BODY_BYTES,
+                "auth": None,
+                "metrics_without_key": "never",
+                **settings,
+            },
         )
+        if not self._attached:
+            self.telemetry.attach(loop)
+            self._attached = True
         try:
             running = asyncio.get_running_loop() is loop
         except RuntimeError:
@@ -131,6 +146,10 @@ class HttpHandler:
             server.add_sockets(group)
             self._servers.append(server)
         logger.info("HTTP API on %s", ", ".join(self.addresses))
+
+    def _log_request(self, handler: tornado.web.RequestHandler) -> None:
+        self.telemetry.count(handler)
+        access_log(handler)
 
     def release_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """These sockets were duplicated for a successor: at stop, close our descriptor
@@ -162,6 +181,9 @@ class HttpHandler:
             server.add_sockets(list(server._sockets.values()))
 
     async def stop(self) -> None:
+        if self._attached:
+            self.telemetry.detach()
+            self._attached = False
         servers, self._servers = self._servers, []
         sockets, self._sockets = self._sockets, []
         # read the unix paths before anything closes the sockets

@@ -11,6 +11,9 @@ result into their answer.
 command                right     target     arguments (checked by the edge)
 =====================  ========  =========  ==============================================
 sessions, jobs, pids   (list)    -          ``sessionid``: lists show what the key may read
+overview, usage        (list)    -          ``names`` (job ids: read on each), else every
+                                            job the key may read (403 if it reads
+                                            nothing); ``children`` (overview)
 load                   manage    session    ``config`` (a dict), ``sessionid``, ``env``,
                                             ``start``; uid/gid need an admin key, log files
                                             must be under ``log_root``
@@ -206,6 +209,37 @@ def _jobs(call: Call) -> list[str]:
 def _pids(call: Call) -> list[int]:
     can_read = call.permissions.can_read
     return [pid for pid, proc in list(call.manager.running.items()) if can_read(proc.name)]
+
+
+# -- what gaffer top, the dashboard (/overview) and /metrics read -----------------------------
+@_command("overview", LIST, "-")
+def _overview(call: Call) -> Any:
+    """An awaitable: the jobs' state and their processes' stats (Manager.aoverview)."""
+    return call.manager.aoverview(_observed(call), bool(call.values.get("children")))
+
+
+@_command("usage", LIST, "-")
+def _usage(call: Call) -> Any:
+    """An awaitable: the jobs' state and their processes' usage (Manager.ausage)."""
+    return call.manager.ausage(_observed(call))
+
+
+def sees_everything(permissions: Permissions) -> bool:
+    """Whether the serving process's own figures (its memory, loop lag, requests) are
+    shown to this key, in /metrics and /overview: read on everything."""
+    return permissions.can_read("*")
+
+
+def _observed(call: Call) -> list[str]:
+    names = call.values.get("names")
+    permissions = call.permissions
+    if names:
+        for name in names:
+            permissions.require(READ, name)
+        return list(names)
+    if not permissions.reads_anything():
+        raise PermissionDenied("this key may not read any job")
+    return [job for job in call.manager.jobs() if permissions.can_read(job)]
 
 
 # -- jobs -----------------------------------------------------------------------------------

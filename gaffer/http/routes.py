@@ -14,7 +14,16 @@ from typing import Any
 
 import tornado.web
 
-from gaffer.http.handlers import channel, cluster, daemon, jobs, misc, pidchannel, processes
+from gaffer.http.handlers import (
+    channel,
+    cluster,
+    daemon,
+    jobs,
+    misc,
+    observe,
+    pidchannel,
+    processes,
+)
 
 # what each path parameter may hold
 PARAMS = {
@@ -46,6 +55,11 @@ class Route:
             return f"(?P<{name}>{PARAMS[name]})"
 
         return re.sub(r"\{(\w+)\}", param, self.template)
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The names of its path parameters."""
+        return tuple(re.findall(r"\{(\w+)\}", self.template))
 
 
 def api_routes() -> list[Route]:
@@ -79,6 +93,10 @@ def api_routes() -> list[Route]:
         Route("/channel", channel.ChannelHandler),
         Route("/daemon/restart", daemon.DaemonRestartHandler),
         Route("/daemon/state", daemon.DaemonStateHandler),
+        Route("/metrics", observe.MetricsHandler),
+        Route("/overview", observe.OverviewHandler),
+        Route("/dashboard", observe.DashboardRedirectHandler),
+        Route("/dashboard/{path}", observe.DashboardHandler),
         Route("/cluster/nodes", cluster.ClusterNodesHandler),
         Route("/cluster/jobs", cluster.ClusterJobsHandler),
         Route("/cluster/jobs/{sid}/{name}", cluster.ClusterJobHandler),
