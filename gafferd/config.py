@@ -19,7 +19,8 @@ from typing import Any
 from gaffer.core import deps
 from gaffer.core.config import InvalidOption, ProcessConfig
 from gaffer.core.names import split_job_id, validate_session
-from gaffer.core.options import OPTIONS, text_path
+from gaffer.core.options import OPTIONS
+from gaffer.core.optiontext import text_path
 from gaffer.errors import ConfigError, InvalidArgument
 from gafferd import ini
 from gafferd.converters import to_bool, to_path, to_state_file, to_text

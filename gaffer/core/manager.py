@@ -42,8 +42,8 @@ from gaffer.core.onloop import call_soon_here, fail_pending, on_loop
 from gaffer.core.orphans import OrphanReaper, become_subreaper
 from gaffer.core.process import Process
 from gaffer.core.processes import ProcessCommands
+from gaffer.core.requires import Requirements
 from gaffer.core.runner import JobRunner
-from gaffer.core.states import UP
 from gaffer.core.stats import Sampler
 from gaffer.core.table import OUTPUTS, ProcessTable
 from gaffer.errors import (
@@ -60,7 +60,7 @@ IOListener = Callable[[str, dict], object]
 LOG_FLUSH_TIMEOUT = 5.0
 
 
-class Manager(ProcessCommands, Observing, Handover, Aliases04, Aliases05):
+class Manager(ProcessCommands, Observing, Handover, Requirements, Aliases04, Aliases05):
     """Keeps jobs of processes alive. See the module docstring and docs/embedding.md."""
 
     def __init__(
@@ -530,41 +530,6 @@ class Manager(ProcessCommands, Observing, Handover, Aliases04, Aliases05):
     ) -> None:
         for name in self.jobs(sessionid):
             callback(self, name)
-
-    # == dependencies (``requires``) ========================================================
-    def _requirements(self, extra: tuple[str, ProcessConfig] | None = None) -> dict:
-        """job -> the ids of the jobs it requires, for every job (and one being loaded)."""
-        graph = {name: deps.resolve(name, r.config.requires) for name, r in self._jobs.items()}
-        if extra is not None:
-            graph[extra[0]] = deps.resolve(extra[0], extra[1].requires)
-        return graph
-
-    def _check_cycles(self, name: str, config: ProcessConfig) -> None:
-        cycle = deps.find_cycle(self._requirements((name, config)))
-        if cycle is not None:
-            raise InvalidArgument(
-                f"requires: {name} would be in a dependency cycle: {' -> '.join(cycle)}",
-                reason="dependency_cycle",
-            )
-
-    def _blockers(self, runner: JobRunner) -> list[str]:
-        """The jobs ``runner`` requires that are not up, each with why."""
-        waiting = []
-        for name in deps.resolve(runner.name, runner.config.requires):
-            required = self._jobs.get(name)
-            if required is None:
-                waiting.append(f"{name} (not loaded)")
-            elif required.state not in UP:
-                waiting.append(f"{name} ({required.state})")
-        return waiting
-
-    def _job_state_changed(self, runner: JobRunner) -> None:
-        """A job changed state: the jobs waiting for it look again."""
-        for other in list(self._jobs.values()):
-            if other.waiting_for and any(
-                entry.startswith(runner.name + " ") for entry in other.waiting_for
-            ):
-                other.manage()
 
     def _shutdown_requested(self, job: str, exit_status: int, term_signal: int) -> None:
         """A job with ``on_exit = shutdown`` ended: the manager stops, and keeps its exit

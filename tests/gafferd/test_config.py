@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gaffer import FlappingInfo
-from gaffer.core.options import OPTIONS, text_size as to_size
+from gaffer.core.options import OPTIONS
+from gaffer.core.optiontext import text_size as to_size
 from gafferd.config import JOB_KEYS, ConfigError, find_config, load_config
 from gafferd.settings import SETTINGS, SettingError, markdown_table, resolve
 
