@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gaffer.core import deps
@@ -80,6 +80,27 @@ class DaemonConfig:
 
     def jobs_by_priority(self) -> list[JobSpec]:
         return sorted(self.jobs.values(), key=lambda spec: spec.config.priority)
+
+
+#: job options a [gaffer] setting of the same name gives a default to
+JOB_DEFAULT_SETTINGS = ("log_history",)
+
+
+def job_defaults(effective: Any) -> dict[str, Any]:
+    """The options the settings give the jobs that do not set them (ini jobs and API loads)."""
+    return {name: getattr(effective, name) for name in JOB_DEFAULT_SETTINGS}
+
+
+def with_job_defaults(config: DaemonConfig, defaults: Mapping[str, Any]) -> DaemonConfig:
+    """``config`` with ``defaults`` in every job whose section does not set them, so that
+    what is compared on reload and recorded in the state file is what runs."""
+    jobs = {}
+    for job, spec in config.jobs.items():
+        changes = {key: value for key, value in defaults.items() if key not in spec.origins}
+        if changes and any(getattr(spec.config, key) != value for key, value in changes.items()):
+            spec = replace(spec, config=spec.config.replace(**changes))
+        jobs[job] = spec
+    return replace(config, jobs=jobs)
 
 
 def find_config(given: str | None, environ: Mapping[str, str]) -> tuple[str | None, str]:

@@ -28,6 +28,13 @@ def to_int(text: str) -> int:
         raise ValueError("expected an integer") from None
 
 
+def to_count(text: str) -> int:
+    value = to_int(text)
+    if value < 0:
+        raise ValueError("expected an integer >= 0")
+    return value
+
+
 def to_positive_int(text: str) -> int:
     value = to_int(text)
     if value < 1:

@@ -26,7 +26,9 @@ from gafferd.config import (
     DaemonConfig,
     describe,
     find_config,
+    job_defaults,
     load_config,
+    with_job_defaults,
 )
 from gafferd.daemon import daemonize
 from gafferd.logs import DaemonLog
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         path, directory = find_config(args.config, os.environ)
         config = load_config(path, directory)
         effective = resolve(config.settings, os.environ, cli_values(args))
+        config = with_job_defaults(config, job_defaults(effective))
     except ConfigError as exc:
         if handed is not None:  # changed since the check: the processes still run
             return run_handed(args, handed, None, None, str(exc))

@@ -35,7 +35,13 @@ from gaffer.http.keystore import KeyStore
 from gaffer.http.telemetry import Telemetry
 from gaffer.http.throttle import LoginThrottle
 from gafferd import handover
-from gafferd.config import DaemonConfig, JobSpec, load_config
+from gafferd.config import (
+    DaemonConfig,
+    JobSpec,
+    job_defaults,
+    load_config,
+    with_job_defaults,
+)
 from gafferd.handover import Restarter
 from gafferd.jobs import JobLoading, warn_problems
 from gafferd.keeper import keeper_fd
@@ -200,6 +206,7 @@ class Gafferd(JobLoading):
         try:
             config = load_config(self.config.path, self.config.directory)
             effective = resolve(config.settings, os.environ, self._cli)
+            config = with_job_defaults(config, job_defaults(effective))
         except (ConfigError, SettingError) as exc:
             logger.error("SIGHUP: configuration not reloaded, keeping the running one: %s", exc)
             return
@@ -320,7 +327,11 @@ class Gafferd(JobLoading):
                 "cors_origins": tuple(effective.cors_origins),
                 "cluster": self.cluster,
                 "allowed_hosts": tuple(effective.allowed_hosts),
-                "policy": Policy(log_root=effective.log_root, daemon=self.restarter),
+                "policy": Policy(
+                    log_root=effective.log_root,
+                    daemon=self.restarter,
+                    job_defaults=lambda: job_defaults(self.effective),  # as reloaded
+                ),
                 "login_throttle": self.login_throttle,
                 "telemetry": self.telemetry,
                 "metrics_without_key": effective.metrics_without_key,

@@ -14,12 +14,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gaffer.core.options import DEFAULT_LOG_HISTORY
 from gaffer.errors import ConfigError
 from gafferd.converters import (
     choice,
     to_binds,
     to_bool,
     to_cluster,
+    to_count,
     to_int,
     to_key_prefix,
     to_limit,
@@ -241,6 +243,15 @@ SETTINGS: tuple[Setting, ...] = (
         "with its process) or inherit (written by the job to gafferd's stdout itself: "
         "nothing kept; 2 descriptors and about 4 KiB less a process).",
         metavar="MODE",
+    ),
+    Setting(
+        "log_history",
+        to_count,
+        DEFAULT_LOG_HISTORY,
+        "Lines of each job's recent output kept in memory (gaffer logs, the dashboard, "
+        "the fatal event), for the jobs that do not set their own log_history; 0: none.",
+        metavar="N",
+        reload=True,
     ),
     Setting(
         "process_limit",

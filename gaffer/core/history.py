@@ -141,9 +141,9 @@ class OutputHistory:
         """Put back what ``export`` gave (after the chunks kept now)."""
         for when, pid, os_pid, stream, data in chunks:
             self._chunks.append((when, pid, os_pid, stream, data))
-            self._size += len(data)
+            self._size += len(data) + CHUNK_OVERHEAD
         while self._size > self.max_bytes:
-            self._size -= len(self._chunks.popleft()[4])
+            self._size -= len(self._chunks.popleft()[4]) + CHUNK_OVERHEAD
 
 
 class Splitter:

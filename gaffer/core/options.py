@@ -527,9 +527,14 @@ OPTIONS: tuple[Option, ...] = (
     opt("log_markers", True, _bool, text_bool, BOOLEAN,
         "write `spawned pid N`, `exited with 3`... lines into the job's log files"),
     opt("log_history", DEFAULT_LOG_HISTORY, _count, text_int, COUNT,
-        "lines of output kept in memory for `gaffer logs` (0: none)"),
+        "lines of output kept in memory for `gaffer logs` (0: none); gafferd's setting "
+        "of the same name is the default of its jobs"),
 )  # fmt: skip
 BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
+
+#: options a running job takes without replacing its processes (an update or a reload
+#: that changes only these keeps them): how many run, how much of their output is kept
+IN_PLACE = ("numprocesses", "log_history")
 
 
 def to_json(name: str, value: Any) -> Any:

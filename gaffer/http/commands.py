@@ -81,6 +81,9 @@ class Policy:
     # the daemon serving the API (its restart, its state; None when a manager is embedded):
     # an object with ``async restart() -> dict`` and ``state() -> dict``
     daemon: Any = None
+    # the options given to jobs loaded or updated through the API that do not set them
+    # (gafferd's settings of the same name: log_history), asked at each load
+    job_defaults: Callable[[], Mapping[str, Any]] = dict
 
 
 @dataclass
@@ -245,8 +248,9 @@ def _observed(call: Call) -> list[str]:
 # -- jobs -----------------------------------------------------------------------------------
 def job_config(call: Call, body: Mapping[str, Any]) -> ProcessConfig:
     """The config of load and update: uid and gid need an admin key; log files must be
-    under ``log_root`` (relative ones are taken in it)."""
-    body = dict(body)
+    under ``log_root`` (relative ones are taken in it); the daemon's defaults fill what the
+    body leaves out."""
+    body = {**call.policy.job_defaults(), **body}
     if (body.get("uid") is not None or body.get("gid") is not None) and (
         not call.permissions.is_admin
     ):

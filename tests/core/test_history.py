@@ -39,6 +39,20 @@ def test_lines_are_made_when_read_joining_the_pieces_of_a_line():
     assert (line["job"], line["pid"], line["os_pid"]) == ("default.web", 1, 101)
 
 
+def test_what_a_hand_over_restores_is_counted_as_what_was_added():
+    history = OutputHistory(100)
+    for n in range(50):
+        history.add(1, 101, "stdout", f"line {n}\n".encode())
+    again = OutputHistory(100)
+    again.restore(history.export())
+    assert again.size == history.size
+    assert [line.text for line in again.lines()] == [line.text for line in history.lines()]
+    # and the budget holds: restoring into a smaller history keeps the newest only
+    small = OutputHistory(1)
+    small.restore(history.export() * 200)
+    assert small.size <= small.max_bytes
+
+
 def test_the_last_lines_are_kept_within_the_memory_budget():
     history = OutputHistory(1000)
     assert history.max_bytes == budget(1000) == 256_000

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 
 import pytest
@@ -85,6 +86,59 @@ def test_log_files_of_jobs_from_the_ini_file(tmp_path):
         assert [line["line"].rsplit(" ", 1)[0] for line in kept["lines"]] == [
             f"line {index} of" for index in range(4)
         ]
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
+def test_log_history_setting_is_the_default_of_jobs_from_the_file_and_the_api(tmp_path):
+    daemon = Gafferd(
+        tmp_path,
+        f"""
+        [gaffer]
+        bind = unix:{tmp_path / "gafferd.sock"}
+        log_history = 3
+
+        [job:talk]
+        cmd = {{child}} lines 10
+
+        [job:own]
+        cmd = {{child}} lines 10
+        log_history = 5
+        """,
+    ).start()
+    try:
+
+        def kept(job: str) -> list[str]:
+            status, answer = daemon.request("GET", f"/jobs/default/{job}/logs?lines=all")
+            assert status == 200, answer
+            return [line["line"].split(" of ")[0] for line in answer["lines"]]
+
+        wait_until_sync(lambda: kept("talk") == ["line 7", "line 8", "line 9"], what="3 kept")
+        wait_until_sync(lambda: kept("own") == [f"line {n}" for n in range(5, 10)], what="5 kept")
+        for job, lines in (("talk", 3), ("own", 5)):
+            _, info = daemon.request("GET", f"/jobs/default/{job}")
+            assert info["config"]["log_history"] == lines
+        # a job loaded through the API without log_history gets the setting; its own wins
+        for name, body, lines in (("api", {}, 3), ("api_own", {"log_history": 7}, 7)):
+            status, answer = daemon.request(
+                "POST", "/jobs/default", {"name": name, "cmd": "true", "start": False, **body}
+            )
+            assert status in (200, 201), answer
+            _, info = daemon.request("GET", f"/jobs/default/{name}")
+            assert info["config"]["log_history"] == lines
+        # SIGHUP with another setting: the jobs without their own follow, lines kept
+        pids = daemon.request("GET", "/jobs/default/talk")[1]["processes"]
+        daemon.write(daemon.ini.read_text().replace("log_history = 3", "log_history = 4"))
+        daemon.signal(signal.SIGHUP)
+        wait_until_sync(
+            lambda: daemon.request("GET", "/jobs/default/talk")[1]["config"]["log_history"] == 4,
+            what="the new default applied",
+        )
+        assert daemon.request("GET", "/jobs/default/talk")[1]["processes"] == pids
+        assert daemon.request("GET", "/jobs/default/own")[1]["config"]["log_history"] == 5
+        # the lines still held in memory: one more shows
+        assert kept("talk") == ["line 6", "line 7", "line 8", "line 9"]
         assert daemon.stop() == 0
     finally:
         daemon.kill()
