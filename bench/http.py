@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 from bench.machine import table
 
@@ -42,12 +44,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_gafferd(directory: str, port: int) -> subprocess.Popen[bytes]:
+def start_gafferd(
+    directory: str,
+    port: int,
+    jobs: int = JOBS,
+    per_job: int = 1,
+    up: Callable[[int], bool] | None = None,
+    timeout: float = 30,
+) -> subprocess.Popen[bytes]:
+    """gafferd on a loopback port with ``jobs`` jobs of ``per_job`` sleeps, once ``up(port)``
+    (default: every job listed)."""
     lines = ["[gaffer]", f"bind = 127.0.0.1:{port}", "log_level = warning"]
     # the benchmark may run as root (a container): no keys on loopback, deliberately
     lines += ["allow_root_without_keys = true", ""]
-    for n in range(JOBS):
-        lines += [f"[job:job{n}]", f"cmd = {SLEEP} 100000", ""]
+    for n in range(jobs):
+        lines += [f"[job:job{n}]", f"cmd = {SLEEP} 100000", f"numprocesses = {per_job}", ""]
     ini = os.path.join(directory, "gafferd.ini")
     with open(ini, "w") as handle:
         handle.write("\n".join(lines))
@@ -56,20 +67,26 @@ def start_gafferd(directory: str, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
+    up = up or (lambda port: len(_get_json(port, "/jobs")["jobs"]) == jobs)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/jobs")
-            if len(json.loads(conn.getresponse().read())["jobs"]) == JOBS:
-                conn.close()
+            if up(port):
                 return proc
-            conn.close()
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError("gafferd did not come up with its jobs")
+
+
+def _get_json(port: int, path: str) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
 
 
 def client(

@@ -20,12 +20,11 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any
 
+from bench.http import free_port, start_gafferd
 from bench.machine import table
 
 JOBS = 10
@@ -33,14 +32,6 @@ PER_JOB = 100
 SCRAPES = 40
 GAP = 0.25
 SLEEP = shutil.which("sleep") or "/bin/sleep"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -53,32 +44,10 @@ def get(port: int, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
-def start_gafferd(directory: str, port: int) -> subprocess.Popen[bytes]:
-    lines = ["[gaffer]", f"bind = 127.0.0.1:{port}", "log_level = warning"]
-    # a loopback port without keys: gafferd refuses it to root unless told (docs/security.md)
-    lines += ["allow_root_without_keys = true", ""]
-    for n in range(JOBS):
-        lines += [f"[job:job{n}]", f"cmd = {SLEEP} 100000", f"numprocesses = {PER_JOB}", ""]
-    ini = os.path.join(directory, "gafferd.ini")
-    with open(ini, "w") as handle:
-        handle.write("\n".join(lines))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gafferd", "-c", ini],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            status, body = get(port, "/overview")
-            jobs = json.loads(body)["jobs"] if status == 200 else []
-            if len(jobs) == JOBS and all(job["state"] == "running" for job in jobs):
-                return proc
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("gafferd did not start its 1,000 processes")
+def all_running(port: int) -> bool:
+    status, body = get(port, "/overview")
+    jobs = json.loads(body)["jobs"] if status == 200 else []
+    return len(jobs) == JOBS and all(job["state"] == "running" for job in jobs)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -199,7 +168,7 @@ def _best(call: Any, runs: int = 15) -> float:
 def main() -> None:
     directory = tempfile.mkdtemp(prefix="gaffer-bench-metrics-")
     port = free_port()
-    proc = start_gafferd(directory, port)
+    proc = start_gafferd(directory, port, JOBS, PER_JOB, up=all_running, timeout=120)
     rows = []
     try:
         for path in ("/ping", "/metrics", "/overview"):
