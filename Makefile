@@ -38,13 +38,17 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The side-by-side benchmark's own virtualenv: gaffer (editable) next to the peers it is
-# compared with, pinned; they are never installed into $(VENV). circus 0.19.0 runs on the
-# same tornado (>= 6.4) and pyzmq releases as gaffer, so one environment serves all three.
-$(BENCH_STAMP): pyproject.toml setup.py
+# The side-by-side benchmark's own virtualenv: gaffer next to the peers it is compared
+# with, pinned; they are never installed into $(VENV). circus 0.19.0 runs on the same
+# tornado (>= 6.4) and pyzmq releases as gaffer, so one environment serves all three.
+# gaffer is installed as users get it, not editable (an editable install's import hook
+# costs every gafferd start 17 ms and some hundreds of KiB: docs/design.md#memory), so it
+# is installed again whenever a source file changes.
+BENCH_SOURCES := pyproject.toml setup.py $(shell find gaffer gafferd -name '*.py')
+$(BENCH_STAMP): $(BENCH_SOURCES)
 	$(PYTHON) -c 'import sys; sys.exit("gaffer needs Python >= 3.11") if sys.version_info < (3, 11) else None'
 	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_BIN)/python -m pip install --quiet -e . supervisor==4.3.0 circus==0.19.0
+	$(BENCH_BIN)/python -m pip install --quiet . supervisor==4.3.0 circus==0.19.0
 	touch $(BENCH_STAMP)
 
 bench-venv: $(BENCH_STAMP)
