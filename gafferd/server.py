@@ -21,23 +21,24 @@ import resource
 import signal
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gaffer import Manager
 from gaffer.console import DEFAULT_EVENTS, ConsoleOutput
 from gaffer.core.config import ProcessConfig
 from gaffer.errors import ConfigError, ProcessError
-from gaffer.http import HttpHandler, binding
-from gaffer.http.commands import Policy
-from gaffer.http.connections import ConnectionLimits
-from gaffer.http.identity import Identity
-from gaffer.http.keystore import KeyStore
+from gaffer.http import binding
+from gaffer.http.deferred import DeferredHttpHandler
 from gaffer.http.throttle import LoginThrottle
 from gafferd.checks import check_jobs
 from gafferd.config import DaemonConfig, JobSpec, load_config
 from gafferd.logs import DaemonLog
 from gafferd.memory import MemoryTrimmer, map_large_allocations
 from gafferd.settings import Effective, SettingError, resolve
+
+if TYPE_CHECKING:  # the HTTP server is imported at the first connection (deferred.py)
+    from gaffer.http import HttpHandler
+    from gaffer.http.keystore import KeyStore
 
 logger = logging.getLogger("gafferd")
 
@@ -103,7 +104,8 @@ class Gafferd:
             from gafferd.cluster import make_registry
 
             self.cluster = make_registry(self.effective, self._sockets)
-        self._http_slot.app = self._http_handler(self._sockets)
+        self._store(self.effective)  # opened now: a key store that cannot be used is fatal
+        self._http_slot.app = DeferredHttpHandler(self._sockets, self._http_handler)
         self._webhooks_slot.app = self._make_webhooks(self.config, self.effective)
         apps: list[Any] = [*self.plugins.apps, self._webhooks_slot, self._http_slot]
         if self.cluster is not None:
@@ -283,7 +285,8 @@ class Gafferd:
             check_exposure(effective)
             check_root(effective)
             sockets = bind_all(effective, keep=self._sockets)
-            http = self._http_handler(sockets, effective)
+            self._store(effective)
+            http = DeferredHttpHandler(sockets, lambda bound: self._http_handler(bound, effective))
         except (OSError, ValueError, SecurityError) as exc:
             logger.error("reload: HTTP binds not changed: %s", exc)
             return
@@ -308,7 +311,7 @@ class Gafferd:
             self.manager.loop.create_task(result)
 
     @property
-    def http(self) -> HttpHandler | None:
+    def http(self) -> DeferredHttpHandler | None:
         return self._http_slot.app
 
     @property
@@ -319,10 +322,17 @@ class Gafferd:
     def _http_handler(
         self, sockets: list[socket.socket], effective: Effective | None = None
     ) -> HttpHandler:
+        """The HTTP server, built when the first client connects (deferred.py)."""
+        from gaffer.http import HttpHandler
+        from gaffer.http.commands import Policy
+        from gaffer.http.connections import ConnectionLimits
+
         effective = effective or self.effective
         store = self._store(effective)
         identity = None
-        if store is not None:
+        if store is not None:  # keys: the key store's modules are loaded
+            from gaffer.http.identity import Identity
+
             identity = Identity(store, effective.require_key, effective.login_ttl)
         return HttpHandler(
             sockets=sockets,
@@ -347,6 +357,8 @@ class Gafferd:
         if self.keystore is None:
             path = auth_db_path(effective, self.config)
             if effective.require_key or os.path.exists(path):
+                from gaffer.http.keystore import KeyStore
+
                 self.keystore = KeyStore(path)
                 if effective.require_key and not self.keystore.admins():
                     logger.warning(
