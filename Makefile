@@ -53,12 +53,12 @@ $(BENCH_STAMP): $(BENCH_SOURCES)
 
 bench-venv: $(BENCH_STAMP)
 
-# gaffer's own benchmarks with $(VENV), then gafferd, supervisord and circusd side by side
-# (`$(BENCH_BIN)/python -m bench.peers --quick` for a smoke run, `--write-docs` to update
-# docs/performance.md).
+# gaffer's own benchmarks with $(VENV), then gafferd, supervisord and circusd side by side,
+# then gafferd's memory over an hour (`$(BENCH_BIN)/python -m bench.peers --quick` and
+# `-m bench.soak --quick` for smoke runs, `--write-docs` to update docs/performance.md).
 bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m bench engine io http attack
-	$(BENCH_BIN)/python -m bench peers
+	$(BENCH_BIN)/python -m bench peers soak
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) build dist *.egg-info .pytest_cache .ruff_cache

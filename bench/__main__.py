@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import attack, cluster, engine, http, io, peers
+from bench import attack, cluster, engine, http, io, peers, soak
 
 BENCHMARKS = {
     "engine": engine.main,
@@ -13,6 +13,7 @@ BENCHMARKS = {
     "attack": attack.main,
     "peers": peers.main,
     "cluster": cluster.main,
+    "soak": soak.main,
 }
 
 
