@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from bench import attack, cluster, engine, http, io, peers, soak
+from bench import attack, cluster, engine, handover, http, io, metrics, peers, soak
 
 BENCHMARKS = {
     "engine": engine.main,
+    "handover": handover.main,
     "io": io.main,
     "http": http.main,
     "attack": attack.main,
+    "metrics": metrics.main,
     "peers": peers.main,
     "cluster": cluster.main,
     "soak": soak.main,

@@ -8,6 +8,10 @@
   measured by a 10 ms timer (how late it fires), and the daemon's CPU use over the run.
 * chatty children: 200 processes each printing a 100-byte line every 0.1 s (2,000 lines a
   second in all), captured into a log file; gaffer's own CPU over 10 s after a warm-up.
+* the same children with no log file: inherited (the manager's stdout, gaffer reads
+  nothing) against gafferd's default (captured, kept in the history, written to the
+  console prefixed with the process), stdout being /dev/null.
+* the history's cost: the capture measured with ``log_history = 0`` in the same run.
 """
 
 from __future__ import annotations
@@ -46,13 +50,20 @@ def make_data(directory: str, size: int) -> str:
     return path
 
 
-async def gaffer_capture(data: str, log: str, size: int) -> float:
+async def gaffer_capture(data: str, log: str, size: int, history: int = 1000) -> float:
     async with Manager() as manager:
         done = asyncio.get_running_loop().create_future()
         manager.events.subscribe("exit", lambda evtype, msg: done.done() or done.set_result(1))
         manager.load(
             ProcessConfig(
-                "writer", CAT, args=[data], stdout_logfile=log, logfile_max_bytes=0, numprocesses=0
+                "writer",
+                CAT,
+                args=[data],
+                stdout_logfile=log,
+                logfile_max_bytes=0,
+                numprocesses=0,
+                log_markers=False,  # the log is compared with the data byte for byte
+                log_history=history,
             )
         )
         started = time.perf_counter()
@@ -131,6 +142,7 @@ async def chatty_cpu(count: int, seconds: float, log: str) -> dict[str, float]:
                 numprocesses=count,
                 stdout_logfile=log,
                 logfile_max_bytes=0,
+                log_markers=False,  # lines are counted from the file's size
             )
         )
         while len(manager.pids("chatty")) < count:
@@ -149,6 +161,52 @@ async def chatty_cpu(count: int, seconds: float, log: str) -> dict[str, float]:
     return {"cpu": 100 * cpu / elapsed, "lines_per_s": lines / elapsed}
 
 
+async def unlogged_cpu(count: int, seconds: float, output: str) -> float:
+    """gaffer's CPU share while ``count`` children with no log file print 10 lines a
+    second each, their output ``inherit``ed or on the ``console``."""
+    async with Manager(output=output) as manager:
+        manager.load(
+            ProcessConfig("chatty", sys.executable, args=["-S", "-c", CHATTY], numprocesses=count)
+        )
+        while len(manager.pids("chatty")) < count:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(2.0)
+        cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        await asyncio.sleep(seconds)
+        cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+        elapsed = time.perf_counter() - started
+        manager.stop_job("chatty")
+    cpu = cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
+    return 100 * cpu / elapsed
+
+
+def unlogged_rows(count: int = 200, seconds: float = 10.0) -> list[tuple[str, ...]]:
+    """The console against inherited output, stdout (so the children's and the
+    console's) sent to /dev/null meanwhile."""
+    import uvloop
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        inherited = uvloop.run(unlogged_cpu(count, seconds, "inherit"))
+        console = uvloop.run(unlogged_cpu(count, seconds, "console"))
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+    return [
+        (
+            f"{count} chatty children, no log file: gaffer CPU (%)",
+            f"{console:.1f}",
+            "",
+            f"gafferd's console (captured, kept, prefixed); inherited: {inherited:.1f}",
+        )
+    ]
+
+
 def main() -> None:
     import uvloop
 
@@ -158,13 +216,15 @@ def main() -> None:
     rows = []
     try:
         data = make_data(directory, size)
-        results = {"gaffer": [], "cat": []}
+        results: dict[str, list[float]] = {"gaffer": [], "cat": [], "no history": []}
         warm_up = os.path.join(directory, "warm-up.log")  # threads, page cache, allocator
         uvloop.run(gaffer_capture(data, warm_up, size))
         os.unlink(warm_up)
         for attempt in range(RUNS):
             log = os.path.join(directory, f"gaffer-{attempt}.log")
             results["gaffer"].append(uvloop.run(gaffer_capture(data, log, size)))
+            os.unlink(log)
+            results["no history"].append(uvloop.run(gaffer_capture(data, log, size, 0)))
             os.unlink(log)
             out = os.path.join(directory, f"cat-{attempt}.out")
             results["cat"].append(cat_capture(data, out))
@@ -178,7 +238,8 @@ def main() -> None:
                 f"{cat_rate:.0f}",
                 f"512 MiB, median of {RUNS} (best: gaffer "
                 f"{size / MiB / min(results['gaffer']):.0f}, cat "
-                f"{size / MiB / min(results['cat']):.0f})",
+                f"{size / MiB / min(results['cat']):.0f}); without the history "
+                f"(log_history = 0): {size / MiB / statistics.median(results['no history']):.0f}",
             )
         )
     finally:
@@ -197,6 +258,7 @@ def main() -> None:
             "logged; % of one core, over 10 s",
         )
     )
+    rows.extend(unlogged_rows())
     lag = uvloop.run(monitor_lag(1000, 5.0))
     rows.append(
         (

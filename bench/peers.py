@@ -224,9 +224,7 @@ class Job:
     numprocesses: int
     logfile: str | None = None  # stdout to this file, never rotated
     crash: bool = False  # exits at once: turn off every backoff the system has
-    # killed young and often: each death is a crash of a started process, replaced at
-    # once, not a failed start (backoff) nor a crash loop (paused)
-    started_at_once: bool = False
+    kills: bool = False  # SIGKILLed in a row: a kill is not a failed start, nor a crash loop
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -305,7 +303,7 @@ class Gaffer(Peer):
         ]
         if job.crash:  # restarted at once, every time: no pause, no backoff, never fatal
             lines += ["flapping = off", "backoff = off", "start_retries = 1000000000"]
-        if job.started_at_once:
+        if job.kills:
             lines += ["start_secs = 0", "flapping = off"]
         if job.logfile:
             lines += [f"stdout_logfile = {job.logfile}", "logfile_max_bytes = 0"]
@@ -376,7 +374,7 @@ class Supervisor(Peer):
             lines += ["stdout_logfile = NONE"]
         if job.crash:  # a start is good at once, and retried (nearly) forever
             lines += ["startsecs = 0", "startretries = 1000000000"]
-        elif job.started_at_once:
+        elif job.kills:
             lines += ["startsecs = 0"]
         path = os.path.join(self.directory, "supervisord.conf")
         Path(path).write_text("\n".join(lines) + "\n")
@@ -753,7 +751,7 @@ class Bench:
     # restart latency
     def restart(self, name: str) -> None:
         system = self.fresh(name, "restart")
-        run = Run(system, Job("victims", SLEEPER, 5, started_at_once=True))
+        run = Run(system, Job("victims", SLEEPER, 5, kills=True))
         cap = self.sizes.circus_kill_cap if name == "circus" else self.sizes.kill_cap
         latencies: list[float] = []
         try:
@@ -1152,9 +1150,9 @@ def general_row_notes(bench: Bench) -> dict[str, str]:
     else:
         notes["rate_vs_c"] = "C baseline unavailable (no gcc)"
     notes["restart_p50"] = (
-        "5 `sleep`, oldest SIGKILLed, /proc polled every 1 ms; a kill is the crash of a "
-        "started process: gaffer start_secs 0, flapping off; supervisor startsecs 0; "
-        "circus: kills at a random phase of its 5 s check_delay"
+        "5 `sleep`, oldest SIGKILLed, /proc polled every 1 ms; a kill is of a started "
+        "process (gaffer start_secs 0, flapping off; supervisor startsecs 0); circus: kills "
+        "at a random phase of its 5 s check_delay"
     )
     notes["crash"] = (
         "`sh -c 'printf x >> FILE'`, starts counted in FILE over "

@@ -94,7 +94,7 @@ def fresh(name: str, scratch: str, logs: str, label: str):
 
 
 def restarts(name: str, scratch: str, logs: str, total: int, log) -> Soak:
-    job = Job("sleepers", SLEEPER, PROCESSES, started_at_once=True)  # no backoff, no pause
+    job = Job("sleepers", SLEEPER, PROCESSES, kills=True)  # no backoff, no pause
     run = Run(fresh(name, scratch, logs, "restarts"), job)
     try:
         run.wait_running(PROCESSES)

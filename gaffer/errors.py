@@ -10,7 +10,7 @@ brackets). Builtin bases are kept where callers rely on them (``except ValueErro
         InvalidOption [core.config]         a job option: ``option`` names it
         IniError [gafferd.ini]              an ini file, at ``path:line``
         SettingError [gafferd.settings]     a gafferd setting and where it came from
-        StartupError [gafferd.server]       a job of the file cannot be loaded at start
+        StartupError [gafferd.jobs]         a job of the file cannot be loaded at start
         DotenvError [dotenv]                an env file, at ``path:line``
           ProcfileError [cli.procfile]      a Procfile, at ``path:line``
       SecurityError (ValueError)            settings gafferd refuses: they would expose it
@@ -22,6 +22,7 @@ brackets). Builtin bases are kept where callers rely on them (``except ValueErro
           UnknownCommand [http.controller]  no such /channel command
         ProcessConflict                     a job of that name is already loaded
           StreamClosed [http.controller]    the stdin of a process is closed
+          HandoverError                     gafferd cannot hand over to a new gafferd now
         ProcessLimitReached                 more processes than the manager's limit
         ManagerStopped                      the manager is stopping or stopped
         InvalidArgument (ValueError)        bad input: a scale, a signal, a name...
@@ -94,6 +95,13 @@ class ProcessNotFound(ProcessError):
 
 class ProcessConflict(ProcessError):
     reason = "process_conflict"
+
+
+class HandoverError(ProcessConflict):
+    """A restart of gafferd in place (a hand-over to a new gafferd) cannot be made now:
+    the new code or configuration failed its check, or a job cannot be handed over."""
+
+    reason = "handover_failed"
 
 
 class InvalidArgument(ProcessError, ValueError):

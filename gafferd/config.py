@@ -13,24 +13,21 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gaffer.core import deps
 from gaffer.core.config import InvalidOption, ProcessConfig
 from gaffer.core.names import split_job_id, validate_session
-from gaffer.core.options import OPTIONS, text_path
+from gaffer.core.options import OPTIONS
+from gaffer.core.optiontext import text_path
 from gaffer.errors import ConfigError, InvalidArgument
 from gafferd import ini
-from gafferd.settings import (
-    BY_INI_KEY,
-    FileValue,
-    to_bool,
-    to_path,
-    to_text,
-)
+from gafferd.converters import to_bool, to_path, to_state_file, to_text
+from gafferd.settings import BY_INI_KEY, FileValue
 
 EX_CONFIG = 78  # sysexits.h: configuration error
+_NOT_PATHS = ("off", "none")  # state_file = off: no file
 CONFIG_NAME = "gafferd.ini"
 
 
@@ -83,6 +80,27 @@ class DaemonConfig:
 
     def jobs_by_priority(self) -> list[JobSpec]:
         return sorted(self.jobs.values(), key=lambda spec: spec.config.priority)
+
+
+#: job options a [gaffer] setting of the same name gives a default to
+JOB_DEFAULT_SETTINGS = ("log_history",)
+
+
+def job_defaults(effective: Any) -> dict[str, Any]:
+    """The options the settings give the jobs that do not set them (ini jobs and API loads)."""
+    return {name: getattr(effective, name) for name in JOB_DEFAULT_SETTINGS}
+
+
+def with_job_defaults(config: DaemonConfig, defaults: Mapping[str, Any]) -> DaemonConfig:
+    """``config`` with ``defaults`` in every job whose section does not set them, so that
+    what is compared on reload and recorded in the state file is what runs."""
+    jobs = {}
+    for job, spec in config.jobs.items():
+        changes = {key: value for key, value in defaults.items() if key not in spec.origins}
+        if changes and any(getattr(spec.config, key) != value for key, value in changes.items()):
+            spec = replace(spec, config=spec.config.replace(**changes))
+        jobs[job] = spec
+    return replace(config, jobs=jobs)
 
 
 def find_config(given: str | None, environ: Mapping[str, str]) -> tuple[str | None, str]:
@@ -214,10 +232,10 @@ def _read_gaffer(section: ini.Section, settings: dict[str, FileValue]) -> None:
             raise _error(
                 section, key, f"{setting.name} is already set at {settings[setting.name].origin}"
             )
-        if setting.convert in (to_path, to_text):
+        if setting.convert in (to_path, to_text, to_state_file):
             _refuse_cut(section, key)
         value = entry.value
-        if setting.relative and value and value not in ("-", "syslog"):
+        if setting.relative and value and value not in ("-", "syslog", *_NOT_PATHS):
             value = text_path(value, os.path.dirname(entry.path))
         try:
             setting.convert(value)

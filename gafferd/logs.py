@@ -110,13 +110,20 @@ class DaemonLog:
         self._handler = _handler(target)
         self._handler.setFormatter(logging.Formatter(FORMAT))
         self._queue: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write, name="gafferd-log", daemon=True)
         root = logging.getLogger()
         for old in list(root.handlers):
             root.removeHandler(old)
         root.addHandler(Enqueue(self._queue))
         self.set_level(level)
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        self._writer = threading.Thread(target=self._write, name="gafferd-log", daemon=True)
         self._writer.start()
+
+    def _stop_writer(self) -> None:
+        self._queue.put(None)  # after every line logged so far
+        self._writer.join()
 
     def _write(self) -> None:
         while (record := self._queue.get()) is not None:
@@ -139,9 +146,19 @@ class DaemonLog:
             finally:
                 self._handler.release()
 
+    def pause(self) -> None:
+        """Write every line queued so far and stop writing (gafferd is about to exec)."""
+        self._stop_writer()
+        try:
+            self._handler.flush()
+        except OSError:
+            pass
+
+    def resume(self) -> None:
+        self._start_writer()
+
     def close(self) -> None:
-        self._queue.put(None)  # after every line logged so far
-        self._writer.join()
+        self._stop_writer()
         try:
             self._handler.close()
         except OSError:

@@ -12,18 +12,23 @@ import logging
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 import gaffer
+import gafferd
 from gaffer.errors import ConfigError, GafferError, SecurityError, UsageError
 from gaffer.http import binding
+from gafferd import handover, keeper
 from gafferd.checks import check_jobs
 from gafferd.config import (
     EX_CONFIG,
     DaemonConfig,
     describe,
     find_config,
+    job_defaults,
     load_config,
+    with_job_defaults,
 )
 from gafferd.daemon import daemonize
 from gafferd.logs import DaemonLog
@@ -108,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list the admin users and their key ids, and exit",
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from the ini file alone: do not read the state file (what was loaded, "
+        "scaled or stopped through the API before; detached processes to adopt)",
+    )
     parser.add_argument("--version", action="version", version=f"gafferd {gaffer.__version__}")
     add_arguments(parser)
     return parser
@@ -181,15 +192,27 @@ def bind_all(effective: Effective, keep: list[socket.socket] | None = None) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
+    began = time.monotonic()
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        handed = handover.receive()  # a previous gafferd exec'd this one: adopt, not start
+    except GafferError as exc:
+        print(f"gafferd: {exc}", file=sys.stderr)
+        return exit_code(exc)
     try:
         path, directory = find_config(args.config, os.environ)
         config = load_config(path, directory)
         effective = resolve(config.settings, os.environ, cli_values(args))
+        config = with_job_defaults(config, job_defaults(effective))
     except ConfigError as exc:
+        if handed is not None:  # changed since the check: the processes still run
+            return run_handed(args, handed, None, None, str(exc))
         print(f"gafferd: {exc}", file=sys.stderr)
         return exit_code(exc)
+    if handed is not None:
+        handed.setdefault("timings", {}).update(imported=gafferd.IMPORTED_AT, main=began)
+        return run_handed(args, handed, config, effective)
     plugin_dir = effective.plugin_dir or _default_plugin_dir(directory)
     plugins = _plugins(plugin_dir, config)
     if args.print_config:
@@ -226,10 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EX_OK
     pidfile = Pidfile(effective.pidfile) if effective.pidfile else None
+    inherited = keeper.inherited_sockets()  # under a keeper: its listening sockets
     try:
         if pidfile is not None:
             pidfile.check()
-        sockets = bind_all(effective)
+        if inherited is None:
+            sockets = bind_all(effective)
+        else:
+            sockets = handover.adopt_sockets(inherited, effective)
     except (AlreadyRunning, PidfileError) as exc:
         print(f"gafferd: {exc}", file=sys.stderr)
         return exit_code(exc)
@@ -239,8 +266,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EX_CONFIG
-    if effective.daemon:
+    if effective.daemon and not keeper.under_keeper():
         daemonize()
+    if effective.on_daemon_crash == "keep" and not keeper.under_keeper():
+        try:
+            keeper.launch(sockets)  # this process becomes the keeper: no return
+        except OSError as exc:
+            print(f"gafferd: cannot start the keeper: {exc}", file=sys.stderr)
+            return EX_FAILURE
     log = DaemonLog(effective.error_log, effective.log_level)
     try:
         if pidfile is not None:
@@ -253,6 +286,19 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("cannot write the pidfile %s: %s", effective.pidfile, exc.strerror or exc)
         log.close()
         return EX_CONFIG
+    return _serve(args, config, effective, sockets, plugins, log, pidfile)
+
+
+def _serve(
+    args: argparse.Namespace,
+    config: DaemonConfig,
+    effective: Effective,
+    sockets: list[socket.socket],
+    plugins: Any,
+    log: DaemonLog,
+    pidfile: Pidfile | None,
+    handed: dict[str, Any] | None = None,
+) -> int:
     from gafferd.server import Gafferd
 
     server = Gafferd(
@@ -263,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         plugins,
         log,
         webhooks_factory=_webhooks,
+        pidfile=pidfile,
+        handed=handed,
+        fresh=args.fresh,
     )
     try:
         return server.run()
@@ -270,6 +319,40 @@ def main(argv: list[str] | None = None) -> int:
         if pidfile is not None:
             pidfile.release()
         log.close()
+
+
+def run_handed(
+    args: argparse.Namespace,
+    handed: dict[str, Any],
+    config: DaemonConfig | None,
+    effective: Effective | None,
+    error: str | None = None,
+) -> int:
+    """Go on where the previous gafferd stopped: its processes, its sockets, its pidfile
+    (gafferd/handover.py). Nothing here may make this gafferd exit: it holds them all."""
+    previous = handed["gafferd"]
+    if config is None or effective is None:  # the file broke since the check: the last one
+        values, origins = previous["settings"]
+        effective = Effective(values, origins)
+        path, directory = previous.get("config", (None, os.getcwd()))
+        config = DaemonConfig(path, directory)  # no job of its own: they were handed over
+    log = DaemonLog(effective.error_log, effective.log_level)
+    if error is not None:
+        logger.error("configuration not read, going on with the previous one: %s", error)
+        handed["config_failed"] = True
+    pidfile = None
+    path, fd = previous["pidfile"]
+    if path and fd >= 0:
+        pidfile = Pidfile(path)
+        pidfile.adopt(fd)
+    sockets = handover.adopt_sockets(previous["sockets"], effective)
+    plugin_dir = effective.plugin_dir or _default_plugin_dir(config.directory)
+    try:
+        plugins = _plugins(plugin_dir, config)
+    except Exception:
+        logger.exception("plugins not loaded")
+        plugins = _plugins(None, DaemonConfig(None, config.directory))
+    return _serve(args, config, effective, sockets, plugins, log, pidfile, handed)
 
 
 def _admins(args: argparse.Namespace, effective: Effective, config: Any) -> int:

@@ -93,6 +93,17 @@ class Pidfile:
         finally:
             os.close(old)  # its lock goes with it: the file at the path is ours now
 
+    @property
+    def fd(self) -> int:
+        """The descriptor holding the lock (-1: not acquired)."""
+        return self._fd
+
+    def adopt(self, fd: int) -> None:
+        """Hold the lock a previous life of this gafferd took (an exec keeps it: the lock
+        belongs to the open file, and the pid in the file is still ours)."""
+        os.set_inheritable(fd, False)
+        self._fd = fd
+
     def release(self) -> None:
         if self._fd < 0:
             return

@@ -25,15 +25,26 @@ from typing import TYPE_CHECKING, Any
 
 from gaffer import Manager
 from gaffer.console import DEFAULT_EVENTS, ConsoleOutput
-from gaffer.core.config import ProcessConfig
-from gaffer.errors import ConfigError, ProcessError
+from gaffer.core.keeper import Keeper
+from gaffer.errors import ConfigError
 from gaffer.http import binding
 from gaffer.http.deferred import DeferredHttpHandler
+from gaffer.http.telemetry import Telemetry
 from gaffer.http.throttle import LoginThrottle
-from gafferd.checks import check_jobs
-from gafferd.config import DaemonConfig, JobSpec, load_config
+from gafferd import handover
+from gafferd.config import (
+    DaemonConfig,
+    JobSpec,
+    job_defaults,
+    load_config,
+    with_job_defaults,
+)
+from gafferd.handover import Restarter
+from gafferd.jobs import JobLoading, warn_problems
+from gafferd.keeper import keeper_fd
 from gafferd.logs import DaemonLog
 from gafferd.memory import MemoryTrimmer, map_large_allocations
+from gafferd.pidfile import Pidfile
 from gafferd.settings import Effective, SettingError, resolve
 
 if TYPE_CHECKING:  # the HTTP server is imported at the first connection (deferred.py)
@@ -45,10 +56,6 @@ logger = logging.getLogger("gafferd")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
-class StartupError(ConfigError):
-    """A job of the file could not be loaded at start: a configuration error."""
-
-
 def raise_fd_limit() -> None:
     """Children, pipes and pidfds take descriptors: use the hard limit, not 1024."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -56,7 +63,7 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-class Gafferd:
+class Gafferd(JobLoading):
     def __init__(
         self,
         config: DaemonConfig,
@@ -66,8 +73,20 @@ class Gafferd:
         plugins: Any,
         log: DaemonLog | None,
         webhooks_factory: Callable[..., Any] | None = None,
+        pidfile: Pidfile | None = None,
+        handed: dict[str, Any] | None = None,
+        fresh: bool = False,
     ) -> None:
         self.config = config
+        self.pidfile = pidfile
+        self._handed = handed  # what the previous gafferd handed over (handover.py)
+        self.restarter = Restarter(self)
+        self._adopted_counts: dict[str, int] = {}
+        self.fresh = fresh  # --fresh: the state file is not read
+        self._held: dict[str, list[dict[str, Any]]] = {}
+        self.state_file: Any = None
+        self.recorder: Any = None
+        self.keeper: Any = None  # the keeper's client (on_daemon_crash = keep)
         self.effective = effective
         self._cli = dict(cli)
         self._sockets = sockets
@@ -80,6 +99,7 @@ class Gafferd:
         self.file_jobs: dict[str, JobSpec] = {}
         self.keystore: KeyStore | None = None
         self.cluster: Any = None  # the ClusterRegistry when `cluster` is set
+        self.telemetry = Telemetry()  # /metrics counters: kept when a reload rebinds
         # failed logins are counted across reloads
         self.login_throttle = LoginThrottle(effective.login_attempts, effective.login_max_delay)
         self._failed = False
@@ -94,18 +114,43 @@ class Gafferd:
             subreaper=self.effective.subreaper,
             process_limit=self.effective.process_limit,
             container=self.effective.container,
+            # every job's output is captured, so `gaffer logs` has it; what no log file
+            # takes is printed on gafferd's stdout, prefixed by its process (with -vv, or
+            # in a container, the console view below prints every job's output instead);
+            # job_output = inherit leaves it to the jobs
+            output=(
+                "inherit"
+                if self.effective.job_output == "inherit"
+                else "capture"
+                if self.effective.verbose >= 2 or self.effective.container
+                else "console"
+            ),
         )
         loop = manager.loop
+        fd = keeper_fd()  # on_daemon_crash = keep: gafferd runs under the keeper
+        if self._handed is not None:
+            self._adopt(manager, self._handed)
+            guard = manager._table.guard  # the keeper, when the previous gafferd had one
+            self.keeper = guard if isinstance(guard, Keeper) else None
+        elif fd is not None:
+            self.keeper, held, end = manager.use_keeper(fd, receive=True)
+            self._take_held(held, end)
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+        loop.add_signal_handler(signal.SIGUSR2, self.restarter.on_signal)
+        handover.unblock_signals()  # those that came during a hand-over are handled now
         if self.effective.cluster:  # imported only then: no cost to a gafferd alone
             from gafferd.cluster import make_registry
 
             self.cluster = make_registry(self.effective, self._sockets)
+            if self._handed is not None:  # the same node, the same lease (handover.py)
+                self.cluster._lease = self._handed["gafferd"].get("cluster_lease", 0)
         self._store(self.effective)  # opened now: a key store that cannot be used is fatal
-        self._http_slot.app = DeferredHttpHandler(self._sockets, self._http_handler)
+        self._http_slot.app = DeferredHttpHandler(
+            self._sockets, self._http_handler, telemetry=self.telemetry
+        )
         self._webhooks_slot.app = self._make_webhooks(self.config, self.effective)
         apps: list[Any] = [*self.plugins.apps, self._webhooks_slot, self._http_slot]
         if self.cluster is not None:
@@ -121,15 +166,18 @@ class Gafferd:
             )
         self.plugins.initialize(manager)
         manager.start(apps=apps)
-        loop.call_soon(self._load_jobs)
+        self._start_recording()
+        loop.call_soon(self._load_jobs if self._handed is None else self._adopted)
         trimmer = MemoryTrimmer(loop)
         trimmer.start()
         try:
             manager.run()
         finally:
             trimmer.stop()
+            if self.recorder is not None:
+                self.recorder.close()
             self.plugins.on_shutdown(manager)
-            for sig in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1):
+            for sig in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
                 if not loop.is_closed():
                     loop.remove_signal_handler(sig)
         if self.keystore is not None:
@@ -140,42 +188,12 @@ class Gafferd:
         # a job with on_exit = shutdown ended: its code is gafferd's (a container's)
         return manager.exit_code if manager.exit_code is not None else 0
 
-    def _load_jobs(self) -> None:
-        assert self.manager is not None
-        _warn_problems(self.config, "")
-        try:
-            for spec in self.config.jobs_by_priority():
-                self._load(spec)
-        except StartupError as exc:
-            logger.error("%s", exc)
-            self._failed = True
-            self.manager.stop()
-            return
-        self.plugins.on_start(self.manager)
-        logger.info(
-            "gafferd started (pid %d): %d job(s) from %s",
-            os.getpid(),
-            len(self.file_jobs),
-            self.config.path or "no configuration file",
-        )
-
-    def _load(self, spec: JobSpec) -> None:
-        try:
-            self.manager.load(
-                self._contained(spec.config), sessionid=spec.session, start=spec.start
-            )
-        except (ProcessError, ValueError) as exc:
-            raise StartupError(f"{spec.origin}: [job:{spec.id}] cannot be loaded: {exc}") from None
-        self.file_jobs[spec.id] = spec
-
-    def _contained(self, config: ProcessConfig) -> ProcessConfig:
-        """In a container every job's output is captured, to show on gafferd's stdout."""
-        if self.effective.container and not config.redirect_output and not config.detach:
-            return config.replace(redirect_output=("stdout", "stderr"))
-        return config
-
     def stop(self, sig: int = signal.SIGTERM) -> None:
         logger.info("%s: stopping", signal.Signals(sig).name)
+        if self.keeper is not None and not self.keeper.lost:
+            self.keeper.bye()  # a crash from now on is not restarted
+        if self.recorder is not None:
+            self.recorder.flush()  # a change of the last 0.2 s, before the stop begins
         if self.manager is not None:
             self.manager.stop()
 
@@ -192,49 +210,15 @@ class Gafferd:
         try:
             config = load_config(self.config.path, self.config.directory)
             effective = resolve(config.settings, os.environ, self._cli)
+            config = with_job_defaults(config, job_defaults(effective))
         except (ConfigError, SettingError) as exc:
             logger.error("SIGHUP: configuration not reloaded, keeping the running one: %s", exc)
             return
         logger.info("SIGHUP: reloading %s", self.config.path or "(no file)")
-        _warn_problems(config, "reload: ")
+        warn_problems(config, "reload: ")
         self._apply_jobs(config)
         self._apply_settings(config, effective)
         self.config, self.effective = config, effective
-
-    def _apply_jobs(self, config: DaemonConfig) -> None:
-        manager = self.manager
-        assert manager is not None
-        loaded = set(manager.jobs())
-        for job_id in [job for job in self.file_jobs if job not in config.jobs]:
-            if job_id in loaded:
-                manager.unload(job_id)
-                logger.info("reload: unloaded %s", job_id)
-            del self.file_jobs[job_id]
-        for spec in config.jobs_by_priority():
-            old = self.file_jobs.get(spec.id)
-            try:
-                if spec.id not in loaded:
-                    manager.load(
-                        self._contained(spec.config), sessionid=spec.session, start=spec.start
-                    )
-                    logger.info("reload: loaded %s", spec.id)
-                elif old is None or not old.same_as(spec):
-                    self._update(spec, old)
-                    logger.info("reload: updated %s", spec.id)
-            except (ProcessError, ValueError) as exc:
-                logger.error("reload: %s: [job:%s] not applied: %s", spec.origin, spec.id, exc)
-                continue
-            self.file_jobs[spec.id] = spec
-
-    def _update(self, spec: JobSpec, old: JobSpec | None) -> None:
-        manager = self.manager
-        assert manager is not None
-        if old is not None and old.config == spec.config:  # only `start` changed
-            (manager.start_job if spec.start else manager.stop_job)(spec.id)
-            return
-        manager.update(self._contained(spec.config), sessionid=spec.session, start=spec.start)
-        if not spec.start:
-            manager.stop_job(spec.id)
 
     def _apply_settings(self, config: DaemonConfig, effective: Effective) -> None:
         old = self.effective
@@ -263,10 +247,19 @@ class Gafferd:
             "idle_timeout",
             "log_root",
             "allow_root_without_keys",
+            "metrics_without_key",
         )
         if any(getattr(effective, key) != getattr(old, key) for key in http_keys):
             self._rebind(effective)
-        restart_only = ("daemon", "pidfile", "error_log", "plugin_dir", "loop", "auth_db")
+        restart_only = (
+            "daemon",
+            "pidfile",
+            "error_log",
+            "plugin_dir",
+            "loop",
+            "auth_db",
+            "job_output",
+        )
         cluster_keys = (
             "cluster",
             "node_name",
@@ -286,7 +279,11 @@ class Gafferd:
             check_root(effective)
             sockets = bind_all(effective, keep=self._sockets)
             self._store(effective)
-            http = DeferredHttpHandler(sockets, lambda bound: self._http_handler(bound, effective))
+            http = DeferredHttpHandler(
+                sockets,
+                lambda bound: self._http_handler(bound, effective),
+                telemetry=self.telemetry,
+            )
         except (OSError, ValueError, SecurityError) as exc:
             logger.error("reload: HTTP binds not changed: %s", exc)
             return
@@ -296,6 +293,8 @@ class Gafferd:
             old.release_sockets([s for s in self._sockets if binding.bound_address(s) in kept])
         self._sockets = sockets
         self._http_slot.replace(http)
+        if self.keeper is not None:
+            self.keeper.listen(sockets)  # the next gafferd after a crash serves these
         if self.cluster is not None:
             from gafferd.cluster import advertised
 
@@ -344,8 +343,14 @@ class Gafferd:
                 "cors_origins": tuple(effective.cors_origins),
                 "cluster": self.cluster,
                 "allowed_hosts": tuple(effective.allowed_hosts),
-                "policy": Policy(log_root=effective.log_root),
+                "policy": Policy(
+                    log_root=effective.log_root,
+                    daemon=self.restarter,
+                    job_defaults=lambda: job_defaults(self.effective),  # as reloaded
+                ),
                 "login_throttle": self.login_throttle,
+                "telemetry": self.telemetry,
+                "metrics_without_key": effective.metrics_without_key,
             },
             limits=ConnectionLimits(
                 effective.max_connections, effective.header_timeout, effective.idle_timeout
@@ -376,12 +381,6 @@ class Gafferd:
             timeout=effective.webhook_timeout,
             retries=effective.webhook_retries,
         )
-
-
-def _warn_problems(config: DaemonConfig, prefix: str) -> None:
-    """What jobs of the file will meet (gafferd --check-config calls them errors)."""
-    for problem in check_jobs(config):
-        logger.warning("%s%s", prefix, problem)
 
 
 def auth_db_path(effective: Effective, config: DaemonConfig) -> str:

@@ -10,13 +10,30 @@ cannot drift apart. Values are layered: defaults < ini file ``[gaffer]`` < envir
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gaffer.core.options import DEFAULT_LOG_HISTORY
 from gaffer.errors import ConfigError
-from gaffer.http.binding import parse_address
+from gafferd.converters import (
+    choice,
+    to_binds,
+    to_bool,
+    to_cluster,
+    to_count,
+    to_int,
+    to_key_prefix,
+    to_limit,
+    to_node_name,
+    to_path,
+    to_positive_int,
+    to_seconds,
+    to_state_file,
+    to_text,
+    to_urls,
+    to_words,
+)
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOOPS = ("uvloop", "asyncio")
@@ -28,124 +45,6 @@ class SettingError(ConfigError):
     def __init__(self, name: str, raw: object, origin: str, reason: str) -> None:
         self.name, self.raw, self.origin, self.reason = name, raw, origin, reason
         super().__init__(f"{origin}: {name} = {raw!r}: {reason}")
-
-
-# -- converters: a string (ini, environment, command line) to a value; ValueError says why --
-def to_bool(text: str | bool) -> bool:
-    if isinstance(text, bool):
-        return text
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def to_int(text: str) -> int:
-    try:
-        return int(str(text).strip())
-    except ValueError:
-        raise ValueError("expected an integer") from None
-
-
-def to_positive_int(text: str) -> int:
-    value = to_int(text)
-    if value < 1:
-        raise ValueError("expected an integer >= 1")
-    return value
-
-
-def to_limit(text: str | int | None) -> int | None:
-    """An integer >= 1, or no limit: ``0``, ``off``, ``none``."""
-    if text is None or str(text).strip().lower() in ("0", "off", "none", "no", "false"):
-        return None
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise ValueError("expected an integer >= 1, or 0 or off for no limit") from None
-    if value < 0:
-        raise ValueError("expected an integer >= 1, or 0 or off for no limit")
-    return value
-
-
-def to_seconds(text: str) -> float:
-    try:
-        value = float(str(text).strip())
-    except ValueError:
-        raise ValueError("expected a number of seconds") from None
-    if value < 0 or value != value:
-        raise ValueError("expected a number of seconds >= 0")
-    return value
-
-
-def to_path(text: str) -> str | None:
-    value = str(text).strip()
-    return os.path.expanduser(value) if value else None
-
-
-def to_text(text: str) -> str:
-    return str(text).strip()
-
-
-def choice(*allowed: str) -> Callable[[str], str]:
-    def convert(text: str) -> str:
-        value = str(text).strip().lower()
-        if value not in allowed:
-            raise ValueError(f"expected one of {', '.join(allowed)}")
-        return value
-
-    return convert
-
-
-def to_words(text: str | list[str]) -> list[str]:
-    """``a b``, ``a, b`` or a list (repeated flags) to a list of words."""
-    if isinstance(text, list):
-        words = [word for item in text for word in to_words(item)]
-    else:
-        words = [word for word in str(text).replace(",", " ").split() if word]
-    return words
-
-
-def to_binds(text: str | list[str]) -> list[str]:
-    binds = to_words(text)
-    if not binds:
-        raise ValueError("expected at least one address")
-    for bind in binds:
-        parse_address(bind)  # raises ValueError naming what is wrong
-    return binds
-
-
-# the cluster's converters import gaffer.cluster only when a cluster setting is given
-def to_cluster(text: str) -> str | None:
-    value = str(text).strip()
-    if not value:
-        return None
-    from gaffer.cluster.etcd import parse_endpoints
-
-    parse_endpoints(value)  # raises ValueError saying what is wrong
-    return value
-
-
-def to_node_name(text: str) -> str | None:
-    from gaffer.cluster.records import check_node_name
-
-    return check_node_name(text) if str(text).strip() else None
-
-
-def to_key_prefix(text: str) -> str:
-    from gaffer.cluster.records import check_prefix
-
-    return check_prefix(text)
-
-
-def to_urls(text: str | list[str]) -> list[str]:
-    """API addresses to advertise: http(s)://host:port or unix:/path."""
-    urls = to_words(text)
-    for url in urls:
-        if not url.startswith(("http://", "https://", "unix:/")):
-            raise ValueError(f"{url!r}: expected http(s)://host:port or unix:/path")
-    return urls
 
 
 @dataclass(frozen=True)
@@ -310,11 +209,49 @@ SETTINGS: tuple[Setting, ...] = (
         cli="true",
     ),
     Setting(
+        "on_daemon_crash",
+        choice("stop", "keep"),
+        "stop",
+        "When gafferd dies without stopping its jobs (SIGKILL, out of memory): stop: the "
+        "guard stops every process; keep: the keeper (gafferd's parent then) holds their "
+        "pipes, starts gafferd again, and the new gafferd adopts them (docs/gafferd.md).",
+    ),
+    Setting(
+        "state_file",
+        to_state_file,
+        None,
+        "Where gafferd records what the operator asked through the API (jobs loaded, "
+        "scaled, stopped; detached processes), to come back to it after a restart; "
+        "default var/gafferd-state.json next to the ini file; off: nothing recorded.",
+        flag="--state-file",
+        metavar="FILE",
+        relative=True,
+    ),
+    Setting(
         "subreaper",
         to_bool,
         True,
         "Become the child subreaper of the jobs: their orphaned descendants are reaped "
         "by gafferd and stopped with their job, or with gafferd (Linux).",
+    ),
+    Setting(
+        "job_output",
+        choice("console", "inherit"),
+        "console",
+        "What a job's stdout and stderr that no log file takes do: console (captured, its "
+        "last log_history lines kept for gaffer logs, printed on gafferd's stdout prefixed "
+        "with its process) or inherit (written by the job to gafferd's stdout itself: "
+        "nothing kept; 2 descriptors and about 4 KiB less a process).",
+        metavar="MODE",
+    ),
+    Setting(
+        "log_history",
+        to_count,
+        DEFAULT_LOG_HISTORY,
+        "Lines of each job's recent output kept in memory (gaffer logs, the dashboard, "
+        "the fatal event), for the jobs that do not set their own log_history; 0: none.",
+        metavar="N",
+        reload=True,
     ),
     Setting(
         "process_limit",
@@ -426,6 +363,15 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Let gafferd run as root with require_key off on a TCP address (by default it "
         "refuses: any local user could run commands as root).",
+        reload=True,
+    ),
+    Setting(
+        "metrics_without_key",
+        choice("never", "loopback"),
+        "never",
+        "loopback: GET /metrics answers requests from loopback addresses and unix sockets "
+        "without a key, even with require_key (for a Prometheus on the same host); never: "
+        "/metrics asks for a key like every other route.",
         reload=True,
     ),
     Setting(

@@ -24,6 +24,7 @@ from gaffer.dotenv import DotenvError
 from gaffer.errors import ApiError, ClientError
 
 EX_OK, EX_ERROR, EX_USAGE, EX_INTERRUPTED = 0, 1, 2, 130
+WAIT_SECONDS = 30.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--no-color", action="store_true", help="no colours (or NO_COLOR)")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help=f"wait up to {WAIT_SECONDS:g} s for gafferd to answer (one just started) "
+        "before running the command",
+    )
     parser.add_argument("--version", action="version", version=f"gaffer {gaffer.__version__}")
     # these may also come after the command (gaffer ps --json); given there, they win
     common = argparse.ArgumentParser(add_help=False)
@@ -97,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="gafferd's address",
     )
     common.add_argument("--api-key", metavar="KEY", default=argparse.SUPPRESS)
+    common.add_argument(
+        "--wait", action="store_true", default=argparse.SUPPRESS, help="wait for gafferd"
+    )
     commands = parser.add_subparsers(dest="command", metavar="<command>", title="commands")
     commands.required = True
     for command in COMMANDS.values():
@@ -118,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     context = Context(args)
     command = COMMANDS[args.command]
     try:
-        return _run(command.func(context)) or EX_OK
+        return _run(_after_wait(context, command.func)) or EX_OK
     except UsageError as exc:
         print(f"gaffer {args.command}: {exc}", file=sys.stderr)
         return EX_USAGE
@@ -147,6 +157,32 @@ def _run(coroutine: Any) -> Any:
 
         return asyncio.run(coroutine)
     return uvloop.run(coroutine)
+
+
+async def _after_wait(context: Context, func: Any) -> Any:
+    """``--wait``: once gafferd answers (``make run &`` then a command at once)."""
+    if getattr(context.args, "wait", False):
+        await wait_for_gafferd(context, WAIT_SECONDS)
+    return await func(context)
+
+
+async def wait_for_gafferd(context: Context, seconds: float) -> None:
+    import asyncio
+    import time
+
+    from gaffer.errors import Unreachable
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            await context.server().ping()
+            return
+        except Unreachable:
+            if time.monotonic() > deadline:
+                raise Unreachable(
+                    f"no gafferd answered at {context.url} within {seconds:g} s"
+                ) from None
+            await asyncio.sleep(0.1)
 
 
 def _describe(exc: ApiError) -> str:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from gaffer.client.transport import Transport
 from gaffer.errors import NotFound
@@ -39,6 +39,13 @@ def _config_body(config: Any) -> dict[str, Any]:
 
 def _q(part: str | int) -> str:
     return quote(str(part), safe="")
+
+
+def _logs_query(lines: int | None, stream: str, **more: Any) -> str:
+    """The query of a logs request: ``lines`` None is every line kept."""
+    query = {"lines": "all" if lines is None else str(lines), "stream": stream}
+    query.update({key: str(value) for key, value in more.items() if value is not None})
+    return urlencode(query)
 
 
 class AsyncServer:
@@ -103,6 +110,17 @@ class AsyncServer:
         return (await self.request("GET", "/pids"))["pids"]
 
     running = pids
+
+    async def overview(
+        self, jobs: Iterable[str] | None = None, children: bool = False
+    ) -> dict[str, Any]:
+        """Every job the key may read (or the ``jobs`` named: ``web``, ``app.web``) with
+        its state, totals and per-process stats (``GET /overview``, what ``gaffer top``
+        and the dashboard show). ``children``: also each process's descendants."""
+        query = [("job", job) for job in jobs or ()]
+        if children:
+            query.append(("children", "1"))
+        return await self.request("GET", "/overview" + (f"?{urlencode(query)}" if query else ""))
 
     async def job_exists(self, name: str, sessionid: str | None = None) -> bool:
         session, bare = _job(name, sessionid)
@@ -175,6 +193,26 @@ class AsyncServer:
             async for line in lines:
                 yield json.loads(line)
 
+    async def logs(
+        self, lines: int | None = 10, stream: str = "all", session: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The last ``lines`` lines (None: all kept) of every job's output the key may
+        read (of one session), interleaved by time: ``{"job", "pid", "os_pid", "stream",
+        "time", "line"}`` each."""
+        query = _logs_query(lines, stream, session=session)
+        return (await self.request("GET", f"/logs?{query}"))["lines"]
+
+    async def follow_logs(
+        self, lines: int | None = 10, stream: str = "all", session: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The last ``lines`` lines, then every new line of every job (those loaded later
+        too) as it is written; ``{"event": "gaffer.dropped", "count"}`` where lines were
+        lost to a slow reader."""
+        query = _logs_query(lines, stream, session=session, follow=1, heartbeat=30)
+        async with contextlib.aclosing(self._lines(f"/logs?{query}")) as found:
+            async for line in found:
+                yield json.loads(line)
+
     async def _lines(self, path: str) -> AsyncIterator[bytes]:
 
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -212,6 +250,18 @@ class AsyncServer:
         channel = GafferSocket(self.transport)
         await channel.connect()
         return channel
+
+    # -- gafferd itself ------------------------------------------------------------------
+    async def daemon_restart(self) -> dict[str, Any]:
+        """Restart gafferd in place keeping every process (an admin key): its new code and
+        configuration are checked first (Conflict ``handover_failed`` when they would not
+        start). Answers before the hand-over: ``{"ok", "pid", "processes", "handovers"}``."""
+        return await self.request("POST", "/daemon/restart")
+
+    async def daemon_state(self) -> dict[str, Any]:
+        """gafferd's own state (an admin key): pid, hand-overs, and what its state file
+        records of the operator's requests."""
+        return await self.request("GET", "/daemon/state")
 
     # -- the cluster -----------------------------------------------------------------------
     async def cluster_nodes(self) -> dict[str, Any]:
@@ -307,6 +357,23 @@ class AsyncJob:
 
     async def unload(self) -> None:
         await self.server.request("DELETE", self.path)
+
+    async def logs(self, lines: int | None = 10, stream: str = "all") -> list[dict[str, Any]]:
+        """The last ``lines`` lines (None: all kept) of the job's output, oldest first:
+        ``{"job", "pid", "os_pid", "stream", "time", "line"}`` each."""
+        return (await self.server.request("GET", f"{self.path}/logs?{_logs_query(lines, stream)}"))[
+            "lines"
+        ]
+
+    async def follow_logs(
+        self, lines: int | None = 10, stream: str = "all"
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The last ``lines`` lines, then each new line as it is written, until the job is
+        unloaded (or the caller stops iterating)."""
+        path = f"{self.path}/logs?{_logs_query(lines, stream, follow=1, heartbeat=30)}"
+        async with contextlib.aclosing(self.server._lines(path)) as found:
+            async for line in found:
+                yield json.loads(line)
 
     async def stats_feed(self) -> AsyncIterator[dict[str, Any]]:
         """Stats of the job's processes, every 0.1 s."""

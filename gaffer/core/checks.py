@@ -63,7 +63,11 @@ class Checks:
         self._on_up = on_up
         self._on_not_ready = on_not_ready
         self._on_health = on_health
-        self._confirming: deque[tuple[Process, float]] = deque()  # (process, start_secs)
+        # spawned processes waiting out start_secs, in order: (pid, due); the processes
+        # themselves by pid, dropped when they end (a crash loop must not keep ~1 s of
+        # dead processes, with their pipes and handles, alive until the timer comes)
+        self._confirming: deque[tuple[int, float]] = deque()
+        self._unconfirmed: dict[int, Process] = {}
         self._confirm_timer: asyncio.TimerHandle | None = None
         self._readiness: dict[int, tuple[asyncio.Task[None] | None, asyncio.TimerHandle]] = {}
         self._health: dict[int, asyncio.Task[None]] = {}
@@ -80,9 +84,10 @@ class Checks:
         elif config.start_secs <= 0:
             self._on_up(proc, State.RUNNING)
         else:
-            self._confirming.append((proc, config.start_secs))
+            due = (proc.spawned_at or self._loop.time()) + config.start_secs
+            self._confirming.append((proc.pid, due))
+            self._unconfirmed[proc.pid] = proc
             if self._confirm_timer is None:
-                due = (proc.spawned_at or self._loop.time()) + config.start_secs
                 self._confirm_timer = self._loop.call_at(due, self._confirm)
 
     def _confirm(self) -> None:
@@ -90,15 +95,17 @@ class Checks:
         now = self._loop.time()
         queue = self._confirming
         while queue:
-            proc, start_secs = queue[0]
-            if proc.state is not State.STARTING:
+            pid, due = queue[0]
+            proc = self._unconfirmed.get(pid)
+            if proc is None or proc.state is not State.STARTING:
                 queue.popleft()
+                self._unconfirmed.pop(pid, None)
                 continue
-            due = (proc.spawned_at or now) + start_secs
             if due > now:
                 self._confirm_timer = self._loop.call_at(due, self._confirm)
                 return
             queue.popleft()
+            del self._unconfirmed[pid]
             self._on_up(proc, State.RUNNING)
 
     # -- readiness ------------------------------------------------------------------------
@@ -181,6 +188,7 @@ class Checks:
     # -- the end of a process ---------------------------------------------------------------
     def forget(self, pid: int) -> None:
         """The process is stopping or gone: its checks end."""
+        self._unconfirmed.pop(pid, None)
         self._end_readiness(pid)
         task = self._health.pop(pid, None)
         if task is not None and task is not asyncio.current_task():
@@ -196,6 +204,7 @@ class Checks:
             self._confirm_timer.cancel()
             self._confirm_timer = None
         self._confirming.clear()
+        self._unconfirmed.clear()
 
     def describe(self, pid: int) -> dict[str, Any]:
         """What a listing shows of a process's checks."""

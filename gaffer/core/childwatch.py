@@ -41,15 +41,26 @@ def decode_status(status: int) -> tuple[int, int]:
 
 
 class ChildHandle:
-    """One watched child. ``send_signal`` is safe until the exit callback has run."""
+    """One watched child. ``send_signal`` is safe until the exit callback has run.
 
-    __slots__ = ("_callback", "_pidfd", "exited", "pid")
+    ``foreign`` handles watch a process that is not this program's child (adopted after a
+    crash of gafferd, or a detached process found again): it cannot be reaped here, and
+    its exit status comes from whoever is its parent (``report_exit``), or is unknown.
+    """
+
+    __slots__ = ("_callback", "_pidfd", "exited", "foreign", "pid")
 
     def __init__(self, pid: int, callback: ExitCallback) -> None:
         self.pid = pid
         self._callback = callback
         self._pidfd = -1
         self.exited = False
+        self.foreign = False
+
+    @property
+    def pidfd(self) -> int:
+        """The pidfd watching it (-1: none; a thread waits instead)."""
+        return self._pidfd
 
     def send_signal(self, sig: int) -> bool:
         """Signal the child; False when it is already gone."""
@@ -119,6 +130,8 @@ class ChildWatcher:
         if self._epoll is None:  # closed: watched again
             self._epoll = select.epoll()
             self._loop.add_reader(self._epoll.fileno(), self._on_epoll)
+        if handle._pidfd in self._by_pidfd:  # watch_unknown again: watched already
+            return
         self._epoll.register(handle._pidfd, select.EPOLLIN)
         self._by_pidfd[handle._pidfd] = handle
 
@@ -133,8 +146,88 @@ class ChildWatcher:
         assert self._epoll is not None
         for pidfd, _ in self._epoll.poll(0):  # level-triggered: more wake us up again
             handle = self._by_pidfd.get(pidfd)
-            if handle is not None:
+            if handle is None:
+                continue
+            if handle.foreign:
+                self._foreign_gone(handle)
+            else:
                 self._on_pidfd(handle)
+
+    def adopt(
+        self, pid: int, pidfd: int, callback: ExitCallback, foreign: str | None = None
+    ) -> ChildHandle:
+        """Watch a process this program did not spawn in this life, through ``pidfd``
+        (which pins it: no other process can be behind that descriptor; -1: none).
+
+        ``foreign`` None: still our child (inherited across an ``exec`` of gafferd),
+        reaped here as if spawned. ``"reported"``: the child of another process (the
+        keeper) that reaps it and tells its exit status through ``report_exit``.
+        ``"unknown"``: reaped by someone else (init): its exit is noticed through the
+        pidfd, its status is unknown.
+        """
+        if foreign is None:
+            if pidfd < 0:
+                return self.watch(pid, callback)
+            handle = ChildHandle(pid, callback)
+            handle._pidfd = pidfd
+            self._handles[pid] = handle
+            self._add_pidfd(handle)
+            return handle
+        handle = ChildHandle(pid, callback)
+        handle.foreign = True
+        handle._pidfd = pidfd
+        self._handles[pid] = handle
+        if foreign == "unknown":
+            self.watch_unknown(handle)
+        return handle
+
+    def watch_unknown(self, handle: ChildHandle) -> None:
+        """From now on the exit of a foreign process is noticed through its pidfd (its
+        reaper can no longer tell its status)."""
+        if handle.exited:
+            return
+        if handle._pidfd < 0:
+            self._foreign_gone(handle)  # no way to watch it: treat it as gone
+        else:
+            self._add_pidfd(handle)  # _on_epoll: a foreign handle is gone, not reaped
+
+    def _foreign_gone(self, handle: ChildHandle) -> None:
+        self._close_pidfd(handle)
+        self._handles.pop(handle.pid, None)
+        logger.info("pid %d (not our child) exited; its exit status is unknown", handle.pid)
+        handle._finish(None)
+
+    def report_exit(self, pid: int, status: int) -> bool:
+        """The reaper of a foreign process says it exited with ``status`` (a waitpid
+        status); False when no foreign handle waits for it."""
+        handle = self._handles.get(pid)
+        if handle is None or not handle.foreign:
+            return False
+        self._close_pidfd(handle)
+        del self._handles[pid]
+        handle._finish(status)
+        return True
+
+    def watched(self) -> list[int]:
+        """Every pid watched now."""
+        return list(self._handles)
+
+    def foreign_handles(self) -> list[ChildHandle]:
+        return [handle for handle in self._handles.values() if handle.foreign]
+
+    def _close_pidfd(self, handle: ChildHandle) -> None:
+        if handle._pidfd < 0:
+            return
+        if handle._pidfd in self._by_pidfd:
+            self._remove_pidfd(handle)
+        else:  # a foreign handle whose reaper reports: never watched
+            os.close(handle._pidfd)
+            handle._pidfd = -1
+
+    @property
+    def forgotten(self) -> list[int]:
+        """Detached children being reaped by background threads."""
+        return list(self._forgotten)
 
     def _on_pidfd(self, handle: ChildHandle) -> None:
         try:
@@ -175,8 +268,17 @@ class ChildWatcher:
         if handle is None or handle.exited:
             return
         handle.exited = True
+        if handle.foreign:  # not ours to reap
+            self._close_pidfd(handle)
+            return
         if handle._pidfd >= 0:
             self._remove_pidfd(handle)
+            self._reap_in_thread(pid)
+
+    def reap_later(self, pids: list[int]) -> None:
+        """Reap these children in background threads (detached ones a previous life of
+        this program was reaping when it exec'd)."""
+        for pid in pids:
             self._reap_in_thread(pid)
 
     def _reap_in_thread(self, pid: int) -> None:

@@ -103,6 +103,15 @@ class ProcessConfig:
         logfile_buffer_bytes: output kept in memory for a slow log; beyond, it is dropped
             and counted (event ``log_dropped``), never blocking the child.
         log_timestamps: prefix every line of the log with the time.
+        log_format: ``text`` (as written) or ``json`` (``{ts, job, pid, stream, line}``
+            objects, one a line).
+        log_rotate: ``daily`` or ``hourly``: also rotate the log files at local midnight
+            (or each hour), beside ``logfile_max_bytes``.
+        log_max_total: the disk the job's log files may take, rotated copies included
+            (0: no limit); the oldest copies are removed first.
+        log_markers: write lifecycle lines (``spawned pid 4242``, ``exited with 3``,
+            ``killed by SIGKILL after 10 s``) into the job's log files.
+        log_history: lines of output kept in memory (``gaffer logs``).
         port: give each kept-alive process ``PORT = port + slot``, its slot being 0 to
             numprocesses - 1 (a replacement takes the slot of the process it replaces),
             as foreman does; ``$PORT`` in the command line follows.
@@ -152,6 +161,10 @@ class ProcessConfig:
     logfile_backups: int
     logfile_buffer_bytes: int
     log_timestamps: bool
+    log_format: str
+    log_rotate: str | None
+    log_max_total: int
+    log_markers: bool
     log_history: int
 
     def __init__(self, name: str, cmd: str, **settings: Any) -> None:

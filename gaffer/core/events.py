@@ -61,6 +61,7 @@ class EventEmitter:
         self._pending: deque[tuple[str, Any]] = deque()
         self._scheduled = False
         self._closed = False
+        self.published = 0  # events published since the start (gaffer_events_published_total)
 
     # -- subscriptions -------------------------------------------------------------------
     def subscribe(self, pattern: str, listener: Listener, once: bool = False) -> None:
@@ -116,6 +117,7 @@ class EventEmitter:
         if self._closed:
             return
         with self._lock:
+            self.published += 1
             self._pending.append((evtype, msg))
             if self._scheduled:
                 return

@@ -57,6 +57,7 @@ class Guard:
         watcher: ChildWatcher,
         grace: float = GRACE,
         on_restart: Callable[[str, dict[str, Any]], object] | None = None,
+        adopt: dict[str, Any] | None = None,
     ) -> None:
         self._loop = loop
         self._watcher = watcher
@@ -71,7 +72,10 @@ class Guard:
         self._restart_delay = 0.0
         self._young_deaths = 0  # guards in a row that died within RESTART_YOUNG
         self._restart_handle: asyncio.TimerHandle | None = None
-        self._spawn()
+        if adopt is None:
+            self._spawn()
+        else:
+            self._adopt(adopt)
 
     def _spawn(self) -> None:
         """Start a guard process; the pipe to it is ``self._writer``."""
@@ -96,8 +100,57 @@ class Guard:
         self._writer = PipeWriter(self._loop, write_fd)
         self._broken = False
 
+    # -- across an exec of gafferd (handover.py): the same guard goes on guarding ---------
+    def export(self) -> tuple[dict[str, Any], list[int]]:
+        """What the next life of the manager needs to go on with this guard, and the
+        descriptors that must survive the exec (the pipe, the guard's pidfd)."""
+        self._flush_blocking()
+        state = {
+            "pid": self.pid,
+            "fd": self._writer.fd,
+            "pidfd": self._handle.pidfd,
+            "started_at": self.started_at,
+            "groups": [[pgid, count] for pgid, count in self._groups.items()],
+        }
+        return state, [fd for fd in (self._writer.fd, self._handle.pidfd) if fd >= 0]
+
+    def _flush_blocking(self) -> None:
+        """Send every line not sent yet, waiting if the pipe is full."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        data = b"".join([bytes(chunk) for chunk in self._writer._buffer] + self._pending)
+        self._pending = []
+        self._writer._buffer.clear()
+        if self._broken or not data or self._writer.closed:
+            return
+        os.set_blocking(self._writer.fd, True)
+        try:
+            os.write(self._writer.fd, data)
+        except OSError:
+            self._broken = True
+        finally:
+            os.set_blocking(self._writer.fd, False)
+
+    def _adopt(self, state: dict[str, Any]) -> None:
+        self.pid = pid = state["pid"]
+        self.started_at = state["started_at"]
+        self._groups.update({pgid: count for pgid, count in state["groups"]})
+        self._exited = self._loop.create_future()
+        self._handle = self._watcher.adopt(
+            pid, state["pidfd"], lambda status, sig: self._on_exit(pid, status, sig)
+        )
+        self._writer = PipeWriter(self._loop, state["fd"])
+        self._broken = False
+
     def __contains__(self, pgid: int) -> bool:
         return pgid in self._groups
+
+    def hold(self, proc: Any) -> None:
+        """Only the keeper (keeper.py) holds processes; the guard knows groups."""
+
+    def drop(self, os_pid: int) -> None:
+        """See ``hold``."""
 
     def add(self, pgid: int) -> None:
         """Register a group (counted: a group added twice must be removed twice)."""

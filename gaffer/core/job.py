@@ -56,6 +56,12 @@ class Job:
         )
         self.refresh()
 
+    def retune(self, config: ProcessConfig) -> None:
+        """A config that differs only in options of ``IN_PLACE``: its processes stay."""
+        self.config = config
+        if self.output.max_lines != config.log_history:
+            self.output.resize(config.log_history)
+
     def refresh(self) -> None:
         """Build the environment and command line again at the next spawn (``env_file``
         is read again: a reload or a start sees its changes)."""

@@ -19,11 +19,15 @@ one warning a minute goes to gaffer's own log.
 
 Targets (the ``stdout_logfile`` / ``stderr_logfile`` options):
 
-* a path: appended to, rotated at ``max_bytes`` into ``path.1`` ... ``path.<backups>``;
-* ``"-"``: gaffer's own standard output;
+* a path: appended to, rotated by size and time within a disk budget (logrotate.py);
+* ``"-"``: gaffer's own standard output; the console (gafferd's stdout, each line
+  prefixed with the process's name);
 * ``"syslog"``, ``"syslog:FACILITY"``, ``"syslog:FACILITY@ADDRESS"``: one datagram per
   line to ``/dev/log`` (or ADDRESS: a unix socket path, or ``host:port`` for UDP),
   tagged with the job name.
+
+What is written for each chunk (timestamps, JSON lines, prefixes, lifecycle markers) is
+each process's ``Writer``'s (logformat.py), done in the writer thread.
 """
 
 from __future__ import annotations
@@ -33,17 +37,18 @@ import concurrent.futures
 import datetime
 import errno
 import logging
-import os
 import socket
-import stat
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
+from gaffer.core.logformat import Writer
+from gaffer.core.logrotate import LogFile, write_all
 from gaffer.core.logtarget import SYSLOG_INFO, SYSLOG_MAX_LINE, LogTarget
 from gaffer.core.options import DEFAULT_BACKUPS, DEFAULT_BUFFER_BYTES, DEFAULT_MAX_BYTES
+
+__all__ = ["LogSink", "LogTarget", "Writer"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +92,8 @@ class LogSink:
         max_bytes: int = DEFAULT_MAX_BYTES,
         backups: int = DEFAULT_BACKUPS,
         buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-        timestamps: bool = False,
+        rotate: str | None = None,
+        max_total: int = 0,
         on_drop: DropReport | None = None,
     ) -> None:
         self.loop = loop
@@ -95,11 +101,13 @@ class LogSink:
         self.tag = tag
         self.max_bytes = max_bytes
         self.backups = backups
+        self.rotate = rotate
+        self.max_total = max_total
         self.buffer_bytes = buffer_bytes
-        self.timestamps = timestamps
         self._on_drop = on_drop
         self._lock = threading.Lock()
-        self._pending: deque[tuple[Writer, bytes]] = deque()
+        # (writer, output bytes or a marker's text, the time it was read)
+        self._pending: deque[tuple[Writer, bytes | str, float]] = deque()
         self._buffered = 0
         self._scheduled = False
         self._delayed: asyncio.TimerHandle | None = None  # a flush waiting for FLUSH_DELAY
@@ -107,9 +115,11 @@ class LogSink:
         self._closed = False
         self._idle = threading.Event()
         self._idle.set()
-        self._fd = -1
-        self._size = 0
-        self._regular = True
+        self._file = (
+            LogFile(target.path, max_bytes, backups, rotate, max_total)
+            if target.kind == "file" and target.path is not None
+            else None
+        )
         self._sock: socket.socket | None = None
         self.dropped_bytes = 0  # in total, since the sink was created
         self.dropped_chunks = 0
@@ -124,24 +134,47 @@ class LogSink:
         self.written_bytes = 0
         self.users = 0
         self.jobs: set[str] = set()
+        # writer thread only: the writer whose line is unfinished at the end of the target
+        # (None: it ends with a newline), and the width of console names
+        self.mid_line: Writer | None = None
+        self.width = 0
 
     def open(self) -> None:
         """Open a file target now; raises ValueError naming the path when it cannot."""
-        if self.target.kind != "file":
+        if self._file is None:
             return
         try:
-            self._open_file()
+            self._file.open()
         except OSError as exc:
             raise ValueError(
                 f"cannot open log file {self.target.path!r}: {exc.strerror or exc}"
             ) from None
 
-    def writer(self, pid: int | None = None) -> Writer:
-        """A writer for one process: it keeps its own line state for timestamps."""
-        return Writer(self, pid)
+    def configure(self, max_bytes: int, backups: int, rotate: str | None, max_total: int) -> None:
+        """New rotation settings (a job updated), for the next writes."""
+        with self._lock:
+            self.max_bytes, self.backups, self.rotate, self.max_total = (
+                max_bytes,
+                backups,
+                rotate,
+                max_total,
+            )
+            if self._file is not None:
+                self._file.configure(max_bytes, backups, rotate, max_total)
+
+    def writer(
+        self,
+        pid: int | None = None,
+        job: str = "",
+        stream: str = "stdout",
+        fmt: str = "text",
+        timestamps: bool = False,
+    ) -> Writer:
+        """A writer for one stream of one process: it keeps its own line state."""
+        return Writer(self, pid, job, stream, fmt, timestamps)
 
     # -- called on the loop ----------------------------------------------------------------
-    def _submit(self, writer: Writer, data: bytes) -> None:
+    def _submit(self, writer: Writer, data: bytes | str, when: float) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -153,7 +186,7 @@ class LogSink:
             if dropped:
                 self._count_drop(len(data))
             else:
-                self._pending.append((writer, data))
+                self._pending.append((writer, data, when))
                 self._buffered = size
                 if not self._scheduled:
                     self._scheduled = True
@@ -287,15 +320,12 @@ class LogSink:
             if reopen:
                 self._close_target()
             if self.target.kind == "syslog":
-                for writer, data in batch:
-                    self._write_syslog_safely(writer, data)
+                for writer, data, when in batch:
+                    self._write_syslog_safely(writer, data, when)
             else:
-                chunks = [
-                    writer._stamp(data) if self.timestamps else data for writer, data in batch
-                ]
-                self._write_chunks(chunks)
+                self._write_chunks(self._render(batch))
             with self._lock:
-                self._buffered -= sum(len(data) for _, data in batch)
+                self._buffered -= sum(len(item[1]) for item in batch)
                 drained = self._signal_drained and self._buffered <= self.buffer_bytes // 2
                 if drained:
                     self._signal_drained = False
@@ -308,9 +338,23 @@ class LogSink:
         except RuntimeError:  # the loop is closed: nobody to tell
             pass
 
-    def _write_syslog_safely(self, writer: Writer, data: bytes) -> None:
-        if self.timestamps:
-            data = writer._stamp(data)
+    def _render(self, batch: list[tuple[Writer, bytes | str, float]]) -> list[bytes]:
+        """The bytes to write for a batch: output as it came for the plain text format
+        (nothing copied), the writer's rendering for the other formats and markers."""
+        chunks = []
+        for writer, data, when in batch:
+            if writer.raw and data.__class__ is bytes:
+                chunks.append(data)
+                self.mid_line = None if data.endswith(b"\n") else writer
+            else:
+                chunk = writer.render(data, when)
+                if chunk:
+                    chunks.append(chunk)
+        return chunks
+
+    def _write_syslog_safely(self, writer: Writer, data: bytes | str, when: float) -> None:
+        if not writer.raw or isinstance(data, str):
+            data = writer.render(data, when)
         try:
             self._write_syslog(writer, data)
         except OSError as exc:
@@ -325,6 +369,9 @@ class LogSink:
     def _write_chunks(self, chunks: list[bytes]) -> None:
         """Write ``chunks`` in order, several per ``writev`` (one system call, one wait for
         the GIL), never letting a run cross the rotation size."""
+        log = self._file
+        if log is not None and log.fd >= 0 and log.rotate_every and log.due():
+            self._rotate_safely()
         index = 0
         while index < len(chunks):
             run = [chunks[index]]
@@ -333,74 +380,30 @@ class LogSink:
             while (
                 index < len(chunks)
                 and len(run) < WRITEV_MAX
-                and not self._must_rotate(size + len(chunks[index]))
+                and not (log is not None and log.full(size + len(chunks[index])))
             ):
                 run.append(chunks[index])
                 size += len(chunks[index])
                 index += 1
             try:
-                if self.target.kind == "fd":
-                    fd = self.target.fd
-                else:
-                    if self._fd < 0:
-                        self._open_file()
-                    if self._must_rotate(size):
-                        self._rotate()
-                    fd = self._fd
-                self._writev_all(fd, run, size)
+                if log is None:
+                    self.written_bytes += write_all(self.target.fd, run, size)
+                    continue
+                if log.fd < 0:
+                    log.open()
+                if log.full(size):
+                    log.rotate()
+                self.written_bytes += log.write(run, size)
             except OSError as exc:
                 self._failed(size, exc)
 
-    def _must_rotate(self, extra: int) -> bool:
-        return bool(
-            self.target.kind == "file"
-            and self._regular
-            and self.max_bytes
-            and self._size
-            and self._size + extra > self.max_bytes
-        )
-
-    def _writev_all(self, fd: int, run: list[bytes], size: int) -> None:
-        written = os.writev(fd, run)
-        self._size += written
-        self.written_bytes += written
-        if written == size:
-            return
-        rest = memoryview(b"".join(run))[written:]  # a short write: finish it chunk-free
-        while rest:
-            written = os.write(fd, rest)
-            rest = rest[written:]
-            self._size += written
-            self.written_bytes += written
-
-    def _open_file(self) -> None:
-        path = self.target.path
-        assert path is not None
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        # O_NONBLOCK: a FIFO nobody reads fails here instead of hanging; writes then block
-        # (in a writer thread) as on any file
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
-        self._fd = os.open(path, flags, 0o644)
-        os.set_blocking(self._fd, True)
-        info = os.fstat(self._fd)
-        self._size = info.st_size
-        self._regular = stat.S_ISREG(info.st_mode)  # only regular files are rotated
-
-    def _rotate(self) -> None:
-        path = self.target.path
-        assert path is not None
-        self._close_target()
-        if self.backups > 0:
-            for index in range(self.backups - 1, 0, -1):
-                source = f"{path}.{index}"
-                if os.path.exists(source):
-                    os.replace(source, f"{path}.{index + 1}")
-            os.replace(path, f"{path}.1")
-        else:
-            os.truncate(path, 0)
-        self._open_file()
+    def _rotate_safely(self) -> None:
+        """The time-based rotation: a failure (permissions...) is warned about, and the
+        output still written (to the file, or counted as dropped if it cannot be)."""
+        try:
+            self._file.rotate()  # type: ignore[union-attr]
+        except OSError as exc:
+            self._warn(exc)
 
     def _write_syslog(self, writer: Writer, data: bytes) -> None:
         if self._sock is None:
@@ -423,9 +426,8 @@ class LogSink:
                 self.written_bytes += len(line)
 
     def _close_target(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._file is not None:
+            self._file.close()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -451,115 +453,3 @@ class LogSink:
     @property
     def buffered(self) -> int:
         return self._buffered
-
-
-class Writer:
-    """One process's handle on a sink: ``write(bytes)`` is what a pipe reader calls."""
-
-    __slots__ = ("_at_line_start", "_sink", "pid", "reader")
-
-    def __init__(self, sink: LogSink, pid: int | None) -> None:
-        self._sink = sink
-        self.pid = pid
-        self._at_line_start = True
-        self.reader: Any = None  # the PipeReader feeding it, paused when the sink is full
-
-    def write(self, data: bytes) -> None:
-        self._sink._submit(self, data)
-
-    def _stamp(self, data: bytes) -> bytes:
-        """Prefix every line that starts in ``data`` with the time (writer thread only)."""
-        prefix = datetime.datetime.now().isoformat(timespec="milliseconds").encode() + b" "
-        lines = data.split(b"\n")
-        out = []
-        for index, line in enumerate(lines):
-            last = index == len(lines) - 1
-            if last and not line:
-                break  # data ended with a newline
-            if self._at_line_start:
-                out.append(prefix)
-            out.append(line)
-            if not last:
-                out.append(b"\n")
-            self._at_line_start = not last
-        if data.endswith(b"\n"):
-            self._at_line_start = True
-        return b"".join(out)
-
-
-class SinkRegistry:
-    """The log sinks of a manager, shared by target and counted by users (a job holds one
-    reference while its config names the target, each process one while it runs)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_drop: DropReport) -> None:
-        self._loop = loop
-        self._on_drop = on_drop
-        self._sinks: dict[str, LogSink] = {}
-
-    def acquire(
-        self,
-        target: LogTarget,
-        job: str,
-        *,
-        max_bytes: int,
-        backups: int,
-        buffer_bytes: int,
-        timestamps: bool,
-    ) -> LogSink:
-        sink = self._sinks.get(target.key)
-        if sink is None:
-            sink = LogSink(
-                self._loop,
-                target,
-                tag=job,
-                max_bytes=max_bytes,
-                backups=backups,
-                buffer_bytes=buffer_bytes,
-                timestamps=timestamps,
-                on_drop=self._on_drop,
-            )
-            sink.open()  # a path that cannot be written is an error at load, not later
-            self._sinks[target.key] = sink
-        elif job not in sink.jobs and (sink.max_bytes, sink.backups, sink.timestamps) != (
-            max_bytes,
-            backups,
-            timestamps,
-        ):
-            logger.warning(
-                "%s shares %s with %s: the log settings of %s apply",
-                job,
-                target.path or target.key,
-                ", ".join(sorted(sink.jobs)),
-                sink.tag,
-            )
-        sink.users += 1
-        sink.jobs.add(job)
-        return sink
-
-    def retain(self, sink: LogSink) -> None:
-        sink.users += 1
-
-    def release(self, sink: LogSink) -> None:
-        sink.users -= 1
-        if sink.users <= 0 and self._sinks.get(sink.target.key) is sink:
-            del self._sinks[sink.target.key]
-            sink.close()
-
-    def reopen(self) -> None:
-        for sink in self._sinks.values():
-            sink.reopen()
-
-    def close(self) -> None:
-        for sink in list(self._sinks.values()):
-            sink.close()
-        self._sinks.clear()
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every sink is written (blocking: call it off the loop)."""
-        deadline = time.monotonic() + timeout
-        return all(
-            sink.flush(max(0.0, deadline - time.monotonic())) for sink in list(self._sinks.values())
-        )
-
-    def __iter__(self):
-        return iter(list(self._sinks.values()))

@@ -4,6 +4,9 @@
 * ``"-"``: gaffer's own standard output;
 * ``"syslog"``, ``"syslog:FACILITY"``, ``"syslog:FACILITY@ADDRESS"``: one datagram per
   line to ``/dev/log`` (or ADDRESS: a unix socket path, or ``host:port`` for UDP).
+
+Not an option's value: ``LogTarget.console()``, the manager's standard output with every
+line prefixed by its process (where a gafferd job that logs nowhere writes).
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ SYSLOG_MAX_LINE = 4096
 class LogTarget:
     """A parsed ``*_logfile`` value."""
 
-    kind: str  # "file", "fd" (an open descriptor: "-" is gaffer's stdout) or "syslog"
+    # "file", "fd" (an open descriptor: "-" is gaffer's stdout), "syslog", or "console"
+    # (gaffer's stdout, lines prefixed by their process)
+    kind: str
     path: str | None = None  # file path, or the syslog unix socket
     facility: int = SYSLOG_FACILITIES["user"]
     host: tuple[str, int] | None = None
@@ -69,10 +74,14 @@ class LogTarget:
             return cls("syslog", facility=facility, host=(host.strip("[]"), int(port)))
         return cls("file", path=os.path.abspath(os.path.expanduser(value)))
 
+    @classmethod
+    def console(cls, fd: int = 1) -> LogTarget:
+        return cls("console", fd=fd)
+
     @property
     def key(self) -> str:
         if self.kind == "file":
             return f"file:{self.path}"
         if self.kind == "syslog":
             return f"syslog:{self.facility}@{self.path or self.host}"
-        return f"fd:{self.fd}"
+        return f"{self.kind}:{self.fd}"

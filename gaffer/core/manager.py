@@ -25,7 +25,8 @@ from gaffer.core.aliases import Aliases04, Aliases05
 from gaffer.core.config import ProcessConfig, as_config, check_env
 from gaffer.core.events import EventEmitter
 from gaffer.core.guard import Guard
-from gaffer.core.logfile import SinkRegistry
+from gaffer.core.handover import Handover
+from gaffer.core.logsinks import SinkRegistry
 from gaffer.core.loop import new_event_loop
 from gaffer.core.monitor import StatsMonitor
 from gaffer.core.names import (
@@ -41,10 +42,10 @@ from gaffer.core.onloop import call_soon_here, fail_pending, on_loop
 from gaffer.core.orphans import OrphanReaper, become_subreaper
 from gaffer.core.process import Process
 from gaffer.core.processes import ProcessCommands
+from gaffer.core.requires import Requirements
 from gaffer.core.runner import JobRunner
-from gaffer.core.states import UP
 from gaffer.core.stats import Sampler
-from gaffer.core.table import ProcessTable
+from gaffer.core.table import OUTPUTS, ProcessTable
 from gaffer.errors import (
     InvalidArgument,
     ManagerStopped,
@@ -59,7 +60,7 @@ IOListener = Callable[[str, dict], object]
 LOG_FLUSH_TIMEOUT = 5.0
 
 
-class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
+class Manager(ProcessCommands, Observing, Handover, Requirements, Aliases04, Aliases05):
     """Keeps jobs of processes alive. See the module docstring and docs/embedding.md."""
 
     def __init__(
@@ -71,8 +72,15 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
         subreaper: bool = False,
         process_limit: int | None = None,
         container: bool = False,
+        output: str = "inherit",
     ) -> None:
         self.process_limit = process_limit  # checked first: a bad value leaves no loop open
+        # a stream no log file takes: "inherit" (the manager's own stdout or stderr, unless
+        # redirected), "console" (captured, kept, written to stdout prefixed with its
+        # process) or "capture" (captured and kept only); see table.py
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+        self._output = output
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()  # `async with Manager()`: the caller's loop
@@ -98,6 +106,7 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
         self._use_subreaper = subreaper
         self._container = container  # PID 1 of a container: every zombie is ours to reap
         self._orphans: OrphanReaper | None = None
+        self._handed_orphans: list[list[Any]] = []  # set by restore() (handover.py)
         # set when a job with ``on_exit = shutdown`` ended: the code gafferd exits with
         self.exit_code: int | None = None
 
@@ -109,7 +118,11 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
             self.events.bind(loop)
         self._monitor = StatsMonitor(self, self._sampler)
         self._table = ProcessTable(
-            loop, self._sampler, self._monitor, SinkRegistry(loop, self._on_log_drop)
+            loop,
+            self._sampler,
+            self._monitor,
+            SinkRegistry(loop, self._on_log_drop),
+            output=self._output,
         )
 
     @property
@@ -124,7 +137,7 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
         """Start the applications in order, then every job loaded with ``start=True``."""
         if self.started:
             raise RuntimeError("manager already started")
-        if self._use_guard:
+        if self._use_guard and self._table.guard is None:  # else: handed over (restore)
             self._table.guard = Guard(self.loop, self._table.watcher, on_restart=self._publish)
         if self._use_subreaper:
             self._start_subreaper()
@@ -154,6 +167,7 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
             is_job_stopped=self._grace_if_stopped,
         )
         self._orphans.reap_all = self._container
+        self._orphans.adopt(self._handed_orphans)  # those of a previous life (restore)
         self._orphans.start()
 
     def _grace_if_stopped(self, job_id: str) -> float | None:
@@ -339,10 +353,18 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
             config,
         )
         self._check_cycles(name, config)
+        runner = self._add_runner(session, config, check_env(env))
+        self._publish("load", {"name": name})
+        if start:
+            self._start_job(runner)
+
+    def _add_runner(
+        self, session: str, config: ProcessConfig, env: Mapping[str, str] | None
+    ) -> JobRunner:
         runner = JobRunner(
             session,
             config,
-            check_env(env),
+            env,
             table=self._table,
             publish=self._publish,
             stop_orphans=self._stop_orphans,
@@ -351,11 +373,9 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
             on_state_change=self._job_state_changed,
             request_shutdown=self._shutdown_requested,
         )
-        self._jobs[name] = runner
+        self._jobs[runner.name] = runner
         self._sessions.setdefault(session, {})[config.name] = runner
-        self._publish("load", {"name": name})
-        if start:
-            self._start_job(runner)
+        return runner
 
     @on_loop
     def unload(self, name: str | ProcessConfig, sessionid: str | None = None) -> None:
@@ -510,41 +530,6 @@ class Manager(ProcessCommands, Observing, Aliases04, Aliases05):
     ) -> None:
         for name in self.jobs(sessionid):
             callback(self, name)
-
-    # == dependencies (``requires``) ========================================================
-    def _requirements(self, extra: tuple[str, ProcessConfig] | None = None) -> dict:
-        """job -> the ids of the jobs it requires, for every job (and one being loaded)."""
-        graph = {name: deps.resolve(name, r.config.requires) for name, r in self._jobs.items()}
-        if extra is not None:
-            graph[extra[0]] = deps.resolve(extra[0], extra[1].requires)
-        return graph
-
-    def _check_cycles(self, name: str, config: ProcessConfig) -> None:
-        cycle = deps.find_cycle(self._requirements((name, config)))
-        if cycle is not None:
-            raise InvalidArgument(
-                f"requires: {name} would be in a dependency cycle: {' -> '.join(cycle)}",
-                reason="dependency_cycle",
-            )
-
-    def _blockers(self, runner: JobRunner) -> list[str]:
-        """The jobs ``runner`` requires that are not up, each with why."""
-        waiting = []
-        for name in deps.resolve(runner.name, runner.config.requires):
-            required = self._jobs.get(name)
-            if required is None:
-                waiting.append(f"{name} (not loaded)")
-            elif required.state not in UP:
-                waiting.append(f"{name} ({required.state})")
-        return waiting
-
-    def _job_state_changed(self, runner: JobRunner) -> None:
-        """A job changed state: the jobs waiting for it look again."""
-        for other in list(self._jobs.values()):
-            if other.waiting_for and any(
-                entry.startswith(runner.name + " ") for entry in other.waiting_for
-            ):
-                other.manage()
 
     def _shutdown_requested(self, job: str, exit_status: int, term_signal: int) -> None:
         """A job with ``on_exit = shutdown`` ended: the manager stops, and keeps its exit

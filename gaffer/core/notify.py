@@ -40,21 +40,37 @@ def parse(data: bytes) -> dict[str, str]:
 class NotifySocket:
     """The manager's notification socket; ``handler(pid, fields)`` gets each message."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, handler: Handler) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        handler: Handler,
+        adopt: tuple[int, str] | None = None,
+    ) -> None:
+        """``adopt``: the descriptor and address of the socket a previous life of the
+        manager made (the running processes know that address)."""
         self._loop = loop
         self._handler = handler
-        # os.urandom, not secrets: secrets loads hashlib and hmac (about 1 MiB) for this
-        name = f"gaffer/{os.getpid()}/{os.urandom(6).hex()}"
-        self.address = "@" + name  # what NOTIFY_SOCKET says (systemd's abstract form)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-            self._sock.bind("\0" + name)
-            self._sock.setblocking(False)
-        except OSError:
-            self._sock.close()
-            raise
+        if adopt is not None:
+            self._sock = socket.socket(fileno=adopt[0])
+            self._sock.set_inheritable(False)
+            self.address = adopt[1]
+        else:
+            # os.urandom, not secrets: secrets loads hashlib and hmac (about 1 MiB) for this
+            name = f"gaffer/{os.getpid()}/{os.urandom(6).hex()}"
+            self.address = "@" + name  # what NOTIFY_SOCKET says (systemd's abstract form)
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+                self._sock.bind("\0" + name)
+            except OSError:
+                self._sock.close()
+                raise
+        self._sock.setblocking(False)
         loop.add_reader(self._sock.fileno(), self._read)
+
+    @property
+    def fileno(self) -> int:
+        return self._sock.fileno()
 
     def _read(self) -> None:
         for _ in range(64):  # a burst is read in one wake-up, a flood cannot starve the loop

@@ -1,4 +1,4 @@
-"""What the manager shows of its jobs: stats, live output, log files.
+"""What the manager shows of its jobs: stats, live output, recent output, log files.
 
 Mixed into ``Manager`` (manager.py), which provides the registry (``_get_job``,
 ``running``), the loop and the process table; kept here so the manager's own module is
@@ -8,14 +8,17 @@ the registry and the lifecycle.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from gaffer.core.history import LineFollower, Splitter, merge
 from gaffer.core.logfile import LogSink
 from gaffer.core.names import job_id
 from gaffer.core.onloop import on_loop
+from gaffer.core.overview import read_overview, read_usage
 from gaffer.core.process import Process
 from gaffer.core.stats import descendants_map, summarize
+from gaffer.errors import InvalidArgument
 
 if TYPE_CHECKING:
     import asyncio
@@ -28,6 +31,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IOListener = Callable[[str, dict], object]
+LineListener = Callable[[dict[str, Any]], object]
+JobFilter = Callable[[str], bool]
+STREAMS = ("stdout", "stderr", "all")
+
+
+def _stream(stream: str | None) -> str | None:
+    if stream is None or stream == "all":
+        return None
+    if stream not in STREAMS:
+        raise InvalidArgument(f"stream must be one of {', '.join(STREAMS)}, got {stream!r}")
+    return stream
 
 
 class Observing:
@@ -63,6 +77,26 @@ class Observing:
         )
         return stats["stats"][0]
 
+    async def ausage(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """The state of the jobs (all, or those named) and the CPU seconds, RSS, open
+        descriptors and start time of each of their processes: what /metrics exports
+        (overview.py). Reads /proc in a worker thread."""
+        return await read_usage(self.loop, self._sampler, self._runners_of(names))
+
+    async def aoverview(
+        self, names: Iterable[str] | None = None, children: bool = False
+    ) -> dict[str, Any]:
+        """The jobs (all, or those named) with their state, totals and per-process stats,
+        descriptors and uptime: what ``gaffer top`` and the dashboard show (overview.py).
+        ``children``: also the stats of every descendant (a scan of /proc)."""
+        runners = self._runners_of(names)
+        return await read_overview(self.loop, self._sampler, runners, children)
+
+    def _runners_of(self, names: Iterable[str] | None) -> list[JobRunner]:
+        if names is None:
+            return list(self._jobs.values())
+        return [self._get_job(name) for name in names]
+
     @on_loop
     def monitor(self, listener: Callable[[str, dict], object], name: str | int) -> None:
         """Call ``listener("stat", msg)`` every ``monitor.interval`` seconds with the stats
@@ -83,6 +117,73 @@ class Observing:
     @on_loop
     def unmonitor_io(self, listener: IOListener, name: str | None = None, label: str = ".") -> None:
         self._table.remove_io_watcher(None if name is None else job_id(name), label, listener)
+
+    # -- recent output (each job's history) ----------------------------------------------
+    @on_loop
+    def logs(
+        self,
+        name: str | None = None,
+        lines: int | None = None,
+        stream: str | None = None,
+        select: JobFilter | None = None,
+    ) -> list[dict[str, Any]]:
+        """The last ``lines`` lines (all those kept when None) of job ``name``'s output,
+        or of every job's (those ``select(job_id)`` accepts) interleaved by time, oldest
+        first; ``stream``: ``stdout``, ``stderr`` or both. Each line is ``{"job", "pid",
+        "os_pid", "stream", "time", "line"}``. What is kept: ``log_history`` lines a job
+        (docs/output.md)."""
+        return merge(self._histories(name, select), lines, _stream(stream))
+
+    @on_loop
+    def follow_logs(
+        self,
+        listener: LineListener,
+        name: str | None = None,
+        lines: int | None = 0,
+        stream: str | None = None,
+        select: JobFilter | None = None,
+    ) -> LineFollower:
+        """Call ``listener(line)`` with the last ``lines`` lines of job ``name`` (of every
+        job ``select`` accepts when None, those loaded later too), then with each new line
+        as it is written, until ``unfollow_logs(follower)``. A line still being written
+        when this is called comes whole, once it ends (or when its process exits)."""
+        wanted = _stream(stream)
+        histories = self._histories(name, select)
+        backlog: list[tuple[float, str, Any]] = []
+        splitter = Splitter()
+        for job, history in histories:
+            finished, partial = history.snapshot(lines, wanted)
+            backlog.extend((line.time, job, line) for line in finished)
+            splitter.adopt(partial)
+        backlog.sort(key=lambda item: item[0])
+        if lines is not None:
+            backlog = backlog[-lines:] if lines > 0 else []
+        for _, job, line in backlog:
+            listener(line.to_dict(job))
+        follower = LineFollower(listener, wanted, splitter, select)
+        if name is None:
+            self._table.followers.append(follower)
+        else:
+            histories[0][1].followers.append(follower)
+        return follower
+
+    @on_loop
+    def unfollow_logs(self, follower: LineFollower) -> None:
+        for where in [self._table.followers] + [
+            r.job.output.followers for r in self._jobs.values()
+        ]:
+            if follower in where:
+                where.remove(follower)
+
+    def _histories(self, name: str | None, select: JobFilter | None) -> list[tuple[str, Any]]:
+        if name is not None:
+            runner = self._get_job(name)
+            return [(runner.name, runner.job.output)]
+        return [
+            (runner.name, runner.job.output)
+            for runner in self._jobs.values()
+            if select is None or select(runner.name)
+        ]
 
     @on_loop
     def reopen_logs(self) -> None:

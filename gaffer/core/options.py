@@ -17,7 +17,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from gaffer.core.flapping import OFF, FlappingInfo
+from gaffer.core.logformat import FORMATS
+from gaffer.core.logrotate import ROTATIONS
 from gaffer.core.logtarget import LogTarget
+from gaffer.core.optiontext import (
+    as_is,
+    off_or_text,
+    text_bool,
+    text_int,
+    text_logfile,
+    text_path,
+    text_rlimits,
+    text_seconds,
+    text_size,
+    text_size_or_off,
+    text_words,
+)
 from gaffer.core.probespec import PROBES, READINESS, ProbeSpec
 from gaffer.core.restart import give_up_on, signal_name
 from gaffer.crashloop import (
@@ -67,91 +82,6 @@ class Option:
     from_text: Callable[[str, str], Any] | None  # (text, base directory) -> a Python value
     schema: Schema
     help: str
-
-
-# -- text: what an ini file or a command line gives ------------------------------------------
-def text_bool(value: str, base: str = "") -> bool:
-    word = value.strip().lower()
-    if word in ("1", "true", "yes", "on"):
-        return True
-    if word in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def text_int(value: str, base: str = "") -> int:
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise ValueError("expected an integer") from None
-
-
-def text_seconds(value: str, base: str = "") -> float:
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        raise ValueError("expected a number of seconds") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError("expected a number of seconds >= 0")
-    return seconds
-
-
-def text_words(value: str, base: str = "") -> list[str]:
-    return [word for word in value.replace(",", " ").split() if word]
-
-
-def text_path(value: str, base: str = "") -> str:
-    return os.path.join(base, os.path.expanduser(value.strip()))
-
-
-def text_logfile(value: str, base: str = "") -> str:
-    value = value.strip()
-    return value if value == "-" or value.startswith("syslog") else text_path(value, base)
-
-
-def _as_is(value: str, base: str = "") -> str:
-    return value
-
-
-def _off_or_text(value: str, base: str = "") -> str | None:
-    return None if not value.strip() or value.strip().lower() in OFF else value
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-_SIZE_SUFFIXES = {"", "b", *(unit + tail for unit in "kmg" for tail in ("", "b", "ib"))}
-
-
-def text_size(value: str, base: str = "") -> int:
-    """``1048576``, ``512KB``, ``50 MiB``, ``1G``: bytes (K, M, G are powers of 1024)."""
-    text = value.strip().lower().replace(" ", "")
-    digits = text.rstrip("kmgib")
-    unit = text[len(digits) :]
-    if not digits.isdigit() or unit not in (
-        "",
-        "b",
-        "k",
-        "kb",
-        "kib",
-        "m",
-        "mb",
-        "mib",
-        "g",
-        "gb",
-        "gib",
-    ):
-        raise ValueError("expected a size in bytes, like 1048576, 512KB or 50MB")
-    return int(digits) * _SIZE_UNITS[unit[:1]]
-
-
-def _text_rlimits(value: str, base: str = "") -> dict[str, str]:
-    """``nofile=4096, core=0, as=unlimited``."""
-    limits = {}
-    for item in text_words(value):
-        name, sep, amount = item.partition("=")
-        if not sep:
-            raise ValueError(f"expected NAME=VALUE pairs (nofile=4096, core=0), got {item!r}")
-        limits[name.strip()] = amount.strip()
-    return limits
 
 
 # -- checks: a Python value (a dict, the API, a ProcessConfig call) to the stored value ----
@@ -339,6 +269,23 @@ def _logfile(value: Any) -> str | None:
     return value
 
 
+def _log_format(value: Any) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in FORMATS:
+        raise ValueError(f"expected one of {', '.join(FORMATS)}, got {value!r}")
+    return value.strip().lower()
+
+
+def _log_rotate(value: Any) -> str | None:
+    """None (by size only), ``daily`` or ``hourly``."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in OFF:
+        return None
+    if not isinstance(value, str) or value.strip().lower() not in ROTATIONS:
+        raise ValueError(f"expected one of {', '.join(ROTATIONS)} or off, got {value!r}")
+    return value.strip().lower()
+
+
 def _restart(value: Any) -> str:
     if not isinstance(value, str) or value.strip().lower() not in RESTART_MODES:
         raise ValueError(f"expected one of {', '.join(RESTART_MODES)}, got {value!r}")
@@ -466,15 +413,15 @@ def opt(
 
 
 OPTIONS: tuple[Option, ...] = (
-    opt("args", None, _args, _as_is, {"oneOf": [STRING, WORDS]},
+    opt("args", None, _args, as_is, {"oneOf": [STRING, WORDS]},
         "more arguments (a list, or a string split like a shell would)"),
     opt("env", None, _env, None, {"type": "object", "additionalProperties": STRING},
         "environment of the process (the ini file's [env:NAME] section)"),
     opt("os_env", False, _bool, text_bool, BOOLEAN,
         "start from gaffer's own environment (gafferd's jobs: true)"),
-    opt("uid", None, _user_or_group, _as_is, {"type": ["string", "integer", "null"]},
+    opt("uid", None, _user_or_group, as_is, {"type": ["string", "integer", "null"]},
         "the user to run as, a name or a number"),
-    opt("gid", None, _user_or_group, _as_is, {"type": ["string", "integer", "null"]},
+    opt("gid", None, _user_or_group, as_is, {"type": ["string", "integer", "null"]},
         "the group to run as, a name or a number"),
     opt("cwd", None, _path_or_none, text_path, {"type": ["string", "null"]},
         "working directory"),
@@ -482,7 +429,7 @@ OPTIONS: tuple[Option, ...] = (
     opt("detach", False, _bool, text_bool, BOOLEAN,
         "not stopped when gaffer stops; outlives it"),
     opt("numprocesses", 1, _count, text_int, COUNT, "how many copies to keep running"),
-    opt("flapping", FlappingInfo(), FlappingInfo.coerce, _off_or_text,
+    opt("flapping", FlappingInfo(), FlappingInfo.coerce, off_or_text,
         {"oneOf": [
             {"type": "null"}, STRING, {"type": "array", "items": {"type": "number"}},
             {"type": "object", "additionalProperties": False, "properties": {
@@ -490,10 +437,10 @@ OPTIONS: tuple[Option, ...] = (
                 "retry_in": SECONDS, "max_retry": WHOLE}},
         ]},
         "crash-loop protection: attempts window retry_in max_retry, or off"),
-    opt("restart", DEFAULT_RESTART, _restart, _as_is,
+    opt("restart", DEFAULT_RESTART, _restart, as_is,
         {"type": "string", "enum": list(RESTART_MODES)},
         "always, on-failure (not after exit 0 or its stop signal) or never"),
-    opt("backoff", BackoffInfo(), BackoffInfo.coerce, _off_or_text,
+    opt("backoff", BackoffInfo(), BackoffInfo.coerce, off_or_text,
         {"oneOf": [
             {"type": "null"}, STRING, {"type": "array", "items": {"type": "number"}},
             {"type": "object", "additionalProperties": False, "properties": {
@@ -508,7 +455,7 @@ OPTIONS: tuple[Option, ...] = (
     opt("give_up_on", None, _give_up_on, text_words,
         {"type": "array", "items": {"type": ["integer", "string"]}},
         "exit codes and signals after which the job is fatal at once"),
-    opt("stop_signal", "TERM", _stop_signal, _as_is, {"type": ["string", "integer"]},
+    opt("stop_signal", "TERM", _stop_signal, as_is, {"type": ["string", "integer"]},
         "the signal that stops a process (TERM; QUIT for nginx, INT...)"),
     opt("redirect_output", None, _output_labels, text_words, WORDS,
         "labels capturing stdout (and stderr) through pipes"),
@@ -524,14 +471,14 @@ OPTIONS: tuple[Option, ...] = (
         "start order (lower first)"),
     opt("port", None, _port, text_int, {"type": ["integer", "null"], "minimum": 1},
         "PORT = port + slot for each process, as foreman does"),
-    opt("ready", None, _probe(READINESS), _as_is, {"type": ["string", "null"]},
+    opt("ready", None, _probe(READINESS), as_is, {"type": ["string", "null"]},
         "how a process says it is ready: notify (sd_notify), fd:N, tcp:PORT, http:URL, "
         "exec:COMMAND; none: ready when started (start_secs)"),
     opt("ready_interval", DEFAULT_READY_INTERVAL, _positive_seconds, text_seconds, SECONDS,
         "seconds between readiness probes (tcp, http, exec)"),
     opt("ready_timeout", DEFAULT_READY_TIMEOUT, _positive_seconds, text_seconds, SECONDS,
         "seconds a process has to be ready; beyond, it is a failed start"),
-    opt("health", None, _probe(PROBES), _as_is, {"type": ["string", "null"]},
+    opt("health", None, _probe(PROBES), as_is, {"type": ["string", "null"]},
         "a health probe of each running process: tcp:PORT, http:URL, exec:COMMAND"),
     opt("health_interval", DEFAULT_HEALTH_INTERVAL, _positive_seconds, text_seconds, SECONDS,
         "seconds between health probes"),
@@ -540,19 +487,19 @@ OPTIONS: tuple[Option, ...] = (
     opt("health_failures", DEFAULT_HEALTH_FAILURES, _positive, text_int,
         {"type": "integer", "minimum": 1},
         "failed health probes in a row that trigger health_action"),
-    opt("health_action", "restart", _choice(HEALTH_ACTIONS), _as_is,
+    opt("health_action", "restart", _choice(HEALTH_ACTIONS), as_is,
         {"type": "string", "enum": list(HEALTH_ACTIONS)},
         "restart (the process), stop (the job) or event (only the health event)"),
     opt("requires", None, _job_names, text_words, WORDS,
         "jobs that must be ready before this one starts (session.name, or a name of its "
         "own session); stopped after it"),
-    opt("on_exit", "restart", _choice(ON_EXIT), _as_is,
+    opt("on_exit", "restart", _choice(ON_EXIT), as_is,
         {"type": "string", "enum": list(ON_EXIT)},
         "restart (the restart policy), ignore (never restarted) or shutdown (gafferd "
         "stops, with the process's exit code)"),
-    opt("umask", None, _umask, _as_is, {"type": ["integer", "string", "null"]},
+    opt("umask", None, _umask, as_is, {"type": ["integer", "string", "null"]},
         "the process's umask, octal (022); default: gafferd's"),
-    opt("rlimits", None, _rlimits, _text_rlimits,
+    opt("rlimits", None, _rlimits, text_rlimits,
         {"type": "object", "additionalProperties": {"type": ["integer", "string"]}},
         "resource limits: nofile=4096, nproc=64, core=0, as=unlimited..."),
     opt("env_file", None, _path_or_none, text_path, {"type": ["string", "null"]},
@@ -570,10 +517,24 @@ OPTIONS: tuple[Option, ...] = (
         "output kept in memory for a slow log; beyond, it is dropped and counted"),
     opt("log_timestamps", False, _bool, text_bool, BOOLEAN,
         "prefix every line of the log files with the time"),
+    opt("log_format", "text", _log_format, as_is, {"type": "string", "enum": list(FORMATS)},
+        "text (as written), or json: one {ts, job, pid, stream, line} object a line"),
+    opt("log_rotate", None, _log_rotate, as_is,
+        {"type": ["string", "null"], "enum": [*ROTATIONS, "off", None]},
+        "also rotate the log files daily or hourly (local time), beside the size"),
+    opt("log_max_total", 0, _count, text_size_or_off, COUNT,
+        "disk the job's log files may take, rotated ones included (0: no limit)"),
+    opt("log_markers", True, _bool, text_bool, BOOLEAN,
+        "write `spawned pid N`, `exited with 3`... lines into the job's log files"),
     opt("log_history", DEFAULT_LOG_HISTORY, _count, text_int, COUNT,
-        "lines of output kept in memory for `gaffer logs` (0: none)"),
+        "lines of output kept in memory for `gaffer logs` (0: none); gafferd's setting "
+        "of the same name is the default of its jobs"),
 )  # fmt: skip
 BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
+
+#: options a running job takes without replacing its processes (an update or a reload
+#: that changes only these keeps them): how many run, how much of their output is kept
+IN_PLACE = ("numprocesses", "log_history")
 
 
 def to_json(name: str, value: Any) -> Any:

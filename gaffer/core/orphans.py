@@ -30,6 +30,7 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from gaffer.core.guard import Guard
 from gaffer.core.procfs import all_pids, children_of, pidfd_or_none, proc_stat, send_signal
@@ -136,7 +137,31 @@ class OrphanReaper:
         )
 
     def start(self) -> None:
-        self._timer = self._loop.call_later(self._interval, self._sweep)
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._interval, self._sweep)
+
+    def pause(self) -> None:
+        """No sweep until ``start()`` again (a hand-over is being made)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def export(self) -> tuple[list[list[Any]], list[int]]:
+        """The orphans known, for the next life of the manager (handover.py): records and
+        the pidfds to keep."""
+        records = [
+            [o.pid, o.pgid, -1 if o.pidfd is None else o.pidfd, o.kept, o.job]
+            for o in self.orphans.values()
+        ]
+        return records, [o.pidfd for o in self.orphans.values() if o.pidfd is not None]
+
+    def adopt(self, records: list[list[Any]]) -> None:
+        """Take the orphans a previous life knew (already registered with the guard)."""
+        for pid, pgid, pidfd, kept, job in records:
+            orphan = Orphan(pid, pgid, None if pidfd < 0 else pidfd, kept, job)
+            self.orphans[pid] = orphan
+            if orphan.pidfd is not None:
+                self._loop.add_reader(orphan.pidfd, self._exited, orphan)
 
     def _sweep(self) -> None:
         self._timer = None

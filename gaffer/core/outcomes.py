@@ -87,7 +87,11 @@ class Outcomes:
     def _spawn_failed(self, exc: SpawnError) -> None:
         self.spawn_failures += 1
         self.error = str(exc)
-        logger.warning("cannot spawn %s: %s", self.name, exc, extra={"event": "spawn_error"})
+        more = self._table.warnings.say((self.name, "spawn"))  # one a minute, not one per attempt
+        if more is not None:
+            logger.warning(
+                "cannot spawn %s: %s%s", self.name, exc, more, extra={"event": "spawn_error"}
+            )
         self._publish_job("spawn_error", self._spawn_error_msg(exc))
         # a job that cannot start at all is in a crash loop; one that has healthy processes
         # and cannot add one more (cwd gone, no descriptors...) only waits for the backoff
@@ -136,13 +140,16 @@ class Outcomes:
         """A crash loop (pause, retried later) or a give-up (fatal): every process stops."""
         flapping = self.job.flapping
         pause = decision.action is Action.PAUSE
-        logger.warning(
-            "%s: %s: %s",
-            self.name,
-            decision.reason,
-            f"retried in {decision.delay:g}s" if pause else "given up (fatal)",
-            extra={"event": "flap" if pause else "fatal"},
-        )
+        more = self._table.warnings.say((self.name, "pause")) if pause else ""  # fatal: always said
+        if more is not None:
+            logger.warning(
+                "%s: %s: %s%s",
+                self.name,
+                decision.reason,
+                f"retried in {decision.delay:g}s" if pause else "given up (fatal)",
+                more,
+                extra={"event": "flap" if pause else "fatal"},
+            )
         self._cancel_timers()
         self.paused_by_flapping, self.gave_up = pause, not pause
         for proc in list(self.running):

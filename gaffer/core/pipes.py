@@ -59,6 +59,13 @@ def capture_pipe() -> tuple[int, int, bool]:
     return read_fd, write_fd, True
 
 
+def claim_capture_pipes(count: int) -> None:
+    """Count ``count`` enlarged pipes made by a previous life of this program (handed over
+    across an exec) against the budget."""
+    for _ in range(count):
+        _take_pipe_budget()
+
+
 def release_capture_pipes(count: int) -> None:
     """Give back the budget of ``count`` enlarged pipes, once they are closed."""
     for _ in range(count):

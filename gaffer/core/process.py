@@ -26,6 +26,7 @@ from typing import Any
 
 from gaffer.core.childwatch import ChildHandle, ChildWatcher
 from gaffer.core.config import ProcessConfig
+from gaffer.core.escapees import Escapees
 from gaffer.core.groups import GroupWatch, group_exists
 from gaffer.core.history import OutputHistory
 from gaffer.core.logfile import Writer
@@ -33,7 +34,6 @@ from gaffer.core.monitor import StatsMonitor
 from gaffer.core.names import parse_signal
 from gaffer.core.orphans import DETACHED_MARK
 from gaffer.core.pipes import PipeReader, PipeWriter, release_capture_pipes
-from gaffer.core.procfs import descendants_of, pidfd_or_none, proc_stat, send_signal
 from gaffer.core.spawn import Command, spawn
 from gaffer.core.states import PROCESS_TRANSITIONS, UP, State, allowed
 from gaffer.core.stats import Sampler, descendants, descendants_map
@@ -51,7 +51,7 @@ StateListener = Callable[["Process", State, State], None]  # (process, old, new)
 NotifyListener = Callable[["Process", dict[str, str]], None]  # sd_notify fields
 
 
-class Process:
+class Process(Escapees):
     """One OS process of a job.
 
     Attributes:
@@ -188,11 +188,26 @@ class Process:
         close_fds(stdio.child)
         self.spawned_at = self.loop.time()  # the runner moves it to starting
 
-    def _watch(self, os_pid: int, command: Command, stdio: Stdio) -> None:
+    def adopt(
+        self, os_pid: int, pidfd: int, foreign: str | None, stdio: Stdio, create_time: float
+    ) -> None:
+        """Take over a process a previous life of the manager spawned (handover.py), with
+        the descriptors it kept of it (``stdio``); ``pidfd`` and ``foreign`` as for
+        ``ChildWatcher.adopt``."""
+        self._enlarged_pipes = stdio.enlarged
+        self._watch(os_pid, self._prepared, stdio, (pidfd, foreign))
+        self.create_time = create_time
+
+    def _watch(
+        self, os_pid: int, command: Command, stdio: Stdio, adopted: tuple | None = None
+    ) -> None:
         self.command = command
         self.os_pid = os_pid
         self.create_time = time.time()
-        self._handle = self._watcher.watch(os_pid, self._exited)
+        if adopted is None:
+            self._handle = self._watcher.watch(os_pid, self._exited)
+        else:
+            self._handle = self._watcher.adopt(os_pid, adopted[0], self._exited, adopted[1])
         if self.config.redirect_input:
             self._stdin = PipeWriter(self.loop, stdio.stdin_w)
         for label, read_fd, writer, stream in stdio.outputs:
@@ -205,7 +220,8 @@ class Process:
         if stdio.sockets:
             self.streams = {}
         for label, child_fd, ours, theirs in stdio.sockets:
-            theirs.close()
+            if theirs is not None:  # None: adopted, the child's end is the child's alone
+                theirs.close()
             self.streams[label] = Stream(self, label, child_fd, ours)
 
     def _ready_pipe(self, fd: int) -> PipeReader:
@@ -241,6 +257,11 @@ class Process:
         return deliver
 
     # -- state ---------------------------------------------------------------------------
+    @property
+    def log_writers(self) -> tuple[Writer | None, Writer | None]:
+        """The writers of its stdout and stderr to the job's log files (None: none)."""
+        return self._log_writers
+
     def notified(self, fields: dict[str, str]) -> None:
         """An ``sd_notify`` message from the process (or one of its own)."""
         if self._on_notify is not None:
@@ -355,43 +376,6 @@ class Process:
         self._signal_group(stop_signal)
         self._signal_escaped(stop_signal)
         self._kill_timer = self.loop.call_later(self.graceful_timeout, self._kill_group)
-
-    def _find_escaped(self) -> None:
-        """Descendants that left the group (``setsid``, ``setpgid``) are out of reach of
-        the group's signals: find them now, while they still descend from the leader (its
-        subtree only, not all of /proc), to signal them one by one and wait for them."""
-        for pid in descendants_of(self.os_pid):
-            stat = proc_stat(pid)
-            if stat is None or stat.exited or stat.pgid == self.os_pid or pid in self._escaped:
-                continue
-            pidfd = pidfd_or_none(pid)
-            if self._escaped is _EMPTY:
-                self._escaped = {}
-            self._escaped[pid] = pidfd
-            if pidfd is not None:
-                self.loop.add_reader(pidfd, self._escaped_exited, pid)
-        if self._escaped:
-            logger.info(
-                "%s pid=%s os_pid=%s: %d descendants left its group; they are stopped too",
-                self.name,
-                self.pid,
-                self.os_pid,
-                len(self._escaped),
-            )
-
-    def _signal_escaped(self, sig: int) -> None:
-        for pid, pidfd in self._escaped.items():
-            send_signal(pid, pidfd, sig)
-
-    def _escaped_exited(self, pid: int) -> None:
-        self._drop_escaped(pid)
-        self._check_gone()
-
-    def _drop_escaped(self, pid: int) -> None:
-        pidfd = self._escaped.pop(pid, None)
-        if pidfd is not None:
-            self.loop.remove_reader(pidfd)
-            os.close(pidfd)
 
     def _signal_group(self, sig: int) -> bool:
         try:

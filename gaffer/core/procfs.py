@@ -45,6 +45,15 @@ def proc_stat(pid: int) -> ProcStat | None:
     return ProcStat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3]))
 
 
+def start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (field 22 of its stat): with
+    its pid, what names one process for the life of the system. None when it is gone."""
+    fields = stat_fields(pid)
+    if not fields or len(fields) < 20:
+        return None
+    return int(fields[19])
+
+
 def all_pids() -> list[int]:
     return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
 

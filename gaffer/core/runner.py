@@ -22,6 +22,7 @@ from gaffer.core.checks import Checks
 from gaffer.core.config import ProcessConfig
 from gaffer.core.job import Job
 from gaffer.core.logfile import LogSink
+from gaffer.core.options import IN_PLACE
 from gaffer.core.outcomes import Outcomes
 from gaffer.core.process import Process
 from gaffer.core.states import JOB_TRANSITIONS, UP, State, allowed, summarize
@@ -241,12 +242,12 @@ class JobRunner(Outcomes):
 
     def update(self, config: ProcessConfig, env: Mapping[str, str] | None, start: bool) -> None:
         """A new config (and env): processes replaced, the target the larger of both. A
-        config that changes only ``numprocesses`` scales the job instead: its processes
-        stay (an ini file edited to run 4 instead of 2 starts 2, it does not replace 2)."""
-        if (env is None or env == self.job.env) and config.replace(
-            numprocesses=self.config.numprocesses
-        ) == self.config:
-            self.job.config = config
+        config that changes only options of ``IN_PLACE`` keeps the processes: a new
+        ``numprocesses`` scales the job (an ini file edited to run 4 instead of 2 starts 2,
+        it does not replace 2), a new ``log_history`` keeps what is kept."""
+        unchanged = {name: getattr(self.config, name) for name in IN_PLACE}
+        if (env is None or env == self.job.env) and config.replace(**unchanged) == self.config:
+            self.job.retune(config)
             if start and self.stopped:
                 self.start()
             else:

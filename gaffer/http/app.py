@@ -24,11 +24,13 @@ import tornado.web
 
 from gaffer.errors import ConfigError
 from gaffer.http import binding
+from gaffer.http.accesslog import access_log
 from gaffer.http.connections import ConnectionLimits, Connections, Server
-from gaffer.http.handlers.base import HARD_BODY_LIMIT, access_log
+from gaffer.http.handlers.base import HARD_BODY_LIMIT
 from gaffer.http.handlers.misc import RefusedHandler
 from gaffer.http.routes import Deferred, routes
 from gaffer.http.sameorigin import OriginPolicy
+from gaffer.http.telemetry import Telemetry
 from gaffer.http.throttle import LoginThrottle
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,10 @@ class HttpHandler:
             allowed to call the API from a browser; none by default), ``allowed_hosts``
             (names the ``Host`` header may give besides the server's addresses and
             ``localhost``; see sameorigin.py), ``policy`` (a ``commands.Policy``:
-            ``log_root``), ``login_throttle`` (a ``LoginThrottle``: failed logins).
+            ``log_root``), ``login_throttle`` (a ``LoginThrottle``: failed logins),
+            ``telemetry`` (a ``Telemetry`` to count in, kept across handlers; default: a
+            new one), ``metrics_without_key`` (``"loopback"``: /metrics needs no key from
+            loopback addresses and unix sockets; default ``"never"``).
     """
 
     def __init__(
@@ -70,6 +75,8 @@ class HttpHandler:
         self._ssl = _ssl_context(certfile, keyfile)
         self._plugin_sites = dict(plugin_sites or {})
         self._settings = dict(settings or {})
+        self.telemetry: Telemetry = self._settings.pop("telemetry", None) or Telemetry()
+        self._attached = False  # to the telemetry's loop-lag timer
         self._servers: list[tornado.httpserver.HTTPServer] = []
         self._handed_over: set[int] = set()  # sockets now served by a successor
         self._websockets: set[Any] = set()  # open WebSocket connections
@@ -99,10 +106,19 @@ class HttpHandler:
             origin_policy=OriginPolicy(settings["allowed_hosts"], settings["cors_origins"]),
             manager=manager,
             handler=self,
-            log_function=access_log,
+            log_function=self._log_request,
             websockets=self._websockets,
-            **{"max_body_bytes": MAX_BODY_BYTES, "auth": None, **settings},
+            telemetry=self.telemetry,
+            **{
+                "max_body_bytes": MAX_BODY_BYTES,
+                "auth": None,
+                "metrics_without_key": "never",
+                **settings,
+            },
         )
+        if not self._attached:
+            self.telemetry.attach(loop)
+            self._attached = True
         try:
             running = asyncio.get_running_loop() is loop
         except RuntimeError:
@@ -131,12 +147,43 @@ class HttpHandler:
             self._servers.append(server)
         logger.info("HTTP API on %s", ", ".join(self.addresses))
 
+    def _log_request(self, handler: tornado.web.RequestHandler) -> None:
+        self.telemetry.count(handler)
+        access_log(handler)
+
     def release_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """These sockets were duplicated for a successor: at stop, close our descriptor
         but leave the unix socket file in place."""
         self._handed_over.update(sock.fileno() for sock in sockets)
 
+    async def hand_over(self, drain: float) -> None:
+        """A new gafferd takes over (gafferd/handover.py): stop accepting, the listening
+        sockets left open (a client connecting meanwhile waits in their backlog for the
+        next gafferd: no connection is refused), let the requests in progress finish
+        (``drain`` seconds at most), then close every connection (feeds and WebSockets end;
+        their clients connect again)."""
+        for server in self._servers:
+            for remove in server._handlers.values():
+                remove()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain
+        # requests end deep in tornado, which signals nothing: look every 2 ms
+        while self.connections.in_progress() and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+        for connection in list(self._websockets):
+            connection.close(1012, "gafferd is restarting")
+        self.connections.stop()
+        self.connections.close_all()
+
+    def resume(self) -> None:
+        """The hand-over failed: accept again."""
+        for server in self._servers:
+            server.add_sockets(list(server._sockets.values()))
+
     async def stop(self) -> None:
+        if self._attached:
+            self.telemetry.detach()
+            self._attached = False
         servers, self._servers = self._servers, []
         sockets, self._sockets = self._sockets, []
         # read the unix paths before anything closes the sockets

@@ -11,6 +11,9 @@ result into their answer.
 command                right     target     arguments (checked by the edge)
 =====================  ========  =========  ==============================================
 sessions, jobs, pids   (list)    -          ``sessionid``: lists show what the key may read
+overview, usage        (list)    -          ``names`` (job ids: read on each), else every
+                                            job the key may read (403 if it reads
+                                            nothing); ``children`` (overview)
 load                   manage    session    ``config`` (a dict), ``sessionid``, ``env``,
                                             ``start``; uid/gid need an admin key, log files
                                             must be under ``log_root``
@@ -25,9 +28,14 @@ process_info,          read      process    ``pid``
 process_exists,
 process_stats,
 read_output
+read_logs              read      job        ``name`` (``/logs``: every job it may read)
 stop_process, kill     manage    process    ``pid``; ``sig`` (kill)
 send                   write     process    ``pid``, ``data``, ``stream``
 =====================  ========  =========  ==============================================
+
+daemon_restart,        admin     -          none: gafferd hands over to a new gafferd that
+daemon_state                                adopts every process; what gafferd records of
+                                            the operator's requests (its state file)
 
 cluster_nodes,         read      any        the cluster's nodes and jobs (etcd): a key that
 cluster_jobs                                may read something; jobs listed if readable
@@ -56,11 +64,12 @@ from typing import Any
 from gaffer.core.config import ProcessConfig
 from gaffer.core.logfile import LogTarget
 from gaffer.core.names import DEFAULT_SESSION, validate_session
-from gaffer.errors import PermissionDenied, ProcessError
-from gaffer.http.auth import Permissions, redact_env
+from gaffer.errors import PermissionDenied, ProcessError, ProcessNotFound
+from gaffer.http.auth import LOCAL, Permissions, redact_env
 from gaffer.http.schema import config_json
 
 READ, WRITE, MANAGE, LIST = "read", "write", "manage", "list"
+ADMIN = "admin"  # an admin key, or no keys at all (LOCAL: gafferd's own socket, say)
 LOG_OPTIONS = ("stdout_logfile", "stderr_logfile")
 
 
@@ -69,6 +78,12 @@ class Policy:
     """What the daemon's settings add to the permissions of keys."""
 
     log_root: str | None = None  # log files given through the API must be under it
+    # the daemon serving the API (its restart, its state; None when a manager is embedded):
+    # an object with ``async restart() -> dict`` and ``state() -> dict``
+    daemon: Any = None
+    # the options given to jobs loaded or updated through the API that do not set them
+    # (gafferd's settings of the same name: log_history), asked at each load
+    job_defaults: Callable[[], Mapping[str, Any]] = dict
 
 
 @dataclass
@@ -127,6 +142,8 @@ def authorize(
         permissions.require(command.right, call.proc.name)
     elif command.target == "any" and not permissions.reads_anything():
         raise PermissionDenied("this key may not read anything")
+    if command.right == ADMIN and not (permissions.is_admin or permissions is LOCAL):
+        raise PermissionDenied(f"only an admin key may run {name}")
     return call
 
 
@@ -153,6 +170,15 @@ def execute(name: str, call: Call) -> Any:
     func = COMMANDS[name].run
     assert func is not None, f"{name} is a permission only"
     return func(call)
+
+
+# -- logs (read by gaffer/http/handlers/logs.py, from the jobs' history) -----------------------
+_command("read_logs", READ, "job")(None)
+
+
+def reader(permissions: Permissions) -> Callable[[str], bool]:
+    """Whether the key may read a job: ``/logs`` shows the lines of those jobs only."""
+    return permissions.can_read
 
 
 # -- the cluster (run by gaffer/http/handlers/cluster.py, against etcd) -----------------------
@@ -188,11 +214,43 @@ def _pids(call: Call) -> list[int]:
     return [pid for pid, proc in list(call.manager.running.items()) if can_read(proc.name)]
 
 
+# -- what gaffer top, the dashboard (/overview) and /metrics read -----------------------------
+@_command("overview", LIST, "-")
+def _overview(call: Call) -> Any:
+    """An awaitable: the jobs' state and their processes' stats (Manager.aoverview)."""
+    return call.manager.aoverview(_observed(call), bool(call.values.get("children")))
+
+
+@_command("usage", LIST, "-")
+def _usage(call: Call) -> Any:
+    """An awaitable: the jobs' state and their processes' usage (Manager.ausage)."""
+    return call.manager.ausage(_observed(call))
+
+
+def sees_everything(permissions: Permissions) -> bool:
+    """Whether the serving process's own figures (its memory, loop lag, requests) are
+    shown to this key, in /metrics and /overview: read on everything."""
+    return permissions.can_read("*")
+
+
+def _observed(call: Call) -> list[str]:
+    names = call.values.get("names")
+    permissions = call.permissions
+    if names:
+        for name in names:
+            permissions.require(READ, name)
+        return list(names)
+    if not permissions.reads_anything():
+        raise PermissionDenied("this key may not read any job")
+    return [job for job in call.manager.jobs() if permissions.can_read(job)]
+
+
 # -- jobs -----------------------------------------------------------------------------------
 def job_config(call: Call, body: Mapping[str, Any]) -> ProcessConfig:
     """The config of load and update: uid and gid need an admin key; log files must be
-    under ``log_root`` (relative ones are taken in it)."""
-    body = dict(body)
+    under ``log_root`` (relative ones are taken in it); the daemon's defaults fill what the
+    body leaves out."""
+    body = {**call.policy.job_defaults(), **body}
     if (body.get("uid") is not None or body.get("gid") is not None) and (
         not call.permissions.is_admin
     ):
@@ -349,6 +407,24 @@ def _kill(call: Call) -> None:
 @_command("send", WRITE, "process")
 def _send(call: Call) -> None:
     call.manager.send(call.proc.pid, call.values["data"], stream=call.values.get("stream"))
+
+
+# -- the daemon ------------------------------------------------------------------------------
+def _daemon(call: Call) -> Any:
+    daemon = call.policy.daemon
+    if daemon is None:
+        raise ProcessNotFound("no daemon serves this API (an embedded manager)")
+    return daemon
+
+
+@_command("daemon_restart", ADMIN, "-")
+def _daemon_restart(call: Call) -> Any:
+    return _daemon(call).restart()  # awaitable: the new code is checked first
+
+
+@_command("daemon_state", ADMIN, "-")
+def _daemon_state(call: Call) -> dict[str, Any]:
+    return _daemon(call).state()
 
 
 def may_see_event(permissions: Permissions, msg: Any) -> bool:

@@ -66,6 +66,7 @@ class Connections:
         self._open: set[Any] = set()  # streams of the HTTP connections
         self._idle: OrderedDict[Any, float] = OrderedDict()  # waiting for a request, oldest first
         self._fresh: OrderedDict[Any, float] = OrderedDict()  # no request head yet, by accept
+        self._feeds: set[Any] = set()  # answering with a feed that lasts (never finishes)
         self._sweeper: Any = None
         self._warned: dict[str, float] = {}
         self.refused = 0  # connections closed at once, the cap reached with none idle
@@ -108,6 +109,26 @@ class Connections:
         self._open.discard(stream)
         self._idle.pop(stream, None)
         self._fresh.pop(stream, None)
+        self._feeds.discard(stream)
+
+    def feeding(self, stream: Any) -> None:
+        """The connection answers with a feed (events, output, stats): it never finishes,
+        and nothing waits for it to (a hand-over to a new gafferd closes it)."""
+        if stream in self._open:
+            self._feeds.add(stream)
+
+    def in_progress(self) -> int:
+        """Requests that may still finish: begun (or connected and about to send a head),
+        answers not all sent, feeds excepted."""
+        busy = sum(1 for s in self._open if s not in self._idle and s not in self._feeds)
+        return busy + len(self._fresh)
+
+    def close_all(self) -> None:
+        """Close every connection now (WebSockets are the server's to close)."""
+        for stream in list(self._open):
+            self.closed(stream)
+            if not stream.closed():
+                stream.close()
 
     def stop(self) -> None:
         if self._sweeper is not None:

@@ -264,6 +264,15 @@ class Controller:
             raise args._fail("name", "a job id (session.name)") from None
         return f"{session}.{bare}"
 
+    # -- the daemon ------------------------------------------------------------------------
+    @_command("daemon_restart")
+    async def daemon_restart(self, args: _Args) -> dict[str, Any]:
+        return {"ok": True, **await self.acall("daemon_restart")}
+
+    @_command("daemon_state")
+    async def daemon_state(self, args: _Args) -> dict[str, Any]:
+        return self.call("daemon_state")
+
     # -- lists -------------------------------------------------------------------------------
     @_command("sessions")
     async def sessions(self, args: _Args) -> dict[str, Any]:

@@ -36,10 +36,18 @@ class DeferredHttpHandler:
     connection tries again."""
 
     def __init__(
-        self, sockets: Iterable[socket.socket], build: Callable[[list[socket.socket]], Any]
+        self,
+        sockets: Iterable[socket.socket],
+        build: Callable[[list[socket.socket]], Any],
+        telemetry: Any = None,
     ) -> None:
         self._sockets = list(sockets)
         self._build = build
+        # the Telemetry the built handler counts in (telemetry.py): attached from the
+        # start, so /metrics reports the loop's lag since gafferd started, not since the
+        # first client came
+        self._telemetry = telemetry
+        self._attached = False
         self._handed_over: set[int] = set()  # sockets now served by a successor
         self._watched: list[socket.socket] = []
         self._retry: asyncio.TimerHandle | None = None
@@ -55,6 +63,9 @@ class DeferredHttpHandler:
 
     def start(self, loop: asyncio.AbstractEventLoop, manager: Any) -> None:
         self.loop, self.manager = loop, manager
+        if self._telemetry is not None and not self._attached:
+            self._telemetry.attach(loop)
+            self._attached = True
         self._watch()
         logger.info("HTTP API on %s", ", ".join(self.addresses))
 
@@ -108,7 +119,30 @@ class DeferredHttpHandler:
         if self.handler is not None:
             self.handler.release_sockets(sockets)
 
+    async def hand_over(self, drain: float) -> None:
+        """A new gafferd takes over (as ``HttpHandler.hand_over``): before the server is
+        built there is no connection to drain; the sockets are no longer watched, and a
+        client connecting meanwhile waits in their backlog for the next gafferd."""
+        if self.handler is not None:
+            await self.handler.hand_over(drain)
+            return
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._watched:
+            self._unwatch()
+
+    def resume(self) -> None:
+        """The hand-over failed: serve again."""
+        if self.handler is not None:
+            self.handler.resume()
+        elif not self._watched and self._sockets:
+            self._watch()
+
     async def stop(self) -> None:
+        if self._attached:
+            self._telemetry.detach()
+            self._attached = False
         if self.handler is not None:
             await self.handler.stop()
             return

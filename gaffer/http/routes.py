@@ -53,6 +53,11 @@ class Route:
         return resolve(self.target)
 
     @property
+    def name(self) -> str:
+        """Its handler as ``"module:Class"``, without importing it (telemetry.py)."""
+        return self.target if isinstance(self.target, str) else handler_name(self.target)
+
+    @property
     def table_target(self) -> type[tornado.web.RequestHandler]:
         """What Tornado's table holds: the class, or a ``Deferred`` standing in for it."""
         return self.target if isinstance(self.target, type) else stand_in(self.target)
@@ -64,6 +69,11 @@ class Route:
             return f"(?P<{name}>{PARAMS[name]})"
 
         return re.sub(r"\{(\w+)\}", param, self.template)
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The names of its path parameters."""
+        return tuple(re.findall(r"\{(\w+)\}", self.template))
 
 
 class Deferred(tornado.web.RequestHandler):
@@ -85,6 +95,10 @@ def stand_in(target: str) -> type[Deferred]:
         name = "Deferred" + target.rpartition(":")[2]
         _stand_ins[target] = type(name, (Deferred,), {"target": target})
     return _stand_ins[target]
+
+
+def handler_name(handler: type) -> str:
+    return f"{handler.__module__}:{handler.__qualname__}"
 
 
 def resolve(target: type[tornado.web.RequestHandler] | str) -> type[tornado.web.RequestHandler]:
@@ -112,6 +126,8 @@ def api_routes() -> list[Route]:
         Route("/jobs/{sid}/{name}/numprocesses", jobs.JobNumprocessesHandler),
         Route("/jobs/{sid}/{name}/signal", jobs.JobSignalHandler),
         Route("/jobs/{sid}/{name}/commit", jobs.JobCommitHandler),
+        Route("/jobs/{sid}/{name}/logs", LATER + "logs:LogsHandler"),
+        Route("/logs", LATER + "logs:AllLogsHandler"),
         Route("/watch", LATER + "streams:WatchHandler"),
         Route("/watch/{a}", LATER + "streams:WatchHandler"),
         Route("/watch/{a}/{b}", LATER + "streams:WatchHandler"),
@@ -120,6 +136,12 @@ def api_routes() -> list[Route]:
         Route("/streams/{pid}/stdin", LATER + "streams:StdinHandler"),
         Route("/streams/{pid}/{label}", LATER + "streams:OutputStreamHandler"),
         Route("/channel", LATER + "channel:ChannelHandler"),
+        Route("/daemon/restart", LATER + "daemon:DaemonRestartHandler"),
+        Route("/daemon/state", LATER + "daemon:DaemonStateHandler"),
+        Route("/metrics", LATER + "observe:MetricsHandler"),
+        Route("/overview", LATER + "observe:OverviewHandler"),
+        Route("/dashboard", LATER + "observe:DashboardRedirectHandler"),
+        Route("/dashboard/{path}", LATER + "observe:DashboardHandler"),
         Route("/cluster/nodes", LATER + "cluster:ClusterNodesHandler"),
         Route("/cluster/jobs", LATER + "cluster:ClusterJobsHandler"),
         Route("/cluster/jobs/{sid}/{name}", LATER + "cluster:ClusterJobHandler"),

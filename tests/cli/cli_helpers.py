@@ -5,10 +5,13 @@ the fixture program (tests/fixtures/child.py)."""
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -411,3 +414,33 @@ def parse_table(text: str) -> tuple[list[str], list[dict[str, str]]]:
             cells.append(line[start:end].strip())
         rows.append(dict(zip(names, cells, strict=True)))
     return names, rows
+
+
+def run_on_pty(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 30) -> str:
+    """Run ``argv`` with a pseudo-terminal as stdin, stdout and stderr; all it wrote."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd)
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(10) == 0, b"".join(chunks)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return b"".join(chunks).decode(errors="replace")

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import select
 import stat
 import subprocess
 import sys
@@ -38,6 +36,7 @@ from tests.cli.cli_helpers import (
     environ_of,
     gaffer_env,
     parse_table,
+    run_on_pty,
     start_daemon,
 )
 from tests.gafferd.harness import Gafferd, free_port
@@ -51,14 +50,13 @@ PS_HEADERS = [
 ]  # fmt: skip
 STATS_HEADERS = ["JOB", "PID", "CPU", "MEM", "RSS", "VMS", "CPU TIME", "UPTIME", "CHILDREN"]
 TRANSPORTS = ["unix", "tcp"]
-#: the commands of the contract (reference section 7.1), plus stats and top
+#: the commands of the contract (reference section 7.1), plus events, stats and top
 CONTRACT_COMMANDS = [
     "ps", "ps:info", "ps:scale", "ps:start", "ps:stop", "ps:kill", "load", "unload", "reload",
-    "run", "logs", "recv", "send", "apps", "login", "users", "user", "user:add", "user:del",
-    "user:setpassword", "user:setkey", "keys", "key", "key:create", "key:delete", "dev:start",
-    "dev:run", "export", "stats", "top",
+    "run", "logs", "events", "recv", "send", "apps", "login", "users", "user", "user:add",
+    "user:del", "user:setpassword", "user:setkey", "keys", "key", "key:create", "key:delete",
+    "dev:start", "dev:run", "export", "stats", "top", "daemon:restart", "daemon:state",
 ]  # fmt: skip
-TIMESTAMPED = re.compile(r"^\d\d:\d\d:\d\d ")
 
 
 # -- fixtures --------------------------------------------------------------------------------------
@@ -762,72 +760,6 @@ def test_apps(daemon: Daemon, cli: Cli) -> None:
     }
 
 
-# -- logs ------------------------------------------------------------------------------------------
-
-
-def scale_until_exit(daemon: Daemon, job_id: str, reader: Reader, timeout: float = 20) -> None:
-    """Scale ``job_id`` up, again and again, until ``reader`` (gaffer logs -n N) exits."""
-    path = "/jobs/" + job_id.replace(".", "/", 1) + "/numprocesses"
-
-    def done() -> bool:
-        if reader.proc.poll() is not None:
-            return True
-        daemon.ok("POST", path, {"scale": "+1"})
-        try:
-            reader.proc.wait(0.3)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-
-    wait_until_sync(done, timeout=timeout, what="gaffer logs to see its events")
-
-
-def test_logs_show_events_while_scaling(daemon: Daemon, any_cli: Cli) -> None:
-    job = daemon.load(child_job("logjob", "sleep"))
-    daemon.wait_pids(job, 1)
-    with any_cli.popen("logs", "--ps", "logjob", "-n", "4") as logs:
-        scale_until_exit(daemon, job, logs)
-        assert logs.wait() == 0
-    lines = logs.stdout.splitlines()
-    assert len(lines) == 4, logs.stdout
-    for line in lines:
-        assert TIMESTAMPED.match(line), line
-        assert re.search(r"default\.logjob(\.\d+)?\s+job\.default\.logjob\.\w+", line), line
-    assert any("job.default.logjob.update" in line and "numprocesses=" in line for line in lines)
-    assert any("job.default.logjob.spawn" in line for line in lines)
-    assert logs.stderr == ""
-
-
-def test_logs_json_of_an_app(daemon: Daemon, cli: Cli) -> None:
-    job = daemon.load(child_job("logged", "sleep"), session="logapp")
-    daemon.wait_pids(job, 1)
-    with cli.popen("--app", "logapp", "logs", "--json", "-n", "3") as logs:
-        scale_until_exit(daemon, job, logs)
-        assert logs.wait() == 0
-    events = [json.loads(line) for line in logs.stdout.splitlines()]
-    assert len(events) == 3
-    for event in events:
-        assert event["name"] == "logapp.logged"
-        assert event["event"].startswith("job.logapp.logged.")
-    spawns = [event for event in events if event["event"].endswith(".spawn")]
-    assert spawns and all(isinstance(event["pid"], int) for event in spawns)
-
-
-def test_logs_interrupted(daemon: Daemon, cli: Cli) -> None:
-    with cli.popen("logs") as logs:
-        # once it follows the events, Ctrl-C ends it: exit 130, nothing on stderr
-        daemon.load(child_job("logint", "sleep"))
-
-        def following() -> bool:
-            daemon.ok("POST", "/jobs/default/logint/numprocesses", {"scale": "+1"})
-            return "logint" in logs.stdout
-
-        wait_until_sync(following, timeout=20, interval=0.3, what="gaffer logs following")
-        logs.proc.send_signal(2)
-        assert logs.wait() == 130
-    assert "Traceback" not in logs.stderr
-
-
 # -- recv, send ------------------------------------------------------------------------------------
 
 
@@ -1055,36 +987,6 @@ def test_exported_json_loads_into_the_app(daemon: Daemon, cli: Cli, tmp_path: Pa
 # -- colours ---------------------------------------------------------------------------------------
 
 
-def run_on_pty(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 30) -> str:
-    """Run ``argv`` with a pseudo-terminal as stdin, stdout and stderr; all it wrote."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd)
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if not ready:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the other side is closed
-                break
-            if not data:
-                break
-            chunks.append(data)
-        assert proc.wait(10) == 0, b"".join(chunks)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    return b"".join(chunks).decode(errors="replace")
-
-
 def test_colours_on_a_terminal_only(daemon: Daemon, cli: Cli) -> None:
     daemon.wait_pids(daemon.load(child_job("colourful", "sleep")), 1)
     env = gaffer_env(cli.config)
@@ -1108,6 +1010,8 @@ UNREACHABLE_COMMANDS = [
     ("ps:info", "web"),
     ("ps:scale", "web=2"),
     ("logs",),
+    ("logs", "web"),
+    ("events",),
     ("recv", "1"),
     ("send", "1", "hello"),
     ("stats", "--once"),

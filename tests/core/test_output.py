@@ -199,6 +199,7 @@ async def test_hundred_megabytes_reach_the_listener_and_the_log_file_byte_for_by
                 child_cmd("write", size),
                 redirect_output=["out"],
                 stdout_logfile=str(log),
+                log_markers=False,  # byte for byte
                 logfile_max_bytes=0,
                 numprocesses=0,
             )

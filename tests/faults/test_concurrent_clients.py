@@ -37,6 +37,7 @@ class Ledger:
     started: bool = False
     numprocesses: int = 0
     configured: int = 0  # numprocesses of the loaded config: a start comes back to it
+    stopped: bool = False  # by a command (a job only loaded unstarted is not stopped)
     requests: int = 0
     statuses: Counter = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
@@ -95,11 +96,13 @@ class Client:
                     },
                 )
                 ledger.loaded, ledger.started, ledger.numprocesses = True, start, n
-                ledger.configured = n
+                ledger.configured, ledger.stopped = n, False
             elif roll < 0.35:
                 n = self.random.randint(0, 3)
                 answer = self.call("POST", f"{path}/numprocesses", {"scale": f"={n}"})
                 ledger.numprocesses = n
+                if not ledger.stopped:  # a job loaded unstarted starts when scaled (0.5)
+                    ledger.started = True
                 if isinstance(answer, dict) and answer.get("numprocesses") != n:
                     ledger.failures.append(f"scale ={n} answered {answer}")
             elif roll < 0.5:
@@ -110,7 +113,7 @@ class Client:
                     ledger.numprocesses = 0
                 elif not ledger.started:
                     ledger.numprocesses = ledger.configured
-                ledger.started = state == "1"
+                ledger.started, ledger.stopped = state == "1", state == "0"
             elif roll < 0.6:
                 self.call("DELETE", path)
                 ledger.loaded = False

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gaffer import FlappingInfo
-from gaffer.core.options import OPTIONS, text_size as to_size
+from gaffer.core.options import OPTIONS
+from gaffer.core.optiontext import text_size as to_size
 from gafferd.config import JOB_KEYS, ConfigError, find_config, load_config
 from gafferd.settings import SETTINGS, SettingError, markdown_table, resolve
 
@@ -333,6 +334,38 @@ def test_continuation_lines_and_comments(tmp_path):
 def test_flapping_can_be_turned_off(tmp_path):
     path = write(tmp_path, "[job:web]\ncmd = sleep 1\nflapping = off\n")
     assert load_config(path).jobs["default.web"].config.flapping is None
+
+
+def test_the_log_keys_are_read_and_checked(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        [job:web]
+        cmd = sleep 1
+        stdout_logfile = web.log
+        log_format = json
+        log_rotate = daily
+        log_max_total = 200MB
+        log_markers = false
+        log_history = 50
+        """,
+    )
+    config = load_config(path).jobs["default.web"].config
+    assert (config.log_format, config.log_rotate, config.log_max_total) == (
+        "json",
+        "daily",
+        200 * 1024**2,
+    )
+    assert (config.log_markers, config.log_history) == (False, 50)
+    for key, value, why in (
+        ("log_format", "xml", "expected one of text, json"),
+        ("log_rotate", "weekly", "expected one of daily, hourly or off"),
+        ("log_max_total", "lots", "expected a size"),
+    ):
+        error = error_of(write(tmp_path, f"[job:web]\ncmd = sleep 1\n{key} = {value}\n"))
+        assert f"gafferd.ini:3: [job:web] {key} = {value}: " in error and why in error, error
+    off = write(tmp_path, "[job:web]\ncmd = sleep 1\nlog_rotate = off\nlog_max_total = off\n")
+    assert load_config(off).jobs["default.web"].config.log_rotate is None
 
 
 def test_sizes():

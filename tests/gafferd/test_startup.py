@@ -9,6 +9,7 @@ their first request (docs/design.md#memory). Read from ``python -X importtime``'
 
 from __future__ import annotations
 
+import signal
 import socket
 from pathlib import Path
 
@@ -103,3 +104,28 @@ def test_the_first_requests_load_only_the_handlers_they_use(tmp_path: Path) -> N
     assert {"tornado.websocket", "gaffer.http.controller", "gaffer.http.keystore"} <= imported(
         daemon
     )
+
+
+def test_a_hand_over_before_any_client_then_the_first_client_is_answered(
+    tmp_path: Path,
+) -> None:
+    daemon = Gafferd(tmp_path, JOB).start(wait=False)
+    try:
+        daemon.wait_log("gafferd started")
+        wait_until_sync(lambda: len(daemon.job_pids("sleep 1001")) == 2, what="the 2 processes")
+        os_pids = daemon.job_pids("sleep 1001")
+        daemon.signal(signal.SIGUSR2)  # the HTTP server was never loaded
+        wait_until_sync(
+            lambda: "restarted in place" in daemon.log_text(),
+            timeout=30,
+            what=f"the hand-over in gafferd's log:\n{daemon.log_text()}",
+        )
+        assert "handing over to a new gafferd: 1 job(s), 2 process(es)" in daemon.log_text()
+        assert daemon.request("GET", "/pids") == (200, {"pids": [1, 2]})
+        assert daemon.job_pids("sleep 1001") == os_pids
+        status, body = daemon.request("GET", "/metrics")  # loaded at its first request
+        assert status == 200
+        assert 'gaffer_job_processes_running{session="default",job="web"} 2' in body
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()

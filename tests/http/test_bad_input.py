@@ -737,9 +737,11 @@ def test_stdin_of_a_job_without_redirect_input_is_a_409(daemon, pids):
     check(daemon, "POST", path, "hello\n", 409, "not_redirected")
 
 
+# gafferd captures what a job neither redirects nor logs as "stdout" and "stderr"
+# (docs/output.md): those labels exist on every process of gafferd
 @pytest.mark.parametrize(
     ("pid", "label"),
-    [("echo", "stderr"), ("echo", "nolabel"), ("echo", "out"), ("sleeper", "stdout")],
+    [("echo", "err"), ("echo", "nolabel"), ("echo", "out"), ("sleeper", "output")],
 )
 def test_an_unknown_output_label_is_a_404_stream_not_found(daemon, pids, pid, label):
     check(daemon, "GET", f"/streams/{pids[pid]}/{label}", status=404, code="stream_not_found")

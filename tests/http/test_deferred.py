@@ -122,3 +122,56 @@ async def test_the_built_server_answers_every_route_kind(tmp_path, request_path)
         answer = await get(str(tmp_path / "api.sock"), request_path)
         assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
         await http.stop()
+
+
+async def test_a_hand_over_before_the_first_client_leaves_it_waiting_for_the_next_server(
+    tmp_path,
+):
+    """gafferd/handover.py: the client connecting during the hand-over is not accepted by
+    the gafferd leaving; the next one (here a second handler on the same socket, as after
+    the exec) finds it waiting and answers it."""
+    builds, successor_builds = Builds(), Builds()
+    sock = unix_socket(tmp_path)
+    async with Manager() as manager:
+        http = DeferredHttpHandler([sock], builds)
+        http.start(manager.loop, manager)
+        await http.hand_over(1.0)
+        client = asyncio.ensure_future(get(str(tmp_path / "api.sock")))
+        await asyncio.sleep(0.1)  # turns of the loop: nobody accepts it
+        assert not client.done() and builds.calls == 0
+        successor = DeferredHttpHandler([sock.dup()], successor_builds)
+        http.release_sockets([sock])
+        await http.stop()
+        successor.start(manager.loop, manager)
+        assert (await client).startswith(b"HTTP/1.1 200 ")
+        assert builds.calls == 0 and successor_builds.calls == 1
+        await successor.stop()
+    assert not (tmp_path / "api.sock").exists()
+
+
+async def test_a_failed_hand_over_before_the_first_client_serves_again(tmp_path):
+    builds = Builds()
+    async with Manager() as manager:
+        http = DeferredHttpHandler([unix_socket(tmp_path)], builds)
+        http.start(manager.loop, manager)
+        await http.hand_over(1.0)
+        client = asyncio.ensure_future(get(str(tmp_path / "api.sock")))
+        await asyncio.sleep(0.1)
+        assert not client.done()
+        http.resume()  # the exec failed: this gafferd goes on
+        assert (await client).startswith(b"HTTP/1.1 200 ")
+        assert builds.calls == 1
+        await http.stop()
+
+
+async def test_the_telemetry_counts_the_loop_lag_from_the_start(tmp_path):
+    from gaffer.http.telemetry import Telemetry
+
+    telemetry = Telemetry()
+    async with Manager() as manager:
+        http = DeferredHttpHandler([unix_socket(tmp_path)], Builds(), telemetry=telemetry)
+        http.start(manager.loop, manager)
+        assert telemetry.lag.running  # before any client: /metrics reports since the start
+        await wait_until(lambda: telemetry.lag.samples, what="a lag sample")
+        await http.stop()
+        assert not telemetry.lag.running

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("ps", "jobs", "io", "stats", "accounts", "local")
+GROUPS = ("ps", "jobs", "logs", "io", "stats", "accounts", "local", "daemon")
 
 
 @dataclass

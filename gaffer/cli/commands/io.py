@@ -1,53 +1,11 @@
-"""logs, recv, send: events and process input/output."""
+"""recv, send: a process's raw output and its input."""
 
 from __future__ import annotations
 
-import datetime
 import sys
-from typing import Any
 
 from gaffer.cli.commands import arg, command
 from gaffer.cli.context import Context, UsageError
-
-SKIP = {"event", "name", "pid", "os_pid"}
-
-
-def event_line(context: Context, event: dict[str, Any]) -> str:
-    now = datetime.datetime.now().strftime("%H:%M:%S")
-    name = event.get("name", "")
-    who = f"{name}.{event['pid']}" if event.get("pid") is not None else name
-    details = " ".join(f"{key}={value}" for key, value in event.items() if key not in SKIP)
-    return f"{now} {context.out.color(who.ljust(20), key=name)} {event.get('event')} {details}"
-
-
-@command(
-    "logs",
-    arg("--ps", metavar="JOB", help="only this job's events"),
-    arg("-n", "--count", type=int, metavar="N", help="stop after N events"),
-)
-async def logs(context: Context) -> int:
-    """Follow events as they happen; Ctrl-C stops.
-
-    Those of the app with --app or a Procfile, else all of them."""
-    app = context.args.app or (
-        context.app().name if context.procfile_path(required=False) else None
-    )
-    if context.args.ps:
-        pattern = f"job.{context.job_id(context.args.ps)}"
-    elif app:
-        pattern = f"job.{app}"
-    else:
-        pattern = "."
-    seen = 0
-    async for event in context.server().watch(pattern):
-        if context.out.json:
-            context.out.data(event)
-        else:
-            context.out.write(event_line(context, event))
-        seen += 1
-        if context.args.count and seen >= context.args.count:
-            break
-    return 0
 
 
 def _pid_and_stream(text: str, stream: str | None) -> tuple[int, str | None]:

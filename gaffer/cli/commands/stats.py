@@ -1,4 +1,5 @@
-"""stats and top: live CPU and memory."""
+"""stats and top: live CPU and memory, from ``GET /overview`` (the dashboard's data, so
+both show the same numbers)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from gaffer.cli.commands import arg, command
 from gaffer.cli.commands.ps import app_jobs
 from gaffer.cli.context import Context
 from gaffer.cli.render import duration, percent, size, uptime
-from gaffer.errors import NotFound
 
 CLEAR = "\x1b[H\x1b[2J"
 REFRESH = (
@@ -27,16 +27,12 @@ REFRESH = (
 )
 
 
-async def _snapshot(context: Context, jobs: list[str]) -> list[dict[str, Any]]:
-    server = context.server()
-    snapshot = []
-    for job_id in jobs:
-        try:
-            stats = await server.job(job_id).stats()
-        except NotFound:
-            continue
-        snapshot.append(stats)
-    return snapshot
+async def _snapshot(context: Context, jobs: list[str] | None) -> list[dict[str, Any]]:
+    """The jobs of the overview (every job when ``jobs`` is None), with descendants."""
+    if jobs is not None and not jobs:
+        return []
+    overview = await context.server().overview(jobs, children=True)
+    return overview["jobs"]
 
 
 def _rows(snapshot: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -53,7 +49,7 @@ def _rows(snapshot: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
                     size(stat["mem_info2"]),
                     duration(stat["ctime"]),
                     uptime(stat.get("create_time")),
-                    len(stat.get("children") or []),
+                    len(stat.get("children") or ()),
                 )
             )
     return rows
@@ -95,9 +91,11 @@ async def stats(context: Context) -> int:
 
     All jobs, those of --app, or those named."""
 
-    async def jobs_of() -> list[str]:
+    async def jobs_of() -> list[str] | None:
         if context.args.jobs:
             return [context.job_id(name) for name in context.args.jobs]
+        if context.args.app is None:
+            return None
         return await app_jobs(context, context.args.app)
 
     return await _loop(context, jobs_of)
@@ -109,7 +107,9 @@ async def top(context: Context) -> int:
 
     The columns that do not fit the terminal are left out."""
 
-    async def jobs_of() -> list[str]:
+    async def jobs_of() -> list[str] | None:
+        if context.args.app is None:
+            return None  # every job, in one request
         return await app_jobs(context, context.args.app)
 
     def cpu(row: tuple[Any, ...]) -> float:

@@ -332,25 +332,6 @@ _CODES = {
 }
 
 
-def access_log(handler: tornado.web.RequestHandler) -> None:
-    """One line per request: method, path, status, milliseconds. 4xx are warnings, 5xx
-    errors (their traceback was logged by the handler)."""
-    status = handler.get_status()
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    access = logging.getLogger("gaffer.http.access")
-    if access.isEnabledFor(level):
-        request = handler.request
-        access.log(
-            level,
-            "%s %s %d %.1fms %s",
-            request.method,
-            request.path,
-            status,
-            1000 * request.request_time(),
-            request.remote_ip or "-",
-        )
-
-
 def as_pid(text: str) -> int:
     """A pid from a path: any run of digits (a long one names no process: 404)."""
     if not (text.isascii() and text.isdigit()):

@@ -39,6 +39,8 @@ FEED_PARAMS = {
 class FeedHandler(BaseHandler):
     """Writes a feed from a bounded queue filled by listeners on the loop."""
 
+    default_feed = "longpoll"
+
     def initialize(self, **kwargs: Any) -> None:
         super().initialize(**kwargs)
         self._closed = asyncio.Event()
@@ -47,7 +49,7 @@ class FeedHandler(BaseHandler):
         self._closed.set()
 
     def feed(self) -> tuple[str, float | None]:
-        feed = self.get_query_argument("feed", "longpoll")
+        feed = self.get_query_argument("feed", self.default_feed)
         if feed not in FEEDS:
             raise RequestError(
                 400, "bad_request", f"feed must be one of {', '.join(FEEDS)}, got {feed!r}"
@@ -78,6 +80,7 @@ class FeedHandler(BaseHandler):
         self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
+        self.settings["handler"].connections.feeding(self.request.connection.stream)
         try:
             await self.flush()
         except tornado.iostream.StreamClosedError:
