@@ -71,23 +71,27 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The side-by-side benchmark's own virtualenv: gaffer (editable) next to the peers it is
-# compared with, pinned; they are never installed into $(VENV). circus 0.19.0 runs on the
-# same tornado (>= 6.4) and pyzmq releases as gaffer, so one environment serves all three.
-$(BENCH_STAMP): pyproject.toml setup.py
+# The side-by-side benchmark's own virtualenv: gaffer next to the peers it is compared
+# with, pinned; they are never installed into $(VENV). circus 0.19.0 runs on the same
+# tornado (>= 6.4) and pyzmq releases as gaffer, so one environment serves all three.
+# gaffer is installed as users get it, not editable (an editable install's import hook
+# costs every gafferd start 17 ms and some hundreds of KiB: docs/design.md#memory), so it
+# is installed again whenever a source file changes.
+BENCH_SOURCES := pyproject.toml setup.py $(shell find gaffer gafferd -name '*.py')
+$(BENCH_STAMP): $(BENCH_SOURCES)
 	$(PYTHON) -c 'import sys; sys.exit("gaffer needs Python >= 3.11") if sys.version_info < (3, 11) else None'
 	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_BIN)/python -m pip install --quiet -e . supervisor==4.3.0 circus==0.19.0
+	$(BENCH_BIN)/python -m pip install --quiet . supervisor==4.3.0 circus==0.19.0
 	touch $(BENCH_STAMP)
 
 bench-venv: $(BENCH_STAMP)
 
-# gaffer's own benchmarks with $(VENV), then gafferd, supervisord and circusd side by side
-# (`$(BENCH_BIN)/python -m bench.peers --quick` for a smoke run, `--write-docs` to update
-# docs/performance.md).
+# gaffer's own benchmarks with $(VENV), then gafferd, supervisord and circusd side by side,
+# then gafferd's memory over an hour (`$(BENCH_BIN)/python -m bench.peers --quick` and
+# `-m bench.soak --quick` for smoke runs, `--write-docs` to update docs/performance.md).
 bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m bench engine io http attack handover metrics
-	$(BENCH_BIN)/python -m bench peers
+	$(BENCH_BIN)/python -m bench peers soak
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) build dist *.egg-info .pytest_cache .ruff_cache

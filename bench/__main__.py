@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import attack, cluster, engine, handover, http, io, metrics, peers
+from bench import attack, cluster, engine, handover, http, io, metrics, peers, soak
 
 BENCHMARKS = {
     "engine": engine.main,
@@ -15,6 +15,7 @@ BENCHMARKS = {
     "metrics": metrics.main,
     "peers": peers.main,
     "cluster": cluster.main,
+    "soak": soak.main,
 }
 
 

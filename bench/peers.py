@@ -1182,12 +1182,12 @@ def general_row_notes(bench: Bench) -> dict[str, str]:
     return notes
 
 
-def write_docs(section: str, path: Path = DOCS) -> None:
+def write_docs(section: str, path: Path = DOCS, begin: str = BEGIN, end: str = END) -> None:
     text = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+    block = f"{begin}\n{section.rstrip()}\n{end}"
+    if begin in text and end in text and text.index(begin) < text.index(end):
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + block + tail
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"

@@ -9,10 +9,10 @@ were lost."""
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import queue
 import sys
+import threading
 import time
 
 FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
@@ -83,8 +83,25 @@ class _FileHandler(DropCounting, logging.FileHandler):
     pass
 
 
-class _SysLogHandler(DropCounting, logging.handlers.SysLogHandler):
-    pass
+class Enqueue(logging.Handler):
+    """Hands each record, its message and traceback already formatted (by the thread that
+    logged it, as the arguments may change later), to the writer thread. What
+    ``logging.handlers.QueueHandler`` does, without importing ``logging.handlers``, which
+    loads pickle for its socket handlers (docs/design.md#memory)."""
+
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord | None]) -> None:
+        super().__init__()
+        self._records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            copy = logging.makeLogRecord(record.__dict__)
+            copy.message = copy.msg = message
+            copy.args = copy.exc_info = copy.exc_text = copy.stack_info = None
+            self._records.put_nowait(copy)
+        except Exception:
+            self.handleError(record)
 
 
 class DaemonLog:
@@ -92,14 +109,25 @@ class DaemonLog:
         self.target = target
         self._handler = _handler(target)
         self._handler.setFormatter(logging.Formatter(FORMAT))
-        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        self._listener = logging.handlers.QueueListener(self._queue, self._handler)
+        self._queue: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
         root = logging.getLogger()
         for old in list(root.handlers):
             root.removeHandler(old)
-        root.addHandler(logging.handlers.QueueHandler(self._queue))
+        root.addHandler(Enqueue(self._queue))
         self.set_level(level)
-        self._listener.start()
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        self._writer = threading.Thread(target=self._write, name="gafferd-log", daemon=True)
+        self._writer.start()
+
+    def _stop_writer(self) -> None:
+        self._queue.put(None)  # after every line logged so far
+        self._writer.join()
+
+    def _write(self) -> None:
+        while (record := self._queue.get()) is not None:
+            self._handler.handle(record)
 
     def set_level(self, level: str) -> None:
         logging.getLogger().setLevel(level.upper())
@@ -120,17 +148,17 @@ class DaemonLog:
 
     def pause(self) -> None:
         """Write every line queued so far and stop writing (gafferd is about to exec)."""
-        self._listener.stop()
+        self._stop_writer()
         try:
             self._handler.flush()
         except OSError:
             pass
 
     def resume(self) -> None:
-        self._listener.start()
+        self._start_writer()
 
     def close(self) -> None:
-        self._listener.stop()
+        self._stop_writer()
         try:
             self._handler.close()
         except OSError:
@@ -141,8 +169,13 @@ def _handler(target: str) -> logging.Handler:
     if target in ("-", ""):
         return _StreamHandler(sys.stderr)
     if target == "syslog":
+        import logging.handlers  # here: only a log to syslog needs it
+
+        class SysLogHandler(DropCounting, logging.handlers.SysLogHandler):
+            pass
+
         address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
-        handler = _SysLogHandler(address=address)
+        handler = SysLogHandler(address=address)
         handler.ident = "gafferd: "
         return handler
     directory = os.path.dirname(target)

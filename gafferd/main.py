@@ -308,7 +308,7 @@ def _serve(
         sockets,
         plugins,
         log,
-        webhooks_factory=_webhooks_factory(),
+        webhooks_factory=_webhooks,
         pidfile=pidfile,
         handed=handed,
         fresh=args.fresh,
@@ -396,6 +396,8 @@ def _default_plugin_dir(directory: str) -> str | None:
 
 
 def _check_tls(effective: Effective) -> None:
+    if not (effective.certfile or effective.keyfile):
+        return  # the HTTP server (and its TLS code) is loaded at the first connection
     from gaffer.http.app import _ssl_context
 
     _ssl_context(effective.certfile, effective.keyfile)
@@ -416,10 +418,10 @@ def _list_plugins(plugins: Any, apps: bool) -> int:
     return EX_OK
 
 
-def _webhooks_factory() -> Any:
-    from gafferd.webhooks import WebHooks
+def _webhooks(**kwargs: Any) -> Any:
+    from gafferd.webhooks import WebHooks  # here: only a file with webhooks needs it
 
-    return WebHooks
+    return WebHooks(**kwargs)
 
 
 if __name__ == "__main__":

@@ -21,17 +21,14 @@ import resource
 import signal
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gaffer import Manager
 from gaffer.console import DEFAULT_EVENTS, ConsoleOutput
 from gaffer.core.keeper import Keeper
 from gaffer.errors import ConfigError
-from gaffer.http import HttpHandler, binding
-from gaffer.http.commands import Policy
-from gaffer.http.connections import ConnectionLimits
-from gaffer.http.identity import Identity
-from gaffer.http.keystore import KeyStore
+from gaffer.http import binding
+from gaffer.http.deferred import DeferredHttpHandler
 from gaffer.http.telemetry import Telemetry
 from gaffer.http.throttle import LoginThrottle
 from gafferd import handover
@@ -49,6 +46,10 @@ from gafferd.logs import DaemonLog
 from gafferd.memory import MemoryTrimmer, map_large_allocations
 from gafferd.pidfile import Pidfile
 from gafferd.settings import Effective, SettingError, resolve
+
+if TYPE_CHECKING:  # the HTTP server is imported at the first connection (deferred.py)
+    from gaffer.http import HttpHandler
+    from gaffer.http.keystore import KeyStore
 
 logger = logging.getLogger("gafferd")
 
@@ -146,7 +147,10 @@ class Gafferd(JobLoading):
             self.cluster = make_registry(self.effective, self._sockets)
             if self._handed is not None:  # the same node, the same lease (handover.py)
                 self.cluster._lease = self._handed["gafferd"].get("cluster_lease", 0)
-        self._http_slot.app = self._http_handler(self._sockets)
+        self._store(self.effective)  # opened now: a key store that cannot be used is fatal
+        self._http_slot.app = DeferredHttpHandler(
+            self._sockets, self._http_handler, telemetry=self.telemetry
+        )
         self._webhooks_slot.app = self._make_webhooks(self.config, self.effective)
         apps: list[Any] = [*self.plugins.apps, self._webhooks_slot, self._http_slot]
         if self.cluster is not None:
@@ -274,7 +278,12 @@ class Gafferd(JobLoading):
             check_exposure(effective)
             check_root(effective)
             sockets = bind_all(effective, keep=self._sockets)
-            http = self._http_handler(sockets, effective)
+            self._store(effective)
+            http = DeferredHttpHandler(
+                sockets,
+                lambda bound: self._http_handler(bound, effective),
+                telemetry=self.telemetry,
+            )
         except (OSError, ValueError, SecurityError) as exc:
             logger.error("reload: HTTP binds not changed: %s", exc)
             return
@@ -301,7 +310,7 @@ class Gafferd(JobLoading):
             self.manager.loop.create_task(result)
 
     @property
-    def http(self) -> HttpHandler | None:
+    def http(self) -> DeferredHttpHandler | None:
         return self._http_slot.app
 
     @property
@@ -312,10 +321,17 @@ class Gafferd(JobLoading):
     def _http_handler(
         self, sockets: list[socket.socket], effective: Effective | None = None
     ) -> HttpHandler:
+        """The HTTP server, built when the first client connects (deferred.py)."""
+        from gaffer.http import HttpHandler
+        from gaffer.http.commands import Policy
+        from gaffer.http.connections import ConnectionLimits
+
         effective = effective or self.effective
         store = self._store(effective)
         identity = None
-        if store is not None:
+        if store is not None:  # keys: the key store's modules are loaded
+            from gaffer.http.identity import Identity
+
             identity = Identity(store, effective.require_key, effective.login_ttl)
         return HttpHandler(
             sockets=sockets,
@@ -346,6 +362,8 @@ class Gafferd(JobLoading):
         if self.keystore is None:
             path = auth_db_path(effective, self.config)
             if effective.require_key or os.path.exists(path):
+                from gaffer.http.keystore import KeyStore
+
                 self.keystore = KeyStore(path)
                 if effective.require_key and not self.keystore.admins():
                     logger.warning(

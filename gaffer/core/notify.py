@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import socket
 import struct
 from collections.abc import Callable
@@ -56,7 +55,8 @@ class NotifySocket:
             self._sock.set_inheritable(False)
             self.address = adopt[1]
         else:
-            name = f"gaffer/{os.getpid()}/{secrets.token_hex(6)}"
+            # os.urandom, not secrets: secrets loads hashlib and hmac (about 1 MiB) for this
+            name = f"gaffer/{os.getpid()}/{os.urandom(6).hex()}"
             self.address = "@" + name  # what NOTIFY_SOCKET says (systemd's abstract form)
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             try:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -76,6 +75,8 @@ async def _tcp(target: str) -> Result:
 
 
 async def _http(target: str) -> Result:
+    import urllib.parse  # here: only an http probe needs it (docs/design.md#memory)
+
     url = target if "://" in target else f"http://{target}"
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:

@@ -350,6 +350,7 @@ class ProcessTable:
 
     def close(self) -> None:
         self.groups.close()
+        self.watcher.close()  # its epoll set: watched again if the manager starts again
         if self._notify is not None:
             self._notify.close()
             self._notify = None

@@ -28,7 +28,7 @@ from gaffer.http.accesslog import access_log
 from gaffer.http.connections import ConnectionLimits, Connections, Server
 from gaffer.http.handlers.base import HARD_BODY_LIMIT
 from gaffer.http.handlers.misc import RefusedHandler
-from gaffer.http.routes import routes
+from gaffer.http.routes import Deferred, routes
 from gaffer.http.sameorigin import OriginPolicy
 from gaffer.http.telemetry import Telemetry
 from gaffer.http.throttle import LoginThrottle
@@ -215,6 +215,17 @@ class Application(tornado.web.Application):
         if refused is not None:
             return self.get_handler_delegate(request, RefusedHandler, {"error": refused})
         return super().find_handler(request, **kwargs)
+
+    def get_handler_delegate(
+        self,
+        request: tornado.httputil.HTTPServerRequest,
+        target_class: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        if issubclass(target_class, Deferred):  # its module is imported now (routes.py)
+            target_class = target_class.load()
+        return super().get_handler_delegate(request, target_class, *args, **kwargs)
 
 
 def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tornado.web
+if TYPE_CHECKING:  # gafferd makes its Telemetry before the HTTP server is loaded
+    import tornado.web
 
 LAG_INTERVAL = 0.1  # seconds between two loop-lag samples
 LAG_WINDOW = 60.0  # the p99 and the maximum are of the samples of the last minute
@@ -73,7 +74,8 @@ class Telemetry:
         self.requests: dict[tuple[str, int], int] = {}  # (route, status): count
         self.lag = LoopLag()
         self._attached = 0
-        self._templates: dict[tuple[type, frozenset[str]], str] | None = None
+        # (handler as "module:Class", path parameters): route template
+        self._templates: dict[tuple[str, frozenset[str]], str] | None = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._attached += 1
@@ -94,11 +96,14 @@ class Telemetry:
         if self._templates is None:
             from gaffer.http.routes import api_routes
 
+            # by name: a handler loaded at its first request (routes.py) is not imported
             self._templates = {
-                (route.handler, frozenset(route.params)): route.template for route in api_routes()
+                (route.name, frozenset(route.params)): route.template for route in api_routes()
             }
+        from gaffer.http.routes import handler_name
+
         kwargs: Any = getattr(handler, "path_kwargs", None) or {}
-        template = self._templates.get((type(handler), frozenset(kwargs)))
+        template = self._templates.get((handler_name(type(handler)), frozenset(kwargs)))
         if template is not None:
             return template
         from gaffer.http.handlers.misc import NotFoundHandler, RefusedHandler, SiteHandler
