@@ -74,6 +74,7 @@ class HttpHandler:
         self._backlog = backlog
         self._ssl = _ssl_context(certfile, keyfile)
         self._plugin_sites = dict(plugin_sites or {})
+        self.announce = True  # log the addresses at start (info); debug when loaded late
         self._settings = dict(settings or {})
         self.telemetry: Telemetry = self._settings.pop("telemetry", None) or Telemetry()
         self._attached = False  # to the telemetry's loop-lag timer
@@ -145,7 +146,9 @@ class HttpHandler:
             )
             server.add_sockets(group)
             self._servers.append(server)
-        logger.info("HTTP API on %s", ", ".join(self.addresses))
+        # loaded at the first connection (deferred.py), the API was announced at the start
+        log = logger.info if self.announce else logger.debug
+        log("HTTP API on %s", ", ".join(self.addresses))
 
     def _log_request(self, handler: tornado.web.RequestHandler) -> None:
         self.telemetry.count(handler)

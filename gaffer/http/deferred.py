@@ -87,6 +87,7 @@ class DeferredHttpHandler:
         self._unwatch()
         try:
             handler = self._build(self._sockets)
+            handler.announce = False  # said at start()
             handler.release_sockets(s for s in self._sockets if s.fileno() in self._handed_over)
             handler.start(self.loop, self.manager)
         except Exception:

@@ -54,6 +54,9 @@ def test_reads_are_debug_changes_are_one_info_line_with_their_key(tmp_path):
             changes[0],
         ), changes
         assert "[WARNING]" in changes[1] and "key=-" in changes[1]
+        # the API is announced once, at the start, not again when its server loads at the
+        # first connection
+        assert log.count("HTTP API on") == 1, log
         assert daemon.stop() == 0
     finally:
         daemon.kill()
