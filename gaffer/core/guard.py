@@ -18,6 +18,7 @@ clears it.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import os
@@ -41,7 +42,34 @@ RESTART_YOUNG = 1.0  # a guard that dies younger than this is restarted after a 
 RESTART_MAX_DELAY = 30.0
 
 
-class Guard:
+class GroupRegistry(abc.ABC):
+    """The process groups a helper process (the guard, the keeper) is told of, counted:
+    a group added twice must be removed twice before the helper hears it is gone."""
+
+    _groups: Counter[int]
+
+    def __contains__(self, pgid: int) -> bool:
+        return pgid in self._groups
+
+    def add(self, pgid: int) -> None:
+        self._groups[pgid] += 1
+        self._tell(b"+%d" % pgid)
+
+    def remove(self, pgid: int) -> None:
+        if self._groups[pgid] <= 0:
+            del self._groups[pgid]
+            return
+        self._groups[pgid] -= 1
+        if not self._groups[pgid]:
+            del self._groups[pgid]
+        self._tell(b"-%d" % pgid)
+
+    @abc.abstractmethod
+    def _tell(self, line: bytes) -> None:
+        """Send ``+PGID`` or ``-PGID`` (no newline) to the helper."""
+
+
+class Guard(GroupRegistry):
     """The manager's side of the guard process. Used on the loop thread only.
 
     If the guard dies while the manager runs (killed by someone, by the OOM killer), a new
@@ -143,28 +171,14 @@ class Guard:
         self._writer = PipeWriter(self._loop, state["fd"])
         self._broken = False
 
-    def __contains__(self, pgid: int) -> bool:
-        return pgid in self._groups
-
     def hold(self, proc: Any) -> None:
         """Only the keeper (keeper.py) holds processes; the guard knows groups."""
 
     def drop(self, os_pid: int) -> None:
         """See ``hold``."""
 
-    def add(self, pgid: int) -> None:
-        """Register a group (counted: a group added twice must be removed twice)."""
-        self._groups[pgid] += 1
-        self._send(b"+%d\n" % pgid)
-
-    def remove(self, pgid: int) -> None:
-        if self._groups[pgid] <= 0:
-            del self._groups[pgid]
-            return
-        self._groups[pgid] -= 1
-        if not self._groups[pgid]:
-            del self._groups[pgid]
-        self._send(b"-%d\n" % pgid)
+    def _tell(self, line: bytes) -> None:
+        self._send(line + b"\n")
 
     def _send(self, line: bytes) -> None:
         if self._broken:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gaffer.core.childwatch import ChildWatcher
+from gaffer.core.guard import GroupRegistry
 
 if TYPE_CHECKING:
     from gaffer.core.process import Process
@@ -40,7 +41,7 @@ MAX_MESSAGE = 256 * 1024
 RECEIVE_TIMEOUT = 10.0  # seconds the keeper may take to hand its processes back
 
 
-class Keeper:
+class Keeper(GroupRegistry):
     """Used on the loop thread only, like Guard (whose interface it has)."""
 
     def __init__(
@@ -106,22 +107,6 @@ class Keeper:
             self._sock.settimeout(None)
             self._sock.setblocking(False)
 
-    def __contains__(self, pgid: int) -> bool:
-        return pgid in self._groups
-
-    def add(self, pgid: int) -> None:
-        self._groups[pgid] += 1
-        self._send_line(b"+%d" % pgid)
-
-    def remove(self, pgid: int) -> None:
-        if self._groups[pgid] <= 0:
-            del self._groups[pgid]
-            return
-        self._groups[pgid] -= 1
-        if not self._groups[pgid]:
-            del self._groups[pgid]
-        self._send_line(b"-%d" % pgid)
-
     def hold(self, proc: Process) -> None:
         """A process was spawned: the keeper is to hold its pidfd and pipes."""
         self._holds.append(proc)
@@ -144,7 +129,7 @@ class Keeper:
         self._send(b"listen", [sock.fileno() for sock in sockets])
 
     # -- sending -------------------------------------------------------------------------
-    def _send_line(self, line: bytes) -> None:
+    def _tell(self, line: bytes) -> None:
         self._lines.append(line)
         self._schedule()
 

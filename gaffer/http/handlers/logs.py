@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from gaffer.core.events import EventStream
 from gaffer.http import commands
 from gaffer.http.handlers.base import Op, RequestError
 from gaffer.http.handlers.jobs import job_id
@@ -94,31 +93,11 @@ class LogsHandler(FeedHandler):
             self.manager.events.subscribe("unload", on_unload)
         try:
             await self.start_feed(feed)
-            await self._pump(source, feed, heartbeat)
+            await self.pump_events(source, feed, heartbeat, "log")
         finally:
             self.manager.unfollow_logs(follower)
             if job is not None:
                 self.manager.events.unsubscribe("unload", on_unload)
-
-    async def _pump(self, source: QueueSource, feed: str, heartbeat: float | None) -> None:
-        while True:
-            item = await self.next_item(source, heartbeat)
-            if self._closed.is_set():
-                return
-            if item is None:
-                if source.ended:
-                    break
-                if not await self.heartbeat(feed):
-                    return
-                continue
-            if isinstance(item, tuple) and item[0] == "dropped":
-                dropped = {"event": EventStream.DROPPED, "count": item[1][0]}
-                frame = event_frame(feed, EventStream.DROPPED, dropped)
-            else:
-                frame = event_frame(feed, "log", item)
-            if not await self.send(frame):
-                return
-        self.finish()
 
     def _lines(self) -> int | None:
         text = self.get_query_argument("lines", str(DEFAULT_LINES)).strip().lower()

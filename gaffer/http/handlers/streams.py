@@ -48,6 +48,31 @@ class FeedHandler(BaseHandler):
     def on_connection_close(self) -> None:
         self._closed.set()
 
+    async def pump_events(
+        self, source: QueueSource, feed: str, heartbeat: float | None, evtype: str
+    ) -> None:
+        """Send each item of ``source`` as an ``evtype`` event (a ``dropped`` event for
+        what the queue lost) until it ends or the client goes; heartbeats meanwhile."""
+        while True:
+            item = await self.next_item(source, heartbeat)
+            if self._closed.is_set():
+                return
+            if item is None:
+                if source.ended:
+                    break
+                if not await self.heartbeat(feed):
+                    return
+                continue
+            if isinstance(item, tuple) and item[0] == "dropped":
+                frame = event_frame(
+                    feed, EventStream.DROPPED, {"event": EventStream.DROPPED, "count": item[1][0]}
+                )
+            else:
+                frame = event_frame(feed, evtype, item)
+            if not await self.send(frame) or feed == "longpoll":
+                break
+        self.finish()
+
     def feed(self) -> tuple[str, float | None]:
         feed = self.get_query_argument("feed", self.default_feed)
         if feed not in FEEDS:
@@ -244,32 +269,9 @@ class StatsStreamHandler(FeedHandler):
         await self.start_feed(feed)
         self.manager.monitor(on_stat, job)
         try:
-            await self._pump(source, feed, heartbeat, "stat")
+            await self.pump_events(source, feed, heartbeat, "stat")
         finally:
             self.manager.unmonitor(on_stat, job)
-
-    async def _pump(
-        self, source: QueueSource, feed: str, heartbeat: float | None, evtype: str
-    ) -> None:
-        while True:
-            item = await self.next_item(source, heartbeat)
-            if self._closed.is_set():
-                return
-            if item is None:
-                if source.ended:
-                    break
-                if not await self.heartbeat(feed):
-                    return
-                continue
-            if isinstance(item, tuple) and item[0] == "dropped":
-                frame = event_frame(
-                    feed, EventStream.DROPPED, {"event": EventStream.DROPPED, "count": item[1][0]}
-                )
-            else:
-                frame = event_frame(feed, evtype, item)
-            if not await self.send(frame) or feed == "longpoll":
-                break
-        self.finish()
 
 
 class OutputStreamHandler(FeedHandler):
