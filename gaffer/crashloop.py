@@ -40,15 +40,7 @@ class FlappingInfo:
         for key in ("attempts", "max_retry"):
             object.__setattr__(self, key, _count(key, getattr(self, key)))
         for key in ("window", "retry_in"):
-            value = getattr(self, key)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ConfigError(f"flapping.{key}: expected a number >= 0, got {value!r}")
-            object.__setattr__(self, key, float(value))
+            object.__setattr__(self, key, _seconds(f"flapping.{key}", getattr(self, key)))
 
     @classmethod
     def coerce(cls, value: object) -> FlappingInfo | None:
@@ -102,6 +94,18 @@ def _count(key: str, value: object) -> int:
     return value
 
 
+def _seconds(name: str, value: object) -> float:
+    """A finite number >= 0 (not a bool), as a float; ConfigError naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigError(f"{name}: expected a number >= 0, got {value!r}")
+    return float(value)
+
+
 def _number(value: object) -> int | float:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ConfigError(value)
@@ -126,15 +130,7 @@ class BackoffInfo:
 
     def __post_init__(self) -> None:
         for key in ("initial", "factor", "max"):
-            value = getattr(self, key)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ConfigError(f"backoff.{key}: expected a number >= 0, got {value!r}")
-            object.__setattr__(self, key, float(value))
+            object.__setattr__(self, key, _seconds(f"backoff.{key}", getattr(self, key)))
         if self.factor < 1:
             raise ConfigError(f"backoff.factor: expected a number >= 1, got {self.factor!r}")
         if self.max < self.initial:

@@ -82,6 +82,14 @@ class DeferredHttpHandler:
             self.loop.remove_reader(sock.fileno())
         self._watched = []
 
+    def _stop_watching(self) -> None:
+        """No more waiting for the first connection (a retry pending included)."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._watched:
+            self._unwatch()
+
     def _connected(self) -> None:
         """A connection waits on one of the sockets: serve it with the real handler."""
         self._unwatch()
@@ -127,11 +135,7 @@ class DeferredHttpHandler:
         if self.handler is not None:
             await self.handler.hand_over(drain)
             return
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        if self._watched:
-            self._unwatch()
+        self._stop_watching()
 
     def resume(self) -> None:
         """The hand-over failed: serve again."""
@@ -147,11 +151,7 @@ class DeferredHttpHandler:
         if self.handler is not None:
             await self.handler.stop()
             return
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        if self._watched:
-            self._unwatch()
+        self._stop_watching()
         sockets, self._sockets = self._sockets, []
         paths = [binding.unix_path(s) for s in sockets if s.fileno() not in self._handed_over]
         for sock in sockets:
