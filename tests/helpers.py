@@ -134,12 +134,29 @@ def exec_done(os_pid: int) -> bool:
 
 def pid_exists(pid: int) -> bool:
     """True while ``pid`` is a live process (a zombie counts as gone)."""
+    return _state(pid) not in (None, "Z", "X")
+
+
+def zombie_children() -> list[int]:
+    """This process's children that have exited and are not reaped yet. A child reaped
+    while it is looked at is not one (its /proc entry is gone: no error)."""
+    found = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as handle:
+                pids = [int(pid) for pid in handle.read().split()]
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        found += [pid for pid in pids if _state(pid) == "Z"]
+    return found
+
+
+def _state(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
+            return handle.read().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
+        return None
 
 
 def read_file(path: Path) -> str:
@@ -156,7 +173,7 @@ def run_script(body: str, timeout: float = 60) -> dict:
         import asyncio, json, os, resource, sys
         sys.path.insert(0, {str(ROOT)!r})
         from gaffer import Manager, ProcessConfig
-        from tests.helpers import EventRecorder, child_cmd, wait_until
+        from tests.helpers import EventRecorder, child_cmd, wait_until, zombie_children
     """) + textwrap.dedent(body)
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout

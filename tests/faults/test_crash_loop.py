@@ -60,7 +60,7 @@ def test_ten_thousand_crashes_leave_no_zombie_no_descriptor_and_no_memory():
                                  and not manager._table.stopping, 10, "the job stopped")
                 after = snapshot()
                 children = psutil.Process().children()
-                zombies = [c.pid for c in children if c.status() == psutil.STATUS_ZOMBIE]
+                zombies = zombie_children()
                 others = [c.pid for c in children if c.pid != manager._table.guard.pid]
             print(json.dumps({{"before": before, "after": after, "zombies": zombies,
                                "others": others, "exits": exits}}))
