@@ -137,18 +137,35 @@ def pid_exists(pid: int) -> bool:
     return _state(pid) not in (None, "Z", "X")
 
 
-def zombie_children() -> list[int]:
-    """This process's children that have exited and are not reaped yet. A child reaped
-    while it is looked at is not one (its /proc entry is gone: no error)."""
+def children_of(pid: int | str = "self") -> list[int]:
+    """The children of ``pid`` from /proc; a process or thread that is gone meanwhile is
+    skipped, not an error (a child may be reaped while the tests look at it)."""
     found = []
-    for task in os.listdir("/proc/self/task"):
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    for task in tasks:
         try:
-            with open(f"/proc/self/task/{task}/children") as handle:
-                pids = [int(pid) for pid in handle.read().split()]
-        except FileNotFoundError:  # a thread that ended meanwhile
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found += [int(child) for child in handle.read().split()]
+        except FileNotFoundError:
             continue
-        found += [pid for pid in pids if _state(pid) == "Z"]
     return found
+
+
+def cmdline_of(pid: int) -> str:
+    """``pid``'s command line, words joined by spaces; empty once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def zombie_children() -> list[int]:
+    """This process's children that have exited and are not reaped yet."""
+    return [pid for pid in children_of() if _state(pid) == "Z"]
 
 
 def _state(pid: int) -> str | None:

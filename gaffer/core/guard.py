@@ -8,7 +8,9 @@ its own starts and ``-<pgid>`` when it is gone. When the manager dies, the kerne
 its end of the pipe: the guard stops every group still registered, and the processes
 that escaped them, then exits. After a clean stop nothing is registered and the guard
 exits quietly. Detached jobs are never registered: they are meant to outlive gafferd. A
-guard that dies while the manager runs is replaced at once (see ``Guard``).
+guard that dies while the manager runs is replaced at once (see ``Guard``). The lines of
+a burst of spawns go out together on the loop's next turn: a process spawned less than a
+turn before a SIGKILL is one the guard cannot know.
 
 Why not ``prctl(PR_SET_PDEATHSIG)`` in each child: it needs a ``preexec_fn`` (a ``fork``
 instead of a ``vfork`` per spawn), it fires when the spawning *thread* ends rather than

@@ -14,18 +14,14 @@ import pytest
 import tornado.websocket
 
 from tests.gafferd.harness import wait_gone
-from tests.helpers import wait_until_sync
+from tests.helpers import children_of, cmdline_of, wait_until_sync
 from tests.security.site import start
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def _guard_of(pid: int) -> int:
-    found = [
-        child.pid
-        for child in psutil.Process(pid).children()
-        if "guard_main.py" in " ".join(child.cmdline())
-    ]
+    found = [child for child in children_of(pid) if "guard_main.py" in cmdline_of(child)]
     assert len(found) == 1, found
     return found[0]
 
@@ -65,6 +61,8 @@ async def test_a_killed_guard_is_replaced_and_still_stops_everything(tmp_path: P
         daemon.request("POST", "/jobs/default/sleepers/numprocesses", {"scale": "=5"})
         wait_until_sync(lambda: len(daemon.job_pids("sleep 1013")) == 5, what="5 sleepers")
         pids = daemon.job_pids("sleep 1013")
+        # a request answered: the loop iteration that spawned them, and told the guard, ended
+        assert daemon.request("GET", "/ping")[0] == 200
         os.kill(daemon.pid, signal.SIGKILL)
         daemon.proc.wait(10)
         wait_gone(pids | {new}, timeout=10)

@@ -160,7 +160,7 @@ def test_the_guard_exits_with_gafferd_and_leaves_no_zombie(gafferd, tmp_path):
         cmd = {child} sleep 1001
     """)
     wait_until_sync(lambda: daemon.job_pids("sleep 1001"), what="the job")
-    guards = [p for p in daemon.children() if "guard_main" in " ".join(p.cmdline())]
+    guards = [psutil.Process(pid) for pid in daemon.job_pids("guard_main")]
     assert len(guards) == 1
     assert guards[0].status() != psutil.STATUS_ZOMBIE
     assert daemon.stop() == 0

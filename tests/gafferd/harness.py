@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from tests.helpers import CHILD, pid_exists, wait_until_sync
+from tests.helpers import CHILD, children_of, cmdline_of, pid_exists, wait_until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,14 +150,7 @@ class Gafferd:
 
     def job_pids(self, marker: str) -> set[int]:
         """OS pids of the children whose command line holds ``marker``."""
-        found = set()
-        for child in self.children():
-            try:
-                if marker in " ".join(child.cmdline()):
-                    found.add(child.pid)
-            except psutil.NoSuchProcess:
-                continue
-        return found
+        return {pid for pid in children_of(self.pid) if marker in cmdline_of(pid)}
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

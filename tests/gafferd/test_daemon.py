@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from tests.gafferd.harness import ROOT, Gafferd, free_port, wait_gone
-from tests.helpers import wait_until_sync
+from tests.helpers import children_of, cmdline_of, wait_until_sync
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -380,7 +380,7 @@ def test_daemon_mode_detaches_and_stops_by_pidfile(tmp_path):
         proc = psutil.Process(pid)
         assert proc.ppid() != os.getpid()  # really detached
         wait_until_sync(
-            lambda: any("sleep 1001" in " ".join(c.cmdline()) for c in proc.children()),
+            lambda: any("sleep 1001" in cmdline_of(child) for child in children_of(pid)),
             what="its job",
         )
         children = proc.children()
