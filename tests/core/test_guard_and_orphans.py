@@ -34,12 +34,27 @@ async def _wait_exit(popen: subprocess.Popen, timeout: float = 5) -> int:
     return popen.returncode
 
 
-async def test_the_guard_stops_registered_groups_when_the_manager_vanishes():
+@pytest.fixture(params=["awk", "python"])
+def guard_kind(request, monkeypatch, tmp_path) -> str:
+    """The guard as gafferd starts it (awk counts, Python stops), and where awk is not on
+    the PATH (Python does both)."""
+    if request.param == "python":
+        monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no awk in it
+    return request.param
+
+
+def _guard_cmdline(guard: Guard) -> str:
+    with open(f"/proc/{guard.pid}/cmdline", "rb") as handle:
+        return handle.read().replace(b"\0", b" ").decode()
+
+
+async def test_the_guard_stops_registered_groups_when_the_manager_vanishes(guard_kind):
     loop = asyncio.get_running_loop()
     watcher = ChildWatcher(loop)
     guard = Guard(loop, watcher, grace=0.2)
     registered, removed = _sleeper(), _sleeper()
     try:
+        assert f"guard_main.{guard_kind[:2]}" in _guard_cmdline(guard)  # .aw(k) or .py
         guard.add(registered.pid)
         guard.add(removed.pid)
         guard.remove(removed.pid)
@@ -55,7 +70,7 @@ async def test_the_guard_stops_registered_groups_when_the_manager_vanishes():
             popen.wait()
 
 
-async def test_the_guard_sigkills_what_ignores_sigterm_and_counts_registrations():
+async def test_the_guard_sigkills_what_ignores_sigterm_and_counts_registrations(guard_kind):
     loop = asyncio.get_running_loop()
     guard = Guard(loop, ChildWatcher(loop), grace=0.2)
     stubborn = subprocess.Popen(  # noqa: ASYNC220 - a fork, no wait

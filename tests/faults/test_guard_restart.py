@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _guard_of(pid: int) -> int:
-    found = [child for child in children_of(pid) if "guard_main.py" in cmdline_of(child)]
+    found = [child for child in children_of(pid) if "guard_main" in cmdline_of(child)]
     assert len(found) == 1, found
     return found[0]
 
