@@ -5,10 +5,8 @@ reap exactly that pid. Nothing else in the program is disturbed (no SIGCHLD hand
 ``waitpid(-1)`` that would steal the children of an embedding program). Signals are sent
 through the pidfd too, so a pid that was reaped and reused can never be hit.
 
-The pidfds are not each a reader of the loop: they are registered in one epoll set of
-the watcher's own, and the loop watches that one descriptor. A reader of uvloop costs
-about 650 bytes (its poll handle, a callback handle, a copy of the context), 0.65 MiB at
-1,000 processes; a registration in the epoll set costs nothing in the process.
+The pidfds are not each a reader of the loop: they are in the loop's ready set
+(readyset.py), one epoll set that the loop watches as one descriptor.
 
 Where pidfds are missing (other kernels, other systems), a thread per child waits in
 ``waitpid`` instead, as asyncio's own ThreadedChildWatcher does.
@@ -19,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import select
 import signal
 import threading
 from collections.abc import Callable
+
+from gaffer.core.readyset import ready_set
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +96,7 @@ class ChildWatcher:
         self._use_pidfd = HAS_PIDFD if use_pidfd is None else use_pidfd
         self._handles: dict[int, ChildHandle] = {}
         self._forgotten: set[int] = set()  # reaped by a background thread
-        self._epoll: select.epoll | None = None  # every pidfd, watched by the loop
         self._by_pidfd: dict[int, ChildHandle] = {}
-        if self._use_pidfd:
-            self._epoll = select.epoll()
-            loop.add_reader(self._epoll.fileno(), self._on_epoll)
 
     def knows(self, pid: int) -> bool:
         """Is ``pid`` a child this watcher (or one of its threads) will reap?"""
@@ -127,31 +122,22 @@ class ChildWatcher:
         return handle
 
     def _add_pidfd(self, handle: ChildHandle) -> None:
-        if self._epoll is None:  # closed: watched again
-            self._epoll = select.epoll()
-            self._loop.add_reader(self._epoll.fileno(), self._on_epoll)
         if handle._pidfd in self._by_pidfd:  # watch_unknown again: watched already
             return
-        self._epoll.register(handle._pidfd, select.EPOLLIN)
+        ready_set(self._loop).add(handle._pidfd, self._on_ready, handle)
         self._by_pidfd[handle._pidfd] = handle
 
     def _remove_pidfd(self, handle: ChildHandle) -> None:
         pidfd, handle._pidfd = handle._pidfd, -1
         del self._by_pidfd[pidfd]
-        assert self._epoll is not None
-        self._epoll.unregister(pidfd)
+        ready_set(self._loop).remove(pidfd)
         os.close(pidfd)
 
-    def _on_epoll(self) -> None:
-        assert self._epoll is not None
-        for pidfd, _ in self._epoll.poll(0):  # level-triggered: more wake us up again
-            handle = self._by_pidfd.get(pidfd)
-            if handle is None:
-                continue
-            if handle.foreign:
-                self._foreign_gone(handle)
-            else:
-                self._on_pidfd(handle)
+    def _on_ready(self, handle: ChildHandle) -> None:
+        if handle.foreign:
+            self._foreign_gone(handle)
+        else:
+            self._on_pidfd(handle)
 
     def adopt(
         self, pid: int, pidfd: int, callback: ExitCallback, foreign: str | None = None
@@ -189,7 +175,7 @@ class ChildWatcher:
         if handle._pidfd < 0:
             self._foreign_gone(handle)  # no way to watch it: treat it as gone
         else:
-            self._add_pidfd(handle)  # _on_epoll: a foreign handle is gone, not reaped
+            self._add_pidfd(handle)  # _on_ready: a foreign handle is gone, not reaped
 
     def _foreign_gone(self, handle: ChildHandle) -> None:
         self._close_pidfd(handle)
@@ -296,11 +282,6 @@ class ChildWatcher:
     def close(self) -> None:
         for pid in list(self._handles):
             self.forget(pid)
-        if self._epoll is not None:
-            if not self._loop.is_closed():
-                self._loop.remove_reader(self._epoll.fileno())
-            self._epoll.close()
-            self._epoll = None
 
 
 def _reap(pid: int) -> int | None:

@@ -19,6 +19,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from gaffer.core.readyset import ready_set
+
 logger = logging.getLogger(__name__)
 
 READ_SIZE = 1024 * 1024  # as big as a capture pipe: one read takes all it holds
@@ -103,7 +105,7 @@ def _return_pipe_budget() -> None:
 class PipeReader:
     """Calls ``on_data(bytes)`` for every chunk read from ``fd``, ``on_close()`` at EOF."""
 
-    __slots__ = ("_loop", "_on_close", "_on_data", "_owns_fd", "fd", "paused")
+    __slots__ = ("_on_close", "_on_data", "_owns_fd", "_set", "fd", "paused")
 
     def __init__(
         self,
@@ -113,24 +115,24 @@ class PipeReader:
         on_close: Callable[[], None] | None = None,
         owns_fd: bool = True,
     ) -> None:
-        self._loop = loop
+        self._set = ready_set(loop)  # one epoll set for every pipe: see readyset.py
         self.fd = fd
         self._on_data = on_data
         self._on_close = on_close
         self._owns_fd = owns_fd
         self.paused = False
         os.set_blocking(fd, False)
-        loop.add_reader(fd, self._readable)
+        self._set.add(fd, self._readable)
 
     def pause(self) -> None:
         """Stop reading (the writer of the pipe blocks once the pipe is full)."""
         if not self.paused and self.fd >= 0:
-            self._loop.remove_reader(self.fd)
+            self._set.remove(self.fd)
             self.paused = True
 
     def resume(self) -> None:
         if self.paused and self.fd >= 0:
-            self._loop.add_reader(self.fd, self._readable)
+            self._set.add(self.fd, self._readable)
         self.paused = False
 
     @property
@@ -179,7 +181,7 @@ class PipeReader:
             return
         fd, self.fd = self.fd, -1
         if not self.paused:
-            self._loop.remove_reader(fd)
+            self._set.remove(fd)
         self.paused = False
         if self._owns_fd:
             os.close(fd)

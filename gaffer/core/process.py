@@ -211,7 +211,7 @@ class Process(Escapees):
         if self.config.redirect_input:
             self._stdin = PipeWriter(self.loop, stdio.stdin_w)
         for label, read_fd, writer, stream in stdio.outputs:
-            reader = PipeReader(self.loop, read_fd, self._reader_for(label, writer, stream))
+            reader = PipeReader(self.loop, read_fd, _Route(self, label, writer, stream))
             if writer is not None:
                 writer.reader = reader  # the log pauses it when it cannot keep up
             self._readers = [*self._readers, reader]
@@ -235,26 +235,6 @@ class Process(Escapees):
 
         reader = PipeReader(self.loop, fd, on_data)
         return reader
-
-    def _reader_for(
-        self, label: str, writer: Writer | None, stream: str
-    ) -> Callable[[bytes], None]:
-        """What is done with each chunk read: logged, kept in the job's history, given
-        to the listeners (each step apart, so a failing log loses nothing else)."""
-        log = writer.write if writer is not None else None
-        history = self._history.add if self._history is not None else None
-        pid, os_pid, dispatch = self.pid, self.os_pid, self.dispatch
-
-        def deliver(data: bytes) -> None:
-            try:
-                if log is not None:
-                    log(data)
-            finally:
-                if history is not None:
-                    history(pid, os_pid, stream, data)
-                dispatch(label, data)
-
-        return deliver
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -580,3 +560,24 @@ def _logged(func: Callable[[bytes], None], data: bytes) -> None:
         func(data)
     except OSError as exc:
         logger.warning("write failed: %s", exc)
+
+
+class _Route:
+    """Where each chunk a process writes goes: its log, its job's history, its listeners,
+    each step apart, so a failing log loses nothing else. A slotted object, not a closure:
+    a few dozen bytes per stream instead of 700 (a function, its cells, bound methods)."""
+
+    __slots__ = ("label", "proc", "stream", "writer")
+
+    def __init__(self, proc: Process, label: str, writer: Writer | None, stream: str) -> None:
+        self.proc, self.label, self.writer, self.stream = proc, label, writer, stream
+
+    def __call__(self, data: bytes) -> None:
+        proc = self.proc
+        try:
+            if self.writer is not None:
+                self.writer.write(data)
+        finally:
+            if proc._history is not None:
+                proc._history.add(proc.pid, proc.os_pid, self.stream, data)
+            proc.dispatch(self.label, data)
