@@ -77,7 +77,7 @@ fmt: $(STAMP)
 # gaffer is installed as users get it, not editable (an editable install's import hook
 # costs every gafferd start 17 ms and some hundreds of KiB: docs/design.md#memory), so it
 # is installed again whenever a source file changes.
-BENCH_SOURCES := pyproject.toml setup.py $(shell find gaffer gafferd -name '*.py')
+BENCH_SOURCES := pyproject.toml setup.py $(shell find gaffer gafferd -type f -not -path '*/__pycache__/*')
 $(BENCH_STAMP): $(BENCH_SOURCES)
 	$(PYTHON) -c 'import sys; sys.exit("gaffer needs Python >= 3.11") if sys.version_info < (3, 11) else None'
 	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
