@@ -48,17 +48,22 @@ RESTART_MAX_DELAY = 30.0
 GUARD_AWK = Path(guard_main.__file__).with_suffix(".awk")
 
 
-def guard_command(grace: float, awk: str | None) -> tuple[list[str], dict[str, str] | None]:
+def guard_command(
+    grace: float, awk: str | None, python: str = sys.executable
+) -> tuple[list[str], dict[str, str] | None]:
     """The guard's command line and environment (None: gafferd's own). Where there is an
     awk, the guard is ``guard_main.awk``: it only counts groups while the manager lives
     (0.5 MiB of PSS against 5 for a Python), and hands the ones left at the end to
     ``guard_main.py``, which stops them. Elsewhere ``guard_main.py`` does both."""
-    stop = [sys.executable, "-I", "-S", guard_main.__file__, str(grace)]
+    stop = [python, "-I", "-S", guard_main.__file__, str(grace)]
     if awk is None:
         return stop, None
     # sh sets what the Python guard sets itself: only the end of the pipe stops the guard
     script = 'trap "" HUP INT TERM; exec "$0" -f "$1"'
-    env = {**os.environ, "GAFFER_GUARD_STOP": "exec " + shlex.join(stop)}
+    # a Python gone meanwhile (its virtualenv removed, an upgrade that moved the file)
+    # must not spare the processes: the shell then SIGKILLs the groups itself
+    fallback = 'while read -r line; do kill -KILL "-${line#+}"; done 2>/dev/null'
+    env = {**os.environ, "GAFFER_GUARD_STOP": f"{shlex.join(stop)} || {fallback}"}
     return ["/bin/sh", "-c", script, awk, str(GUARD_AWK)], env
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from gaffer import Manager, ProcessConfig
 from gaffer.core.childwatch import ChildWatcher
-from gaffer.core.guard import Guard
+from gaffer.core.guard import Guard, guard_command
 from gaffer.core.procfs import descendants_of, proc_stat
 from tests.helpers import EventRecorder, child_cmd, pid_exists, run_script, wait_until
 
@@ -101,6 +102,30 @@ async def test_the_guard_sigkills_what_ignores_sigterm_and_counts_registrations(
         stubborn.kill()
         stubborn.wait()
         stubborn.stdout.close()
+
+
+@pytest.mark.parametrize("python", [sys.executable, "/nonexistent/python"], ids=["py", "gone"])
+async def test_the_awk_guard_stops_groups_even_without_its_python(python):
+    """The awk guard hands the groups to guard_main.py (SIGTERM first); if that Python is
+    gone (its virtualenv removed while gafferd ran), the shell SIGKILLs the groups."""
+    awk = shutil.which("awk")
+    if awk is None:
+        pytest.skip("no awk on this machine: gafferd's guard is guard_main.py alone")
+    argv, env = guard_command(0.2, awk, python)
+    sleeper = _sleeper()
+    guard = subprocess.Popen(  # noqa: ASYNC220 - a fork, no wait
+        argv, stdin=subprocess.PIPE, env=env, start_new_session=True, stderr=subprocess.DEVNULL
+    )
+    try:
+        guard.stdin.write(b"+%d\n" % sleeper.pid)
+        guard.stdin.close()  # what the death of gafferd does
+        expected = -signal.SIGTERM if python == sys.executable else -signal.SIGKILL
+        assert await _wait_exit(sleeper) == expected
+        assert await _wait_exit(guard) == 0
+    finally:
+        for popen in (sleeper, guard):
+            popen.kill()
+            popen.wait()
 
 
 async def test_a_clean_stop_closes_the_guard_quietly():
