@@ -82,10 +82,17 @@ class ChildHandle:
             exit_status, term_signal = 255, 0
         else:
             exit_status, term_signal = decode_status(status)
+        # called once: dropped, so that the owner and its handle (a cycle) go with the
+        # last reference, at once, not at the garbage collector's next full pass
+        callback, self._callback = self._callback, _called
         try:
-            self._callback(exit_status, term_signal)
+            callback(exit_status, term_signal)
         except Exception:
             logger.exception("exit callback failed for pid %d", self.pid)
+
+
+def _called(exit_status: int, term_signal: int) -> None:
+    """The exit callback of a handle whose callback has run."""
 
 
 class ChildWatcher:

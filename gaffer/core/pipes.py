@@ -102,6 +102,10 @@ def _return_pipe_budget() -> None:
             _budget_pages += CAPTURE_PIPE_SIZE // 4096
 
 
+def _ignore(data: bytes) -> None:
+    """What a closed reader does with data: nothing (it reads none)."""
+
+
 class PipeReader:
     """Calls ``on_data(bytes)`` for every chunk read from ``fd``, ``on_close()`` at EOF."""
 
@@ -185,6 +189,7 @@ class PipeReader:
         self.paused = False
         if self._owns_fd:
             os.close(fd)
+        self._on_data = _ignore  # the consumer often holds this reader: no cycle left
         if self._on_close is not None:
             callback, self._on_close = self._on_close, None
             callback()
