@@ -32,7 +32,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from gaffer.core import guard_main
@@ -45,7 +44,7 @@ GRACE = 0.5  # seconds between the SIGTERM and the SIGKILL of a dead manager's p
 CLOSE_TIMEOUT = 5.0  # seconds the guard may take to exit after a clean stop
 RESTART_YOUNG = 1.0  # a guard that dies younger than this is restarted after a delay
 RESTART_MAX_DELAY = 30.0
-GUARD_AWK = Path(guard_main.__file__).with_suffix(".awk")
+GUARD_AWK = os.path.splitext(guard_main.__file__)[0] + ".awk"  # (no pathlib: 2.5 ms at start)
 
 
 def guard_command(
@@ -64,7 +63,7 @@ def guard_command(
     # must not spare the processes: the shell then SIGKILLs the groups itself
     fallback = 'while read -r line; do kill -KILL "-${line#+}"; done 2>/dev/null'
     env = {**os.environ, "GAFFER_GUARD_STOP": f"{shlex.join(stop)} || {fallback}"}
-    return ["/bin/sh", "-c", script, awk, str(GUARD_AWK)], env
+    return ["/bin/sh", "-c", script, awk, GUARD_AWK], env
 
 
 class GroupRegistry(abc.ABC):
