@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 import tornado.iostream
@@ -53,16 +54,7 @@ class FeedHandler(BaseHandler):
     ) -> None:
         """Send each item of ``source`` as an ``evtype`` event (a ``dropped`` event for
         what the queue lost) until it ends or the client goes; heartbeats meanwhile."""
-        while True:
-            item = await self.next_item(source, heartbeat)
-            if self._closed.is_set():
-                return
-            if item is None:
-                if source.ended:
-                    break
-                if not await self.heartbeat(feed):
-                    return
-                continue
+        async for item in self.items(source, feed, heartbeat):
             if isinstance(item, tuple) and item[0] == "dropped":
                 frame = event_frame(
                     feed, EventStream.DROPPED, {"event": EventStream.DROPPED, "count": item[1][0]}
@@ -71,7 +63,8 @@ class FeedHandler(BaseHandler):
                 frame = event_frame(feed, evtype, item)
             if not await self.send(frame) or feed == "longpoll":
                 break
-        self.finish()
+        if not self._closed.is_set():
+            self.finish()
 
     def feed(self) -> tuple[str, float | None]:
         feed = self.get_query_argument("feed", self.default_feed)
@@ -110,6 +103,24 @@ class FeedHandler(BaseHandler):
             await self.flush()
         except tornado.iostream.StreamClosedError:
             self._closed.set()
+
+    async def items(
+        self, source: Any, feed: str, heartbeat: float | None, keepalive: bool = True
+    ) -> AsyncIterator[Any]:
+        """Each item of ``source`` until it ends (a ``QueueSource``'s ``ended``) or the
+        client goes (``self._closed`` is set then); a keep-alive after ``heartbeat``
+        seconds of silence, unless ``keepalive`` is off."""
+        while True:
+            item = await self.next_item(source, heartbeat)
+            if self._closed.is_set():
+                return
+            if item is None:
+                if getattr(source, "ended", False):
+                    return
+                if keepalive and not await self.heartbeat(feed):
+                    return  # the client is gone: send set self._closed
+                continue
+            yield item
 
     async def next_item(self, source: Any, heartbeat: float | None) -> Any:
         """The next item of ``source`` (an async iterator), None on a heartbeat or when
@@ -173,20 +184,13 @@ class WatchHandler(FeedHandler):
         pattern = ".".join(part for part in (a, b, c) if part) or "."
         await self.start_feed(feed)
         async with self.manager.events.stream(pattern, QUEUE_ITEMS) as events:
-            while True:
-                item = await self.next_item(events, heartbeat)
-                if self._closed.is_set():
-                    return
-                if item is None:
-                    if not await self.heartbeat(feed):
-                        return
-                    continue
-                evtype, msg = item
+            async for evtype, msg in self.items(events, feed, heartbeat):
                 if evtype != EventStream.DROPPED and not may_see_event(self.permissions, msg):
                     continue
                 if not await self.send(event_frame(feed, evtype, msg)) or feed == "longpoll":
                     break
-        self.finish()
+        if not self._closed.is_set():
+            self.finish()
 
 
 class QueueSource:
@@ -308,17 +312,8 @@ class OutputStreamHandler(FeedHandler):
 
     async def _pump(self, source: QueueSource, feed: str, heartbeat: float | None) -> None:
         partial, last_label = b"", "output"
-        while True:
-            item = await self.next_item(source, heartbeat)
-            if self._closed.is_set():
-                return
-            if item is None:
-                if source.ended:
-                    break
-                # raw output has no room for a keep-alive: only eventsource gets one
-                if feed == "eventsource" and not await self.heartbeat(feed):
-                    return
-                continue
+        # raw output has no room for a keep-alive: only eventsource gets one
+        async for item in self.items(source, feed, heartbeat, feed == "eventsource"):
             if item[0] == "dropped":
                 count, size = item[1]
                 frame: bytes | str = (
