@@ -85,7 +85,11 @@ def test_overview_shows_every_job_its_processes_and_gafferd(site: tuple[Gafferd,
 
     own = data["daemon"]
     assert own["pid"] == daemon.pid and own["version"] == gaffer.__version__
-    assert abs(own["fds"] - psutil.Process(daemon.pid).num_fds()) <= 5  # connections come and go
+    # connections come and go: the count must agree with /proc at a quiet moment
+    wait_until_sync(
+        lambda: abs(overview(api)["daemon"]["fds"] - psutil.Process(daemon.pid).num_fds()) <= 2,
+        what="gafferd's open fds in the overview to agree with /proc",
+    )
     assert own["rss"] > 0 and own["uptime"] > 0 and own["cpu_seconds"] > 0
     assert isinstance(own["http_requests"], int) and own["events_published"] > 0
     assert own["loop_lag_p99"] is None or own["loop_lag_p99"] >= 0
