@@ -23,7 +23,6 @@ again as SIGHUP does. If the exec itself fails, everything is undone and gafferd
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -34,7 +33,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gaffer.core.config import ProcessConfig
-from gaffer.core.handover import inheritable
 from gaffer.errors import HandoverError
 from gafferd.config import JobSpec
 
@@ -122,6 +120,8 @@ class Restarter:
     async def check(self) -> None:
         """Run the new gafferd with ``--check-config``: its code must import and its
         configuration be valid, else nothing is handed over."""
+        import asyncio  # here: gafferd decides on ssl before asyncio loads (withoutssl.py)
+
         env = {key: value for key, value in os.environ.items() if key != ENV}
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -151,6 +151,8 @@ class Restarter:
             )
 
     async def hand_over(self) -> None:
+        from gaffer.core.handover import inheritable  # here: it imports asyncio
+
         server = self.server
         manager = server.manager
         assert manager is not None

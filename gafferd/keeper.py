@@ -17,8 +17,6 @@ import sys
 from typing import Any
 
 import gaffer.core
-from gaffer.core.guard import GRACE
-from gaffer.core.keeper import ENV
 from gaffer.http import binding
 from gafferd.handover import command_line
 
@@ -26,13 +24,21 @@ LISTEN_ENV = "GAFFERD_LISTEN_FDS"
 LIVES_ENV = "GAFFER_KEEPER_LIVES"
 
 
+# gaffer.core's guard and keeper import asyncio: here they are imported when used, so
+# that gafferd decides on ssl before asyncio loads (gafferd/withoutssl.py)
+
+
 def under_keeper() -> bool:
+    from gaffer.core.keeper import ENV
+
     return ENV in os.environ
 
 
 def launch(sockets: list[socket.socket]) -> None:
     """Become the keeper, which starts this gafferd again as its child. Returns only
     when the exec failed (OSError)."""
+    from gaffer.core.guard import GRACE
+
     fds = [sock.fileno() for sock in sockets]
     for fd in fds:
         os.set_inheritable(fd, True)
@@ -55,6 +61,8 @@ def launch(sockets: list[socket.socket]) -> None:
 def keeper_fd() -> int | None:
     """The socket to the keeper (taken from the environment: nothing gafferd starts
     inherits the variables)."""
+    from gaffer.core.keeper import ENV
+
     os.environ.pop(LIVES_ENV, None)
     text = os.environ.pop(ENV, None)
     return int(text) if text else None

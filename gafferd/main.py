@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         handed.setdefault("timings", {}).update(imported=gafferd.IMPORTED_AT, main=began)
         return run_handed(args, handed, config, effective)
     plugin_dir = effective.plugin_dir or _default_plugin_dir(directory)
+    _choose_ssl(effective, config, plugin_dir)
     plugins = _plugins(plugin_dir, config)
     if args.print_config:
         print("\n".join(effective.lines() + describe(config)))
@@ -347,6 +348,7 @@ def run_handed(
         pidfile.adopt(fd)
     sockets = handover.adopt_sockets(previous["sockets"], effective)
     plugin_dir = effective.plugin_dir or _default_plugin_dir(config.directory)
+    _choose_ssl(effective, config, plugin_dir)
     try:
         plugins = _plugins(plugin_dir, config)
     except Exception:
@@ -393,6 +395,14 @@ def _ask_password() -> str:
 def _default_plugin_dir(directory: str) -> str | None:
     candidate = os.path.join(directory, "plugins")
     return candidate if os.path.isdir(candidate) else None
+
+
+def _choose_ssl(effective: Effective, config: DaemonConfig, plugin_dir: str | None) -> None:
+    """Load ssl only if something configured may use TLS (gafferd/withoutssl.py)."""
+    from gafferd import withoutssl
+
+    if withoutssl.tls_reason(effective, config, plugin_dir) is None:
+        withoutssl.install()
 
 
 def _check_tls(effective: Effective) -> None:

@@ -31,7 +31,7 @@ from gaffer.http import binding
 from gaffer.http.deferred import DeferredHttpHandler
 from gaffer.http.telemetry import Telemetry
 from gaffer.http.throttle import LoginThrottle
-from gafferd import handover
+from gafferd import handover, withoutssl
 from gafferd.config import (
     DaemonConfig,
     JobSpec,
@@ -213,6 +213,15 @@ class Gafferd(JobLoading):
             config = with_job_defaults(config, job_defaults(effective))
         except (ConfigError, SettingError) as exc:
             logger.error("SIGHUP: configuration not reloaded, keeping the running one: %s", exc)
+            return
+        reason = withoutssl.tls_reason(effective, config) if withoutssl.active() else None
+        if reason is not None:
+            logger.error(
+                "SIGHUP: configuration not reloaded, keeping the running one: it needs TLS "
+                "(%s) and this gafferd started without the ssl module; restart it in place "
+                "(gaffer daemon:restart, or SIGUSR2): the jobs keep running",
+                reason,
+            )
             return
         logger.info("SIGHUP: reloading %s", self.config.path or "(no file)")
         warn_problems(config, "reload: ")

@@ -1,0 +1,171 @@
+"""gafferd loads ssl only when something configured may use TLS (gafferd/withoutssl.py)."""
+
+from __future__ import annotations
+
+import _ssl
+import http.client
+import signal
+import ssl
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from gaffer.errors import ConfigError
+from gafferd import withoutssl
+from tests.gafferd.harness import ROOT, Gafferd, free_port
+from tests.gafferd.test_daemon import make_certificate
+from tests.helpers import wait_until_sync
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def loads_ssl(pid: int) -> bool:
+    """True if the process mapped the ssl extension module (and so libssl)."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return _ssl.__file__ in maps.read()
+
+
+def test_the_stand_in_has_what_ssl_has_under_the_same_names():
+    fake = withoutssl.stand_in()
+    for name, number in withoutssl.ERROR_NUMBERS.items():
+        assert getattr(fake, name) == getattr(ssl, name), name
+    for name in ("SSLZeroReturnError", "SSLWantReadError", "SSLWantWriteError"):
+        assert issubclass(getattr(fake, name), fake.SSLError)
+        assert issubclass(getattr(ssl, name), ssl.SSLError)
+    for name in ("SSLSyscallError", "SSLEOFError", "SSLCertVerificationError"):
+        assert issubclass(getattr(fake, name), fake.SSLError)
+    assert issubclass(fake.SSLError, OSError) and issubclass(ssl.SSLError, OSError)
+    assert fake.CertificateError is fake.SSLCertVerificationError
+    assert issubclass(fake.CertificateError, ValueError)
+    assert issubclass(ssl.CertificateError, ValueError)
+
+
+def test_the_stand_in_refuses_tls_saying_how_to_have_it():
+    fake = withoutssl.stand_in()
+    for make in (fake.SSLContext, fake.SSLSocket, fake.MemoryBIO, fake.create_default_context):
+        with pytest.raises(ConfigError, match="gaffer daemon:restart keeps the jobs running"):
+            make()
+    assert not hasattr(fake, "PROTOCOL_TLS_CLIENT")
+    with pytest.raises(AttributeError, match="did not load the ssl module"):
+        fake.wrap_bio  # noqa: B018
+
+
+def test_install_keeps_an_imported_ssl():
+    assert withoutssl.install() is False  # pytest's process imported the real one
+    assert sys.modules["ssl"] is ssl and not withoutssl.active()
+
+
+@pytest.mark.parametrize(
+    ("settings", "webhooks", "plugins", "reason"),
+    [
+        ({}, (), (None, {}), None),
+        ({}, (("exit", "http://hooks.example/x"),), (None, {}), None),
+        ({"certfile": "/c.pem"}, (), (None, {}), "certfile/keyfile"),
+        ({"keyfile": "/k.pem"}, (), (None, {}), "certfile/keyfile"),
+        ({}, (("exit", "HTTPS://hooks.example/x"),), (None, {}), "webhook"),
+        ({"cluster": "etcd://127.0.0.1:2379"}, (), (None, {}), "cluster"),
+        ({}, (), ("/etc/gaffer/plugins", {}), "plugins"),
+        ({}, (), (None, {"mine": {}}), "plugins"),
+    ],
+)
+def test_what_needs_tls(settings, webhooks, plugins, reason):
+    effective = SimpleNamespace(**{"certfile": None, "keyfile": None, "cluster": None, **settings})
+    config = SimpleNamespace(webhooks=webhooks, plugins=plugins[1])
+    found = withoutssl.tls_reason(effective, config, plugins[0])
+    assert (found is None) if reason is None else (reason in found)
+
+
+PROGRAM = """
+import sys
+from gafferd import withoutssl
+assert withoutssl.install()
+import asyncio, uvloop, tornado.web, tornado.httpserver, tornado.websocket
+from tornado.httpclient import AsyncHTTPClient
+
+class Hello(tornado.web.RequestHandler):
+    def get(self):
+        self.write("hello")
+
+async def main():
+    server = tornado.httpserver.HTTPServer(tornado.web.Application([("/", Hello)]))
+    server.listen(0, "127.0.0.1")
+    port = next(iter(server._sockets.values())).getsockname()[1]
+    response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/")
+    print(response.body.decode(), "_ssl" in sys.modules)
+    server.stop()
+
+uvloop.run(main())
+"""
+
+
+def test_asyncio_uvloop_and_tornado_serve_http_on_the_stand_in():
+    """The libraries as installed import and serve with the stand-in: a new release that
+    reads another name of ssl's at import fails here, not in gafferd."""
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", textwrap.dedent(PROGRAM)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["hello", "False"]
+
+
+def test_gafferd_without_tls_never_maps_ssl_and_loads_it_on_a_restart_in_place(tmp_path: Path):
+    cert, key = make_certificate(tmp_path)
+    port = free_port()
+    plain = f"""
+        [gaffer]
+        bind = unix:{tmp_path / "gafferd.sock"} 127.0.0.1:{port}
+        [webhooks]
+        exit = http://127.0.0.1:9/hook
+        [job:web]
+        cmd = {{child}} sleep
+    """
+    daemon = Gafferd(tmp_path, plain).start()
+    try:
+        wait_until_sync(lambda: daemon.request("GET", "/pids")[1]["pids"], what="web up")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/metrics")
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert not loads_ssl(daemon.pid)
+
+        # a reload that would serve TLS is refused whole: the file's new job is not loaded
+        tls = f"{plain}\n[ssl]\ncertfile = {cert}\nkeyfile = {key}\n"
+        daemon.write(f"{tls}[job:more]\ncmd = {{child}} sleep\n")
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("it needs TLS (certfile/keyfile")
+        assert daemon.request("GET", "/jobs")[1]["jobs"] == ["default.web"]
+        assert not loads_ssl(daemon.pid)
+
+        # restarted in place, gafferd reads the file again and loads ssl: HTTPS answers
+        before = daemon.request("GET", "/pids")[1]["pids"]
+        daemon.write(tls)
+        daemon.signal(signal.SIGUSR2)
+        wait_until_sync(
+            lambda: "restarted in place" in daemon.log_text(), timeout=30, what="hand-over"
+        )
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+        conn.request("GET", "/version")
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert loads_ssl(daemon.pid)
+        assert daemon.request("GET", "/pids")[1]["pids"] == before
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_gafferd_with_an_https_webhook_loads_ssl(tmp_path: Path):
+    daemon = Gafferd(tmp_path, "[webhooks]\nexit = https://127.0.0.1:9/hook\n").start()
+    try:
+        assert loads_ssl(daemon.pid)
+    finally:
+        assert daemon.stop() == 0
