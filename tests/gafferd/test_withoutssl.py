@@ -32,7 +32,7 @@ def loads_ssl(pid: int) -> bool:
 def test_the_stand_in_has_what_ssl_has_under_the_same_names():
     fake = withoutssl.stand_in()
     for name, number in withoutssl.ERROR_NUMBERS.items():
-        assert getattr(fake, name) == getattr(ssl, name), name
+        assert getattr(fake, name) == number == getattr(ssl, name), name
     for name in ("SSLZeroReturnError", "SSLWantReadError", "SSLWantWriteError"):
         assert issubclass(getattr(fake, name), fake.SSLError)
         assert issubclass(getattr(ssl, name), ssl.SSLError)
