@@ -113,7 +113,10 @@ SETTINGS: tuple[Setting, ...] = (
         "certfile",
         to_path,
         None,
-        "TLS certificate (PEM): serve HTTPS on TCP binds.",
+        (
+            "TLS certificate (PEM): serve HTTPS on TCP binds. A gafferd started with no TLS "
+            "at all turns it on at a restart in place, not a reload."
+        ),
         flag="--certfile",
         reload=True,
         metavar="FILE",
