@@ -57,48 +57,26 @@ class _Refusing:
         _refuse()
 
 
-class SSLError(OSError):
-    pass
+def _classes() -> dict[str, type]:
+    """ssl's classes by name: its exceptions, in the same hierarchy (never raised: no TLS
+    runs), and the classes that would do TLS, which cannot be made. Made per stand-in,
+    not gaffer's own: they are not in gaffer's error tree."""
 
+    def kind(name: str, *bases: type) -> type:
+        return type(name, bases, {"__module__": "ssl"})
 
-class SSLZeroReturnError(SSLError):
-    pass
-
-
-class SSLWantReadError(SSLError):
-    pass
-
-
-class SSLWantWriteError(SSLError):
-    pass
-
-
-class SSLSyscallError(SSLError):
-    pass
-
-
-class SSLEOFError(SSLError):
-    pass
-
-
-class SSLCertVerificationError(SSLError, ValueError):
-    pass
-
-
-class SSLContext(_Refusing):
-    pass
-
-
-class SSLSocket(_Refusing):
-    pass
-
-
-class SSLObject(_Refusing):
-    pass
-
-
-class MemoryBIO(_Refusing):
-    pass
+    error = kind("SSLError", OSError)
+    classes = [
+        error,
+        kind("SSLZeroReturnError", error),
+        kind("SSLWantReadError", error),
+        kind("SSLWantWriteError", error),
+        kind("SSLSyscallError", error),
+        kind("SSLEOFError", error),
+        kind("SSLCertVerificationError", error, ValueError),
+        *(kind(name, _Refusing) for name in ("SSLContext", "SSLSocket", "SSLObject", "MemoryBIO")),
+    ]
+    return {cls.__name__: cls for cls in classes}
 
 
 class _Module(types.ModuleType):
@@ -109,25 +87,9 @@ class _Module(types.ModuleType):
 def stand_in() -> types.ModuleType:
     """A new module that can take ssl's place."""
     module = _Module("ssl", __doc__)
-    names: dict[str, Any] = {
-        cls.__name__: cls
-        for cls in (
-            SSLError,
-            SSLZeroReturnError,
-            SSLWantReadError,
-            SSLWantWriteError,
-            SSLSyscallError,
-            SSLEOFError,
-            SSLCertVerificationError,
-            SSLContext,
-            SSLSocket,
-            SSLObject,
-            MemoryBIO,
-        )
-    }
-    names.update(ERROR_NUMBERS)
+    names: dict[str, Any] = {**_classes(), **ERROR_NUMBERS}
     names.update(
-        CertificateError=SSLCertVerificationError,
+        CertificateError=names["SSLCertVerificationError"],
         HAS_SNI=False,
         create_default_context=_refuse,
         wrap_socket=_refuse,

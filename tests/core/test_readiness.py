@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gaffer import Manager, ProcessConfig
-from tests.gafferd.harness import free_port
+from tests.gafferd.harness import free_port, free_ports
 from tests.helpers import EventRecorder, child_cmd, wait_until
 
 
@@ -50,7 +50,7 @@ async def test_fd_readiness_is_a_newline_on_fd_n():
 
 
 async def test_tcp_readiness_follows_each_instance_s_port():
-    port = free_port()
+    port = free_ports(2)
     async with Manager() as manager:
         events = EventRecorder(manager)
         manager.load(
