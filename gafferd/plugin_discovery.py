@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gafferd.plugins")  # one name for the plugins' log lines
 
+#: the entry point group that declares plugins in installed distributions
+ENTRY_POINT_GROUP = "gaffer.apps"
+
 SITE_DIR = "_site"
 MODULE_PREFIX = "_gaffer_plugin_"
 
@@ -102,7 +105,7 @@ def _config_argument(factory: Any) -> str | None:
     return None
 
 
-def _may_declare(group: str) -> bool:
+def may_declare(group: str) -> bool:
     """Whether a distribution on ``sys.path`` may declare entry points of ``group``: a
     look at their ``entry_points.txt`` (about a millisecond), so that importlib.metadata
     (5 ms and 0.8 MiB for good) is imported only when there is something to load. True
@@ -136,7 +139,7 @@ def _may_declare(group: str) -> bool:
 
 
 def from_entry_points(group: str) -> list[Entry]:
-    if not _may_declare(group):
+    if not may_declare(group):
         return []
     import importlib.metadata
 

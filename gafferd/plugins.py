@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from gaffer.plugin import Plugin
 from gafferd.plugin_discovery import (
+    ENTRY_POINT_GROUP,
     Entry,
     PluginInfo,
     check_duplicates,
@@ -71,8 +72,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-ENTRY_POINT_GROUP = "gaffer.apps"
 
 
 class PluginManager:

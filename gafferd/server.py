@@ -214,7 +214,7 @@ class Gafferd(JobLoading):
         except (ConfigError, SettingError) as exc:
             logger.error("SIGHUP: configuration not reloaded, keeping the running one: %s", exc)
             return
-        reason = withoutssl.tls_reason(effective, config) if withoutssl.active() else None
+        reason = withoutssl.reload_reason(effective, config) if withoutssl.active() else None
         if reason is not None:
             logger.error(
                 "SIGHUP: configuration not reloaded, keeping the running one: it needs TLS "

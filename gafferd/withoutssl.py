@@ -3,7 +3,8 @@
 asyncio, uvloop and tornado import ``ssl`` when they are imported, TLS or not: that maps
 libssl and libcrypto and builds ssl's enums, 4.5 MiB of gafferd's resident memory (measured
 in docs/design.md#memory). When gafferd's configuration names no certificate, no https
-webhook, no cluster and no plugin (``tls_reason`` says None), ``install`` puts a stand-in
+webhook, no cluster, no plugin and tornado is 6.6 or later (which makes its TLS contexts
+on first use; ``tls_reason`` says None), ``install`` puts a stand-in
 in ``sys.modules["ssl"]`` before those imports. It holds what they read at import time:
 the exception classes (never raised), the error numbers they compare with, and classes
 and a function that refuse to work, saying how to turn TLS on. Any other name is an
@@ -19,9 +20,11 @@ from __future__ import annotations
 
 import sys
 import types
+from importlib.machinery import ModuleSpec
 from typing import Any, NoReturn
 
 from gaffer.errors import ConfigError
+from gafferd.plugin_discovery import ENTRY_POINT_GROUP, may_declare
 
 #: the module's name in sys.modules while it stands in for ssl
 MARK = "__gaffer_without_ssl__"
@@ -87,6 +90,7 @@ class _Module(types.ModuleType):
 def stand_in() -> types.ModuleType:
     """A new module that can take ssl's place."""
     module = _Module("ssl", __doc__)
+    module.__spec__ = ModuleSpec("ssl", None)  # importlib.util.find_spec("ssl") finds it
     names: dict[str, Any] = {**_classes(), **ERROR_NUMBERS}
     names.update(
         CertificateError=names["SSLCertVerificationError"],
@@ -114,14 +118,33 @@ def active() -> bool:
 
 def tls_reason(effective: Any, config: Any, plugin_dir: str | None = None) -> str | None:
     """Why gafferd's settings (``Effective``) and configuration (``DaemonConfig``) may
-    need TLS, or None if nothing in them can."""
+    need TLS at its start, or None if nothing in them can."""
+    reason = reload_reason(effective, config)
+    if reason is not None:
+        return reason
+    if effective.cluster:
+        return "cluster: nodes call each other's API, over TLS where they serve it"
+    if plugin_dir or config.plugins:
+        return "plugins: their code may use TLS"
+    if may_declare(ENTRY_POINT_GROUP):
+        return "plugins: an installed distribution declares gaffer.apps entry points"
+    if _tornado_reads_ssl_at_import():
+        return "tornado older than 6.6 makes TLS contexts when it is imported"
+    return None
+
+
+def reload_reason(effective: Any, config: Any) -> str | None:
+    """Why a configuration read again on SIGHUP would use TLS, or None: what a reload
+    rebuilds (the HTTP binds, the webhooks); plugins and the cluster wait for a start."""
     if effective.certfile or effective.keyfile:
         return "certfile/keyfile: the HTTP API is served over TLS"
     for _, url in config.webhooks:
         if url.lower().startswith("https:"):
             return f"the webhook {url}"
-    if effective.cluster:
-        return "cluster: nodes call each other's API, over TLS where they serve it"
-    if plugin_dir or config.plugins:
-        return "plugins: their code may use TLS"
     return None
+
+
+def _tornado_reads_ssl_at_import() -> bool:
+    import tornado  # the package alone: its version, no asyncio, no ssl
+
+    return tornado.version_info < (6, 6)

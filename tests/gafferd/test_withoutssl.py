@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _ssl
 import http.client
+import os
 import signal
 import ssl
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from gaffer.errors import ConfigError
 from gafferd import withoutssl
-from tests.gafferd.harness import ROOT, Gafferd, free_port
+from tests.gafferd.harness import ROOT, Gafferd, free_ports
 from tests.gafferd.test_daemon import make_certificate
 from tests.helpers import wait_until_sync
 
@@ -24,9 +25,16 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def loads_ssl(pid: int) -> bool:
-    """True if the process mapped the ssl extension module (and so libssl)."""
-    with open(f"/proc/{pid}/maps") as maps:
-        return _ssl.__file__ in maps.read()
+    """True if the process mapped libssl (or the ssl extension module, where it links
+    OpenSSL statically)."""
+    with open(f"/proc/{pid}/maps") as handle:
+        maps = handle.read()
+    extension = getattr(_ssl, "__file__", None)
+    return "libssl" in maps or (extension is not None and extension in maps)
+
+
+def test_this_python_maps_libssl_with_ssl():
+    assert loads_ssl(os.getpid())  # the check above can see what it looks for
 
 
 def test_the_stand_in_has_what_ssl_has_under_the_same_names():
@@ -59,24 +67,45 @@ def test_install_keeps_an_imported_ssl():
     assert sys.modules["ssl"] is ssl and not withoutssl.active()
 
 
+NONE = (None, {})
+
+
 @pytest.mark.parametrize(
-    ("settings", "webhooks", "plugins", "reason"),
+    ("settings", "webhooks", "plugins", "reason", "at_reload"),
     [
-        ({}, (), (None, {}), None),
-        ({}, (("exit", "http://hooks.example/x"),), (None, {}), None),
-        ({"certfile": "/c.pem"}, (), (None, {}), "certfile/keyfile"),
-        ({"keyfile": "/k.pem"}, (), (None, {}), "certfile/keyfile"),
-        ({}, (("exit", "HTTPS://hooks.example/x"),), (None, {}), "webhook"),
-        ({"cluster": "etcd://127.0.0.1:2379"}, (), (None, {}), "cluster"),
-        ({}, (), ("/etc/gaffer/plugins", {}), "plugins"),
-        ({}, (), (None, {"mine": {}}), "plugins"),
+        ({}, (), NONE, None, False),
+        ({}, (("exit", "http://hooks.example/x"),), NONE, None, False),
+        ({"certfile": "/c.pem"}, (), NONE, "certfile/keyfile", True),
+        ({"keyfile": "/k.pem"}, (), NONE, "certfile/keyfile", True),
+        ({}, (("exit", "HTTPS://hooks.example/x"),), NONE, "webhook", True),
+        ({"cluster": "etcd://127.0.0.1:2379"}, (), NONE, "cluster", False),
+        ({}, (), ("/etc/gaffer/plugins", {}), "plugins", False),
+        ({}, (), (None, {"mine": {}}), "plugins", False),
     ],
 )
-def test_what_needs_tls(settings, webhooks, plugins, reason):
+def test_what_needs_tls(settings, webhooks, plugins, reason, at_reload):
     effective = SimpleNamespace(**{"certfile": None, "keyfile": None, "cluster": None, **settings})
     config = SimpleNamespace(webhooks=webhooks, plugins=plugins[1])
     found = withoutssl.tls_reason(effective, config, plugins[0])
     assert (found is None) if reason is None else (reason in found)
+    # a reload rebuilds the binds and the webhooks; plugins and the cluster wait for a start
+    again = withoutssl.reload_reason(effective, config)
+    assert (again == found) if at_reload else (again is None)
+
+
+def test_an_installed_plugin_distribution_needs_tls(tmp_path, monkeypatch):
+    nothing = SimpleNamespace(certfile=None, keyfile=None, cluster=None)
+    config = SimpleNamespace(webhooks=(), plugins={})
+    assert withoutssl.tls_reason(nothing, config) is None
+    declared = tmp_path / "someplugin-1.0.dist-info"
+    declared.mkdir()
+    (declared / "entry_points.txt").write_text("[gaffer.apps]\nmine = someplugin:app\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "entry points" in withoutssl.tls_reason(nothing, config)
+
+
+def test_the_stand_in_has_a_spec():
+    assert withoutssl.stand_in().__spec__.name == "ssl"
 
 
 PROGRAM = """
@@ -116,37 +145,78 @@ def test_asyncio_uvloop_and_tornado_serve_http_on_the_stand_in():
     assert done.stdout.split() == ["hello", "False"]
 
 
-def test_gafferd_without_tls_never_maps_ssl_and_loads_it_on_a_restart_in_place(tmp_path: Path):
+def plain_http_status(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_gafferd_without_tls_never_maps_ssl(tmp_path: Path):
+    port = free_ports(1)
+
+    def ini(hooks: str = "", more: str = "") -> str:
+        return f"""
+            [gaffer]
+            bind = unix:{tmp_path / "gafferd.sock"} 127.0.0.1:{port}
+            webhook_retries = 0
+            [webhooks]
+            spawn = http://127.0.0.1:9/hook
+            {hooks}
+            [job:web]
+            cmd = {{child}} sleep
+            {more}
+        """
+
+    daemon = Gafferd(tmp_path, ini()).start()
+    try:
+        wait_until_sync(lambda: daemon.request("GET", "/pids")[1]["pids"], what="web up")
+        assert plain_http_status(port, "/metrics") == 200
+        daemon.wait_log("could not deliver event spawn")  # the HTTP client ran
+        assert not loads_ssl(daemon.pid)
+
+        # a reload that would use TLS is refused whole: the file's new job is not loaded
+        another_job = "[job:more]\ncmd = {child} sleep"
+        daemon.write(ini("exit = https://127.0.0.1:9/", another_job))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("it needs TLS (the webhook https://127.0.0.1:9/)")
+        assert daemon.request("GET", "/jobs")[1]["jobs"] == ["default.web"]
+
+        # what a reload does not start (a plugin section) does not stop it
+        daemon.write(ini(more=f"[plugin:absent]\n{another_job}"))
+        daemon.signal(signal.SIGHUP)
+        wait_until_sync(
+            lambda: (
+                set(daemon.request("GET", "/jobs")[1]["jobs"]) == {"default.more", "default.web"}
+            ),
+            what="the reload applied",
+        )
+        assert not loads_ssl(daemon.pid)
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_a_restart_in_place_loads_ssl_when_the_file_turns_tls_on(tmp_path: Path):
     cert, key = make_certificate(tmp_path)
-    port = free_port()
+    port = free_ports(1)
     plain = f"""
         [gaffer]
         bind = unix:{tmp_path / "gafferd.sock"} 127.0.0.1:{port}
-        [webhooks]
-        exit = http://127.0.0.1:9/hook
         [job:web]
         cmd = {{child}} sleep
     """
     daemon = Gafferd(tmp_path, plain).start()
     try:
-        wait_until_sync(lambda: daemon.request("GET", "/pids")[1]["pids"], what="web up")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        conn.request("GET", "/metrics")
-        assert conn.getresponse().status == 200
-        conn.close()
-        assert not loads_ssl(daemon.pid)
-
-        # a reload that would serve TLS is refused whole: the file's new job is not loaded
-        tls = f"{plain}\n[ssl]\ncertfile = {cert}\nkeyfile = {key}\n"
-        daemon.write(f"{tls}[job:more]\ncmd = {{child}} sleep\n")
+        before = wait_pids(daemon)
+        daemon.write(f"{plain}\n[ssl]\ncertfile = {cert}\nkeyfile = {key}\n")
         daemon.signal(signal.SIGHUP)
         daemon.wait_log("it needs TLS (certfile/keyfile")
-        assert daemon.request("GET", "/jobs")[1]["jobs"] == ["default.web"]
+        assert plain_http_status(port, "/version") == 200  # still plain HTTP
         assert not loads_ssl(daemon.pid)
 
         # restarted in place, gafferd reads the file again and loads ssl: HTTPS answers
-        before = daemon.request("GET", "/pids")[1]["pids"]
-        daemon.write(tls)
         daemon.signal(signal.SIGUSR2)
         wait_until_sync(
             lambda: "restarted in place" in daemon.log_text(), timeout=30, what="hand-over"
@@ -161,6 +231,11 @@ def test_gafferd_without_tls_never_maps_ssl_and_loads_it_on_a_restart_in_place(t
         assert daemon.request("GET", "/pids")[1]["pids"] == before
     finally:
         assert daemon.stop() == 0
+
+
+def wait_pids(daemon: Gafferd) -> list[int]:
+    wait_until_sync(lambda: daemon.request("GET", "/pids")[1]["pids"], what="processes up")
+    return daemon.request("GET", "/pids")[1]["pids"]
 
 
 def test_gafferd_with_an_https_webhook_loads_ssl(tmp_path: Path):
