@@ -113,7 +113,7 @@ def test_a_broken_state_file_is_set_aside(tmp_path):
     try:
         wait_until_sync(lambda: len(_pids(daemon, "web")) == 2, what="web up")
         assert (tmp_path / "var" / "gafferd-state.json.bad").read_text() == "{not json"
-        assert "ignored" in daemon.log_text()
+        daemon.wait_log("ignored")  # gafferd's log thread may write it after the spawns
     finally:
         assert daemon.stop() == 0
 
@@ -164,7 +164,7 @@ def test_a_detached_job_is_adopted_after_a_restart_not_started_twice(tmp_path):
         (pid,) = _pids(daemon, "kept")
         assert daemon.request("GET", f"/{pid}")[1]["os_pid"] == first
         assert _copies(marker) == [first]  # adopted, not started again
-        assert "1 process(es) a previous gafferd started adopted" in daemon.log_text()
+        daemon.wait_log("1 process(es) a previous gafferd started adopted")
         wait_until_sync(lambda: _info(daemon, "kept")["state"] == "running", what="running")
         # it is the job's like any: stopping the job stops it, its exit is noticed
         assert daemon.request("POST", "/jobs/default/kept/state", "0")[0] == 202
