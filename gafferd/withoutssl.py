@@ -3,9 +3,9 @@
 asyncio, uvloop and tornado import ``ssl`` when they are imported, TLS or not: that maps
 libssl and libcrypto and builds ssl's enums, 4.5 MiB of gafferd's resident memory (measured
 in docs/design.md#memory). When gafferd's configuration names no certificate, no https
-webhook, no cluster, no plugin and tornado is 6.6 or later (which makes its TLS contexts
-on first use; ``tls_reason`` says None), ``install`` puts a stand-in
-in ``sys.modules["ssl"]`` before those imports. It holds what they read at import time:
+webhook, no cluster, no plugin, and tornado is 6.6 or later (which makes its TLS
+contexts on first use), ``tls_reason`` says None and ``install`` puts a stand-in in
+``sys.modules["ssl"]`` before those imports. It holds what they read at import time:
 the exception classes (never raised), the error numbers they compare with, and classes
 and a function that refuse to work, saying how to turn TLS on. Any other name is an
 AttributeError, so ``hasattr(ssl, ...)`` is False and a new use fails loudly.
@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 from gaffer.errors import ConfigError
 from gafferd.plugin_discovery import ENTRY_POINT_GROUP, may_declare
 
-#: the module's name in sys.modules while it stands in for ssl
+#: an attribute only the stand-in has: how ``active`` tells it from the real ssl
 MARK = "__gaffer_without_ssl__"
 
 # OpenSSL's SSL_ERROR_* numbers, as ssl exports them (tests compare with the real module)

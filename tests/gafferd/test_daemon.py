@@ -515,9 +515,23 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def test_tls_serves_https_on_tcp_binds(gafferd_factory, tmp_path):
+def https_status(port: int, cert: Path, path: str) -> int:
+    """The status of ``GET path`` over HTTPS on 127.0.0.1, trusting ``cert``."""
     import http.client
     import ssl
+
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_tls_serves_https_on_tcp_binds(gafferd_factory, tmp_path):
+    import http.client
 
     cert, key = make_certificate(tmp_path)
     port = free_port()
@@ -528,12 +542,7 @@ def test_tls_serves_https_on_tcp_binds(gafferd_factory, tmp_path):
         certfile = {cert}
         keyfile = {key}
     """).start()
-    context = ssl.create_default_context(cafile=str(cert))
-    context.check_hostname = False
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
-    conn.request("GET", "/version")
-    assert conn.getresponse().status == 200
-    conn.close()
+    assert https_status(port, cert, "/version") == 200
     plain = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     plain.request("GET", "/version")
     with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):

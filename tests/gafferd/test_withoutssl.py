@@ -18,7 +18,7 @@ import pytest
 from gaffer.errors import ConfigError
 from gafferd import withoutssl
 from tests.gafferd.harness import ROOT, Gafferd, free_ports
-from tests.gafferd.test_daemon import make_certificate
+from tests.gafferd.test_daemon import https_status, make_certificate
 from tests.helpers import wait_until_sync
 
 pytestmark = pytest.mark.timeout(60)
@@ -221,12 +221,7 @@ def test_a_restart_in_place_loads_ssl_when_the_file_turns_tls_on(tmp_path: Path)
         wait_until_sync(
             lambda: "restarted in place" in daemon.log_text(), timeout=30, what="hand-over"
         )
-        context = ssl.create_default_context(cafile=str(cert))
-        context.check_hostname = False
-        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
-        conn.request("GET", "/version")
-        assert conn.getresponse().status == 200
-        conn.close()
+        assert https_status(port, cert, "/version") == 200
         assert loads_ssl(daemon.pid)
         assert daemon.request("GET", "/pids")[1]["pids"] == before
     finally:
